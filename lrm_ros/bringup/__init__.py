@@ -1,0 +1,1 @@
+"""Bringing the graph up: one YAML graph description, two front ends (launch file, runner)."""

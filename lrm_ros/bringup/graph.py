@@ -1,0 +1,153 @@
+"""Graph descriptions (config/graphs/*.yaml) resolved into concrete node processes.
+
+ROS-free and launch-free, so that both `launch/*.launch.py` (a real ROS 2 install) and the
+pip-only runner (`lrm-ros up`) build their processes from the same data, and cannot drift.
+"""
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, List, Mapping, Optional, Tuple
+
+import yaml
+
+from lrm_ros.paths import share_dir
+
+_SUBST = re.compile(r"\$\((arg\s+(?P<arg>[A-Za-z_][A-Za-z0-9_]*)|(?P<var>env_index|env_ns))\)")
+
+
+class GraphError(ValueError):
+    """The graph description or a launch argument is invalid."""
+
+
+@dataclass(frozen=True)
+class NodeSpec:
+    """One node process, fully resolved."""
+    package: str
+    executable: str
+    name: str
+    namespace: str
+    param_files: Tuple[str, ...] = ()
+    parameters: Dict[str, object] = field(default_factory=dict)
+    remappings: Tuple[Tuple[str, str], ...] = ()
+
+    @property
+    def label(self) -> str:
+        return f"{self.namespace.strip('/')}/{self.name}".lstrip("/")
+
+    def ros_args(self) -> List[str]:
+        """Command-line ROS arguments equivalent to what launch_ros passes."""
+        args = ["--ros-args", "-r", f"__node:={self.name}"]
+        if self.namespace:
+            args += ["-r", f"__ns:={self.namespace}"]
+        for path in self.param_files:
+            args += ["--params-file", path]
+        for key, value in self.parameters.items():
+            args += ["-p", f"{key}:={_yaml_scalar(value)}"]
+        for src, dst in self.remappings:
+            args += ["-r", f"{src}:={dst}"]
+        return args
+
+
+def _yaml_scalar(value) -> str:
+    text = yaml.safe_dump(value, default_flow_style=True, width=10**6).strip()
+    return text.removesuffix("...").strip()
+
+
+def graph_path(name: str) -> Path:
+    """A graph by name ('sim') or by path to a YAML file."""
+    path = Path(name)
+    if path.suffix in (".yaml", ".yml") and path.exists():
+        return path
+    path = share_dir() / "config" / "graphs" / f"{name}.yaml"
+    if not path.exists():
+        known = sorted(p.stem for p in path.parent.glob("*.yaml"))
+        raise GraphError(f"unknown graph '{name}'; known graphs: {', '.join(known)} "
+                         "(or give the path of a graph YAML file)")
+    return path
+
+
+def load_graph(name: str) -> dict:
+    path = graph_path(name)
+    with open(path) as f:
+        data = yaml.safe_load(f) or {}
+    if not isinstance(data.get("nodes"), list):
+        raise GraphError(f"{path}: a graph needs a 'nodes' list")
+    data["_path"] = str(path)
+    return data
+
+
+def argument_defaults(graph: dict) -> Dict[str, str]:
+    return {k: str(v.get("default", "")) for k, v in (graph.get("arguments") or {}).items()}
+
+
+def parse_launch_arguments(items: List[str]) -> Dict[str, str]:
+    """['num_envs:=2', 'env_id:=PushCube-v1'] -> dict, as `ros2 launch` takes them."""
+    out = {}
+    for item in items:
+        if ":=" not in item:
+            raise GraphError(f"launch arguments are written name:=value, got {item!r}")
+        key, value = item.split(":=", 1)
+        out[key.strip()] = value
+    return out
+
+
+def _substitute(value, args: Mapping[str, str], env_index: int, env_ns: str):
+    if isinstance(value, dict):
+        return {k: _substitute(v, args, env_index, env_ns) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_substitute(v, args, env_index, env_ns) for v in value]
+    if not isinstance(value, str) or "$(" not in value:
+        return value
+
+    def repl(match):
+        if match.group("arg"):
+            return args[match.group("arg")]
+        return str(env_index) if match.group("var") == "env_index" else env_ns
+
+    text = _SUBST.sub(repl, value)
+    # A value that was only a substitution takes the type YAML gives it ("2" -> 2).
+    return yaml.safe_load(text) if _SUBST.fullmatch(value.strip()) else text
+
+
+def resolve(graph: dict, overrides: Optional[Mapping[str, str]] = None) -> List[NodeSpec]:
+    """Resolve a loaded graph with launch-argument overrides into node specs."""
+    args = argument_defaults(graph)
+    unknown = set(overrides or {}) - set(args)
+    if unknown:
+        raise GraphError(f"unknown launch argument(s) {sorted(unknown)} for graph "
+                         f"{graph.get('_path')}; known: {sorted(args)}")
+    args.update(overrides or {})
+    try:
+        num_envs = int(args.get("num_envs", 1))
+    except ValueError:
+        raise GraphError(f"num_envs must be an integer, got {args.get('num_envs')!r}")
+    if num_envs < 1:
+        raise GraphError(f"num_envs must be >= 1, got {num_envs}")
+    config_dir = Path(graph["_path"]).resolve().parent.parent
+    specs = []
+    for node in graph["nodes"]:
+        cond = node.get("unless")
+        if cond and str(args.get(cond["arg"])) == str(cond["equals"]):
+            continue
+        cond = node.get("if")
+        if cond and str(args.get(cond["arg"])) != str(cond["equals"]):
+            continue
+        envs = range(num_envs) if node.get("per_env", False) else [None]
+        for index in envs:
+            env_ns = f"/env{index}" if index is not None else ""
+            files, params = [], {}
+            for entry in node.get("parameters", []):
+                if "file" in entry and len(entry) == 1:
+                    path = (config_dir / entry["file"]).resolve()
+                    if not path.exists():
+                        raise GraphError(f"parameter file {path} (node {node['name']}) is missing")
+                    files.append(str(path))
+                else:
+                    params.update(_substitute(entry, args, index or 0, env_ns))
+            remaps = tuple((src, _substitute(dst, args, index or 0, env_ns))
+                           for src, dst in (node.get("remappings") or {}).items())
+            specs.append(NodeSpec(package=node.get("package", "lrm_ros"),
+                                  executable=node["executable"], name=node["name"],
+                                  namespace=env_ns, param_files=tuple(files),
+                                  parameters=params, remappings=remaps))
+    return specs

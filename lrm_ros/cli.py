@@ -1,0 +1,96 @@
+"""`lrm-ros`: the command line of lrm_ros.
+
+  lrm-ros up sim [num_envs:=2 env_id:=PushCube-v1 ...] [--duration S]
+      start the graph's nodes (pip-only stand-in for `ros2 launch lrm_ros sim.launch.py`)
+  lrm-ros show sim [args]   print the processes a graph would start, with their arguments
+  lrm-ros demo [args]       the main job on the embedded defaults (see README)
+  lrm-ros demos --tasks PickCube-v1,PushCube-v1 -n 10 --out data/demos
+      generate motion-planning demonstrations as rosbag2 (mcap) bags
+"""
+import argparse
+import os
+import shlex
+import sys
+
+
+def _cmd_up(ns) -> int:
+    from lrm_ros.bringup.graph import GraphError, load_graph, parse_launch_arguments, resolve
+    from lrm_ros.bringup.runner import GraphRunner, node_command
+    from lrm_ros.ros.env import ros_environment
+    try:
+        specs = resolve(load_graph(ns.graph), parse_launch_arguments(ns.arguments))
+    except GraphError as exc:
+        print(f"lrm-ros: {exc}", file=sys.stderr)
+        return 2
+    if ns.command == "show":
+        for spec in specs:
+            print(" ".join(shlex.quote(a) for a in node_command(spec)))
+        return 0
+    env = ros_environment(domain_id=ns.domain_id, localhost_only=not ns.network)
+    runner = GraphRunner(specs, env=env)
+    print(f"[lrm-ros] graph '{ns.graph}': {len(specs)} nodes, ROS_DOMAIN_ID="
+          f"{env.get('ROS_DOMAIN_ID', '0')}; Ctrl-C stops all", flush=True)
+    runner.start()
+    return runner.run_until_exit(ns.duration)
+
+
+def _cmd_demos(ns) -> int:
+    from lrm_ros.core.sim.demos import generate_demos
+    tasks = [t for t in ns.tasks.split(",") if t]
+    summary = generate_demos(tasks=tasks, num_per_task=ns.num, out_dir=ns.out,
+                             seed=ns.seed, control_mode=ns.control_mode,
+                             camera_width=ns.camera_size, camera_height=ns.camera_size,
+                             max_episode_ticks=ns.max_episode_ticks)
+    ok = all(t.get("replayed_ok", 0) > 0 for t in summary.get("tasks", {}).values())
+    return 0 if ok else 1
+
+
+def _cmd_demo(ns) -> int:
+    from lrm_ros.demo import run_demo
+    return run_demo(ns)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="lrm-ros", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, helptext in (("up", "start a graph's nodes"),
+                           ("show", "print the node command lines of a graph")):
+        p = sub.add_parser(name, help=helptext)
+        p.add_argument("graph", help="graph name under config/graphs (sim) or a YAML path")
+        p.add_argument("arguments", nargs="*", help="launch arguments, name:=value")
+        p.add_argument("--duration", type=float, default=None,
+                       help="stop after this many seconds (default: until Ctrl-C)")
+        p.add_argument("--domain-id", type=int, default=None,
+                       help="ROS_DOMAIN_ID for the nodes (default: inherited)")
+        p.add_argument("--network", action="store_true",
+                       help="allow discovery beyond localhost (default: localhost only)")
+        p.set_defaults(func=_cmd_up)
+
+    p = sub.add_parser("demo", help="run the main job on the embedded defaults")
+    p.add_argument("arguments", nargs="*", help="launch arguments of the sim graph, name:=value")
+    p.add_argument("--ticks", type=int, default=150, help="control ticks per environment")
+    p.add_argument("--out", default="out/demo", help="where the report goes")
+    p.add_argument("--timeout", type=float, default=600.0, help="give up after this many seconds")
+    p.set_defaults(func=_cmd_demo)
+
+    p = sub.add_parser("demos", help="generate motion-planning demonstrations (mcap bags)")
+    p.add_argument("--tasks", default="PickCube-v1,PushCube-v1,PullCube-v1,StackCube-v1,"
+                   "LiftPegUpright-v1", help="comma-separated ManiSkill task ids")
+    p.add_argument("-n", "--num", type=int, default=10, help="demonstrations per task")
+    p.add_argument("--out", default="data/demos", help="output directory")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--control-mode", default="pd_ee_delta_pose")
+    p.add_argument("--camera-size", type=int, default=256, help="camera width = height")
+    p.add_argument("--max-episode-ticks", type=int, default=200)
+    p.set_defaults(func=_cmd_demos)
+    return parser
+
+
+def main(argv=None) -> int:
+    ns = build_parser().parse_args(argv)
+    return ns.func(ns)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""ROS-free core (numpy/OpenCV only; never imports rclpy or *_msgs)."""

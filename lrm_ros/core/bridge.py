@@ -1,0 +1,178 @@
+"""ROS-free logic of the simulation bridge: configuration, command admission, tick timing.
+
+The bridge advances a simulated environment one control tick at a time. Commands come from
+outside (a policy) and are admitted here: a command of the wrong size or with NaN/inf is
+rejected and counted; a tick whose command is missing uses the configured fallback.
+
+- lockstep: tick t is stepped when the command for t arrives, or after `command_timeout_s`
+  with the fallback (counted as a timeout). Reproducible, for RL in simulation.
+- realtime: ticks run at `control_rate_hz`; each uses the newest command received since the
+  previous tick, or the fallback when none came (counted as missed).
+"""
+import math
+import threading
+from dataclasses import dataclass, field
+from typing import Optional, Sequence, Tuple
+
+import numpy as np
+
+MODES = ("lockstep", "realtime")
+FALLBACKS = ("hold", "zero")
+
+
+def _help(text: str) -> dict:
+    return {"help": text}
+
+
+@dataclass(frozen=True)
+class BridgeConfig:
+    """Parameters of the maniskill_bridge node."""
+    env_id: str = field(default="PickCube-v1", metadata=_help(
+        "ManiSkill3 task id; any task that needs no asset download (PickCube-v1, PushCube-v1, ...)"))
+    control_mode: str = field(default="pd_ee_delta_pose", metadata=_help(
+        "ManiSkill controller, e.g. pd_ee_delta_pose, pd_joint_delta_pos, pd_joint_pos"))
+    camera_width: int = field(default=256, metadata=_help("rendered camera width in pixels"))
+    camera_height: int = field(default=256, metadata=_help("rendered camera height in pixels"))
+    camera_name: str = field(default="", metadata=_help("sensor camera to publish; '' = the task's first"))
+    seed: int = field(default=0, metadata=_help("seed of the first reset; env_index is added"))
+    env_index: int = field(default=0, metadata=_help("index of this env among several (seed offset)"))
+    max_episode_ticks: int = field(default=100, metadata=_help("time limit of an episode in ticks"))
+    instruction: str = field(default="", metadata=_help("task instruction; '' = the built-in one for env_id"))
+    mode: str = field(default="lockstep", metadata=_help("lockstep (wait for each command) or realtime"))
+    control_rate_hz: float = field(default=20.0, metadata=_help(
+        "tick rate in realtime mode; in lockstep, the simulated time step of the header stamps"))
+    command_timeout_s: float = field(default=2.0, metadata=_help(
+        "lockstep: how long a tick waits for its command before using the fallback"))
+    fallback: str = field(default="hold", metadata=_help(
+        "action used when a command is missing or rejected: hold (last good one) or zero"))
+    auto_reset: bool = field(default=True, metadata=_help("reset on success, failure or time limit"))
+    diagnostics_period_s: float = field(default=1.0, metadata=_help("period of /diagnostics"))
+
+    def __post_init__(self):
+        if self.mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
+        if self.fallback not in FALLBACKS:
+            raise ValueError(f"fallback must be one of {FALLBACKS}, got {self.fallback!r}")
+        if not (self.control_rate_hz > 0 and math.isfinite(self.control_rate_hz)):
+            raise ValueError(f"control_rate_hz must be > 0, got {self.control_rate_hz}")
+        if not self.command_timeout_s > 0:
+            raise ValueError(f"command_timeout_s must be > 0 (seconds), got {self.command_timeout_s}")
+        if self.max_episode_ticks < 1:
+            raise ValueError(f"max_episode_ticks must be >= 1, got {self.max_episode_ticks}")
+        if self.camera_width < 8 or self.camera_height < 8:
+            raise ValueError(f"camera size must be at least 8x8, got "
+                             f"{self.camera_width}x{self.camera_height}")
+        if self.env_index < 0:
+            raise ValueError(f"env_index must be >= 0, got {self.env_index}")
+        if self.diagnostics_period_s <= 0:
+            raise ValueError("diagnostics_period_s must be > 0")
+
+    @property
+    def period_s(self) -> float:
+        return 1.0 / self.control_rate_hz
+
+    def sim_config(self):
+        from lrm_ros.core.sim.maniskill_env import SimConfig
+        return SimConfig(env_id=self.env_id, control_mode=self.control_mode,
+                         camera_width=self.camera_width, camera_height=self.camera_height,
+                         camera_name=self.camera_name, max_episode_ticks=self.max_episode_ticks,
+                         instruction=self.instruction)
+
+
+class CommandError(ValueError):
+    """A command was rejected; `reason` is 'size' or 'nonfinite'."""
+
+    def __init__(self, reason: str, message: str):
+        super().__init__(message)
+        self.reason = reason
+
+
+def validate_command(data: Sequence[float], action_dim: int) -> np.ndarray:
+    """Return the command as a float64 vector, or raise CommandError saying what is wrong."""
+    action = np.asarray(data, dtype=np.float64).reshape(-1)
+    if action.shape[0] != action_dim:
+        raise CommandError("size", f"command has {action.shape[0]} values but the controller "
+                           f"takes {action_dim}; send a Float64MultiArray with {action_dim} values")
+    bad = ~np.isfinite(action)
+    if bad.any():
+        raise CommandError("nonfinite", f"command has non-finite values (NaN/inf) at indices "
+                           f"{np.flatnonzero(bad).tolist()}; the tick uses the fallback")
+    return action
+
+
+class CommandGate:
+    """Admits commands from any thread and hands one action per tick to the stepping loop."""
+
+    def __init__(self, action_dim: int, fallback: str = "hold"):
+        if fallback not in FALLBACKS:
+            raise ValueError(f"fallback must be one of {FALLBACKS}")
+        self.action_dim = action_dim
+        self.fallback = fallback
+        self._cond = threading.Condition()
+        self._pending: Optional[np.ndarray] = None
+        self._last_good = np.zeros(action_dim)
+        self._interrupted = False
+        self.accepted = 0
+        self.rejected = {"size": 0, "nonfinite": 0}
+        self.timeouts = 0
+        self.missed = 0
+
+    def offer(self, data: Sequence[float]) -> np.ndarray:
+        """Admit a command (raises CommandError, counted, when it is rejected)."""
+        try:
+            action = validate_command(data, self.action_dim)
+        except CommandError as exc:
+            with self._cond:
+                self.rejected[exc.reason] += 1
+            raise
+        with self._cond:
+            self._pending = action
+            self.accepted += 1
+            self._cond.notify_all()
+        return action
+
+    def begin_tick(self) -> None:
+        """Forget commands that arrived before this tick's observation was published."""
+        with self._cond:
+            self._pending = None
+
+    def interrupt(self) -> None:
+        """Wake a waiting `wait()` (reset request, shutdown)."""
+        with self._cond:
+            self._interrupted = True
+            self._cond.notify_all()
+
+    def _fallback_action(self) -> np.ndarray:
+        return self._last_good.copy() if self.fallback == "hold" else np.zeros(self.action_dim)
+
+    def _take_locked(self) -> Tuple[np.ndarray, bool]:
+        action, self._pending = self._pending, None
+        self._last_good = action
+        return action.copy(), False
+
+    def wait(self, timeout_s: float) -> Tuple[Optional[np.ndarray], bool]:
+        """Lockstep: block until a command arrives. Returns (action, used_fallback);
+        action is None when interrupted."""
+        with self._cond:
+            ok = self._cond.wait_for(lambda: self._pending is not None or self._interrupted,
+                                     timeout=timeout_s)
+            if self._interrupted:
+                self._interrupted = False
+                return None, False
+            if ok:
+                return self._take_locked()
+            self.timeouts += 1
+            return self._fallback_action(), True
+
+    def take(self) -> Tuple[np.ndarray, bool]:
+        """Realtime: the newest command since the last tick, else the fallback (missed)."""
+        with self._cond:
+            if self._pending is not None:
+                return self._take_locked()
+            self.missed += 1
+            return self._fallback_action(), True
+
+    def reset_episode(self) -> None:
+        with self._cond:
+            self._pending = None
+            self._last_good = np.zeros(self.action_dim)

@@ -1,0 +1,1 @@
+"""Thin rclpy nodes: parameters -> core config -> core object -> publish."""

@@ -1,0 +1,241 @@
+"""maniskill_bridge: a ManiSkill3 task standing in for the robot.
+
+Publishes (relative names, so namespaces and remaps work):
+  camera/image_raw (sensor_msgs/Image rgb8, best effort), camera/camera_info,
+  joint_states, control/tick (lrm_ros/ControlTick), sim/oracle (lrm_ros/SimOracle, for
+  evaluation only), task/instruction (std_msgs/String, latched), /diagnostics.
+Subscribes policy/command (std_msgs/Float64MultiArray). Service episode/reset (Trigger).
+Stepping runs in its own thread; the executor only admits commands and serves resets.
+"""
+import threading
+import time
+from typing import Optional
+
+from rclpy.node import Node
+from sensor_msgs.msg import CameraInfo, Image, JointState
+from std_msgs.msg import Float64MultiArray, Header, String
+from std_srvs.srv import Trigger
+
+from lrm_ros.core.bridge import BridgeConfig, CommandError, CommandGate
+from lrm_ros.msg import ControlTick, SimOracle
+from lrm_ros.nodes.runtime import run_node
+from lrm_ros.ros.diagnostics import DiagnosticsPublisher
+from lrm_ros.ros.image_msgs import rgb_to_image_msg
+from lrm_ros.ros.params import declare_config
+from lrm_ros.ros.qos import LATCHED, RELIABLE, SENSOR
+
+
+class ManiSkillBridge(Node):
+    def __init__(self, **kwargs):
+        super().__init__("maniskill_bridge", **kwargs)
+        self.config = declare_config(self, BridgeConfig)
+        from lrm_ros.core.sim.maniskill_env import ManiSkillSim  # heavy: SAPIEN, torch
+        self.get_logger().info(f"starting {self.config.env_id} ({self.config.control_mode}, "
+                               f"{self.config.mode}, camera {self.config.camera_width}x"
+                               f"{self.config.camera_height})")
+        self.sim = ManiSkillSim(self.config.sim_config())
+        self.gate = CommandGate(self.sim.action_dim, self.config.fallback)
+
+        self.pub_image = self.create_publisher(Image, "camera/image_raw", SENSOR)
+        self.pub_info = self.create_publisher(CameraInfo, "camera/camera_info", SENSOR)
+        self.pub_joints = self.create_publisher(JointState, "joint_states", RELIABLE)
+        self.pub_tick = self.create_publisher(ControlTick, "control/tick", RELIABLE)
+        self.pub_oracle = self.create_publisher(SimOracle, "sim/oracle", RELIABLE)
+        self.pub_instruction = self.create_publisher(String, "task/instruction", LATCHED)
+        self.create_subscription(Float64MultiArray, "policy/command", self._on_command, RELIABLE)
+        self.create_service(Trigger, "episode/reset", self._on_reset)
+        self.pub_instruction.publish(String(data=self.sim.instruction))
+
+        self.episode = -1
+        self.tick = 0
+        self.ticks_total = 0
+        self.fallback_count = 0
+        self.overruns = 0
+        self.step_time_total = 0.0
+        self.sim_errors = 0
+        self.failed = False
+        self._last_stamp = None
+        self._stop = threading.Event()
+        self._reset_requested = threading.Event()
+        self._episode_started = threading.Condition()
+        self.diagnostics = DiagnosticsPublisher(self, self._counters, self.config.diagnostics_period_s)
+        self._thread = threading.Thread(target=self._loop, name="bridge_loop", daemon=True)
+        self._thread.start()
+
+    # --- executor side -------------------------------------------------------------------
+    def _on_command(self, msg: Float64MultiArray) -> None:
+        try:
+            self.gate.offer(msg.data)
+        except CommandError as exc:
+            self.get_logger().error(f"rejected command ({exc.reason}): {exc}",
+                                    throttle_duration_sec=2.0)
+
+    def _on_reset(self, request, response):
+        with self._episode_started:
+            before = self.episode
+            self._reset_requested.set()
+            self.gate.interrupt()
+            done = self._episode_started.wait_for(
+                lambda: self.episode > before or self._stop.is_set(), timeout=60.0)
+        response.success = bool(done and self.episode > before)
+        response.message = (f"episode {self.episode} started" if response.success
+                            else "reset did not complete within 60 s")
+        return response
+
+    def _counters(self) -> dict:
+        g = self.gate
+        return {
+            "env_id": self.config.env_id, "mode": self.config.mode, "episode": self.episode,
+            "tick": self.tick, "ticks_total": self.ticks_total,
+            "commands_accepted": g.accepted, "commands_rejected_size": g.rejected["size"],
+            "commands_rejected_nonfinite": g.rejected["nonfinite"],
+            "command_timeouts": g.timeouts, "commands_missed": g.missed,
+            "realtime_overruns": self.overruns, "sim_errors": self.sim_errors,
+            "step_ms_mean": round(1000 * self.step_time_total / max(1, self.ticks_total), 2),
+        }
+
+    # --- stepping thread -------------------------------------------------------------------
+    def _stamp(self):
+        return self.get_clock().now().to_msg()
+
+    def _publish(self, obs, step=None, end_reason: int = ControlTick.END_NONE,
+                 republish_end: bool = False) -> None:
+        header = Header(stamp=self._last_stamp if republish_end else self._stamp(),
+                        frame_id=self.sim.camera_frame_id)
+        self._last_stamp = header.stamp
+        if not republish_end:
+            image = rgb_to_image_msg(obs.image, header=header)
+            self.pub_image.publish(image)
+            h, w = obs.image.shape[:2]
+            k = obs.intrinsics
+            info = CameraInfo(header=header, height=h, width=w, distortion_model="plumb_bob")
+            info.d = [0.0] * 5
+            info.k = [float(v) for v in k.reshape(-1)]
+            info.r = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0]
+            info.p = [float(k[0, 0]), 0.0, float(k[0, 2]), 0.0,
+                      0.0, float(k[1, 1]), float(k[1, 2]), 0.0, 0.0, 0.0, 1.0, 0.0]
+            self.pub_info.publish(info)
+            joints = JointState(header=Header(stamp=header.stamp, frame_id=""))
+            joints.name = list(obs.joint_names)
+            joints.position = [float(v) for v in obs.joint_positions]
+            joints.velocity = [float(v) for v in obs.joint_velocities]
+            self.pub_joints.publish(joints)
+            oracle = SimOracle(header=header, episode=self.episode, tick=self.tick,
+                               env_id=self.config.env_id)
+            if step is not None:
+                oracle.dense_reward = float(step.dense_reward)
+                oracle.normalized_dense_reward = float(step.normalized_dense_reward)
+                oracle.success = bool(step.success)
+                oracle.failure = bool(step.failure)
+            self.pub_oracle.publish(oracle)
+        tick = ControlTick(header=header, episode=self.episode, tick=self.tick,
+                           episode_start=(self.tick == 0 and not republish_end),
+                           episode_end=end_reason != ControlTick.END_NONE,
+                           end_reason=end_reason, fallback_count=self.fallback_count)
+        self.pub_tick.publish(tick)
+
+    def _start_episode(self, first: bool) -> None:
+        seed = self.config.seed + self.config.env_index if first else None
+        obs = self.sim.reset(seed=seed)
+        self.gate.reset_episode()
+        with self._episode_started:
+            self.episode += 1
+            self.tick = 0
+            self.fallback_count = 0
+            self._reset_requested.clear()
+            self._episode_started.notify_all()
+        self.gate.begin_tick()
+        self._publish(obs)
+
+    def _next_action(self, deadline: Optional[float]):
+        if self.config.mode == "lockstep":
+            return self.gate.wait(self.config.command_timeout_s)
+        delay = deadline - time.monotonic()
+        if delay > 0:
+            self._reset_requested.wait(delay)
+        if self._reset_requested.is_set():
+            return None, False
+        return self.gate.take()
+
+    def _loop(self) -> None:
+        try:
+            self._run()
+        except Exception as exc:
+            if self._stop.is_set() or not self.context.ok():
+                return  # shutting down: the context went away under a publish
+            self.get_logger().fatal(f"stepping thread failed, stopping the node: {exc!r}")
+            self.failed = True
+            self.context.try_shutdown()
+
+    def _run(self) -> None:
+        first = True
+        while not self._stop.is_set():
+            try:
+                self._start_episode(first)
+            except Exception as exc:  # the simulator failed to reset: report and retry
+                self.sim_errors += 1
+                self.get_logger().error(f"reset failed: {exc!r}", throttle_duration_sec=5.0)
+                self._stop.wait(1.0)
+                continue
+            first = False
+            deadline = time.monotonic() + self.config.period_s
+            while not self._stop.is_set():
+                if self._reset_requested.is_set():
+                    self._publish(None, end_reason=ControlTick.END_RESET_REQUEST,
+                                  republish_end=True)
+                    break
+                action, used_fallback = self._next_action(deadline)
+                if action is None:
+                    continue
+                if self.config.mode == "realtime":
+                    now = time.monotonic()
+                    if now - deadline > self.config.period_s:
+                        self.overruns += 1
+                        deadline = now
+                    deadline += self.config.period_s
+                if used_fallback:
+                    self.fallback_count += 1
+                    if self.config.mode == "lockstep":
+                        self.get_logger().warn(
+                            f"no command for tick {self.tick} within "
+                            f"{self.config.command_timeout_s} s: using fallback "
+                            f"'{self.config.fallback}'", throttle_duration_sec=5.0)
+                start = time.perf_counter()
+                try:
+                    step = self.sim.step(action)
+                except Exception as exc:
+                    self.sim_errors += 1
+                    self.get_logger().error(f"simulation step failed, resetting: {exc!r}")
+                    break
+                self.step_time_total += time.perf_counter() - start
+                self.tick += 1
+                self.ticks_total += 1
+                end = ControlTick.END_NONE
+                if step.success:
+                    end = ControlTick.END_SUCCESS
+                elif step.failure:
+                    end = ControlTick.END_FAILURE
+                elif step.truncated:
+                    end = ControlTick.END_TIME_LIMIT
+                self.gate.begin_tick()
+                self._publish(step.observation, step, end)
+                if end != ControlTick.END_NONE and (step.terminated or step.truncated):
+                    if not self.config.auto_reset:
+                        while not (self._stop.is_set() or self._reset_requested.is_set()):
+                            self._reset_requested.wait(0.1)
+                    break
+
+    def close(self) -> None:
+        self._stop.set()
+        self.gate.interrupt()
+        self._reset_requested.set()
+        self._thread.join(timeout=10.0)
+        self.sim.close()
+
+
+def main(args=None) -> int:
+    return run_node(ManiSkillBridge, args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""ROS-side helpers: message conversions, QoS profiles, parameters, process environment."""

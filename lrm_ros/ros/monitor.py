@@ -1,0 +1,178 @@
+"""An in-process observer of a running lrm_ros graph (used by `lrm-ros demo`, tests, bench).
+
+It has its own rclpy Context and executor thread, so several can exist in one process and
+none interferes with a node under test. It records what flows per environment namespace and
+can act as a test client (send commands, call resets, publish raw images).
+"""
+import threading
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Callable, Dict, List, Optional, Sequence
+
+import numpy as np
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray
+from rclpy.context import Context
+from rclpy.executors import SingleThreadedExecutor
+from sensor_msgs.msg import CameraInfo, Image, JointState
+from std_msgs.msg import Float64MultiArray, String
+from std_srvs.srv import Trigger
+
+from lrm_ros.msg import ControlTick, SimOracle
+from lrm_ros.ros.diagnostics import parse_status
+from lrm_ros.ros.image_msgs import image_msg_to_rgb
+from lrm_ros.ros.qos import LATCHED, RELIABLE, SENSOR
+
+
+@dataclass
+class EnvRecord:
+    ticks: List[tuple] = field(default_factory=list)      # (episode, tick, start, end, reason, fallbacks, t_recv, stamp_ns)
+    frames: List[tuple] = field(default_factory=list)     # (stamp_ns, width, height, encoding, t_recv)
+    raw_images: List[tuple] = field(default_factory=list)  # (stamp_ns, t_recv)
+    oracle: List[tuple] = field(default_factory=list)     # (episode, tick, dense, normalized, success)
+    joint_states: int = 0
+    camera_infos: int = 0
+    instruction: Optional[str] = None
+    last_frame: Optional[np.ndarray] = None
+    sample_frames: List[tuple] = field(default_factory=list)  # (episode, tick?, rgb)
+
+
+class GraphMonitor:
+    def __init__(self, namespaces: Sequence[str], *, keep_frames_every: int = 0,
+                 on_tick: Optional[Callable[[str, ControlTick], None]] = None,
+                 node_name: str = "lrm_monitor"):
+        self.namespaces = [ns.strip("/") for ns in namespaces]
+        self.records: Dict[str, EnvRecord] = {ns: EnvRecord() for ns in self.namespaces}
+        self.diagnostics: Dict[str, Dict[str, str]] = {}
+        self._keep_every = keep_frames_every
+        self._on_tick = on_tick
+        self._cond = threading.Condition()
+        self.context = Context()
+        rclpy.init(context=self.context)
+        self.node = rclpy.create_node(node_name, context=self.context)
+        self._cmd_pubs = {}
+        self._raw_pubs = {}
+        self._reset_clients = {}
+        for ns in self.namespaces:
+            p = f"/{ns}/" if ns else "/"
+            self.node.create_subscription(ControlTick, p + "control/tick",
+                                          lambda m, ns=ns: self._tick(ns, m), RELIABLE)
+            self.node.create_subscription(Image, p + "camera/frame",
+                                          lambda m, ns=ns: self._frame(ns, m), SENSOR)
+            self.node.create_subscription(Image, p + "camera/image_raw",
+                                          lambda m, ns=ns: self._raw(ns, m), SENSOR)
+            self.node.create_subscription(CameraInfo, p + "camera/camera_info",
+                                          lambda m, ns=ns: self._count(ns, "camera_infos"), SENSOR)
+            self.node.create_subscription(JointState, p + "joint_states",
+                                          lambda m, ns=ns: self._count(ns, "joint_states"), RELIABLE)
+            self.node.create_subscription(SimOracle, p + "sim/oracle",
+                                          lambda m, ns=ns: self._oracle(ns, m), RELIABLE)
+            self.node.create_subscription(String, p + "task/instruction",
+                                          lambda m, ns=ns: self._instruction(ns, m), LATCHED)
+            self._cmd_pubs[ns] = self.node.create_publisher(Float64MultiArray, p + "policy/command", RELIABLE)
+            self._raw_pubs[ns] = self.node.create_publisher(Image, p + "camera/image_raw", SENSOR)
+            self._reset_clients[ns] = self.node.create_client(Trigger, p + "episode/reset")
+        self.node.create_subscription(DiagnosticArray, "/diagnostics", self._diag, 50)
+        self.executor = SingleThreadedExecutor(context=self.context)
+        self.executor.add_node(self.node)
+        self._thread = threading.Thread(target=self._spin, daemon=True, name="monitor")
+        self._thread.start()
+
+    # --- callbacks ------------------------------------------------------------------------
+    def _spin(self):
+        try:
+            self.executor.spin()
+        except Exception:
+            pass
+
+    def _notify(self):
+        with self._cond:
+            self._cond.notify_all()
+
+    def _tick(self, ns, m: ControlTick):
+        stamp = m.header.stamp.sec * 10**9 + m.header.stamp.nanosec
+        self.records[ns].ticks.append((m.episode, m.tick, m.episode_start, m.episode_end,
+                                       m.end_reason, m.fallback_count, time.monotonic(), stamp))
+        if self._on_tick is not None:
+            self._on_tick(ns, m)
+        self._notify()
+
+    def _frame(self, ns, m: Image):
+        stamp = m.header.stamp.sec * 10**9 + m.header.stamp.nanosec
+        rec = self.records[ns]
+        rec.frames.append((stamp, m.width, m.height, m.encoding, time.monotonic()))
+        if self._keep_every and (len(rec.frames) - 1) % self._keep_every == 0:
+            rec.sample_frames.append((stamp, image_msg_to_rgb(m)))
+        self._notify()
+
+    def _raw(self, ns, m: Image):
+        stamp = m.header.stamp.sec * 10**9 + m.header.stamp.nanosec
+        self.records[ns].raw_images.append((stamp, time.monotonic()))
+
+    def _count(self, ns, attr):
+        setattr(self.records[ns], attr, getattr(self.records[ns], attr) + 1)
+
+    def _oracle(self, ns, m: SimOracle):
+        self.records[ns].oracle.append((m.episode, m.tick, m.dense_reward,
+                                        m.normalized_dense_reward, m.success))
+        self._notify()
+
+    def _instruction(self, ns, m: String):
+        self.records[ns].instruction = m.data
+        self._notify()
+
+    def _diag(self, m: DiagnosticArray):
+        for status in m.status:
+            self.diagnostics[status.name] = parse_status(status)
+        self._notify()
+
+    # --- client side ------------------------------------------------------------------------
+    def wait_for(self, predicate: Callable[[], bool], timeout_s: float) -> bool:
+        deadline = time.monotonic() + timeout_s
+        with self._cond:
+            while not predicate():
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._cond.wait(min(left, 0.2))
+        return True
+
+    def send_command(self, ns: str, values) -> None:
+        self._cmd_pubs[ns.strip("/")].publish(Float64MultiArray(data=[float(v) for v in values]))
+
+    def publish_raw_image(self, ns: str, msg: Image) -> None:
+        self._raw_pubs[ns.strip("/")].publish(msg)
+
+    def reset(self, ns: str, timeout_s: float = 60.0) -> Trigger.Response:
+        client = self._reset_clients[ns.strip("/")]
+        if not client.wait_for_service(timeout_sec=timeout_s):
+            raise TimeoutError(f"service /{ns}/episode/reset not available")
+        future = client.call_async(Trigger.Request())
+        deadline = time.monotonic() + timeout_s
+        while not future.done() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        if not future.done():
+            raise TimeoutError(f"/{ns}/episode/reset did not answer within {timeout_s} s")
+        return future.result()
+
+    def subscribers(self, topic: str) -> int:
+        return self.node.count_subscribers(topic)
+
+    def publishers(self, topic: str) -> int:
+        return self.node.count_publishers(topic)
+
+    def node_diagnostics(self, fq_name: str) -> Dict[str, str]:
+        return self.diagnostics.get(fq_name, {})
+
+    def close(self) -> None:
+        self.executor.shutdown(timeout_sec=2.0)
+        self.node.destroy_node()
+        rclpy.try_shutdown(context=self.context)
+        self._thread.join(timeout=2.0)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
