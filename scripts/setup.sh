@@ -19,7 +19,7 @@ case "$step" in
     echo "[setup] installing pinned dependencies (first run: a few minutes, ~2.7 GB)"
     "$VENV/bin/python" -m pip install -q --upgrade pip
     "$VENV/bin/python" -m pip install -q -c requirements/constraints.txt \
-      -r requirements/runtime.txt -r requirements/build.txt -r requirements/test.txt
+      -r requirements/ros.txt -r requirements/runtime.txt -r requirements/build.txt -r requirements/test.txt
     echo "[setup] software Vulkan for SAPIEN"
     bash scripts/setup_vulkan.sh "$VENV"
     ;;
@@ -28,7 +28,8 @@ case "$step" in
     VIRTUAL_ENV="$(cd "$VENV" && pwd)" PATH="$(cd "$VENV" && pwd)/bin:$PATH" \
       "$VENV/bin/python" -m pip install -q --no-build-isolation --no-deps --force-reinstall . \
       > /tmp/lrm_ros-pip-install.log 2>&1 || { cat /tmp/lrm_ros-pip-install.log; exit 1; }
-    (cd / && "$OLDPWD/$VENV/bin/python" -c "from lrm_ros.msg import HeldReward, ControlTick; print('[setup] lrm_ros installed: messages import')")
+    vpy="$(cd "$VENV" && pwd)/bin/python"
+    (cd / && "$vpy" -c "from lrm_ros.msg import HeldReward, ControlTick; print('[setup] lrm_ros installed: messages import')")
     ;;
   *) echo "unknown step $step" >&2; exit 2 ;;
 esac

@@ -77,7 +77,7 @@ def load_graph(name: str) -> dict:
 
 
 def argument_defaults(graph: dict) -> Dict[str, str]:
-    return {k: str(v.get("default", "")) for k, v in (graph.get("arguments") or {}).items()}
+    return {k: str((v or {}).get("default", "")) for k, v in (graph.get("arguments") or {}).items()}
 
 
 def parse_launch_arguments(items: List[str]) -> Dict[str, str]:
@@ -101,12 +101,21 @@ def _substitute(value, args: Mapping[str, str], env_index: int, env_ns: str):
 
     def repl(match):
         if match.group("arg"):
-            return args[match.group("arg")]
+            name = match.group("arg")
+            if name not in args:
+                raise GraphError(f"$(arg {name}) is used but not declared under 'arguments'")
+            return str(args[name])
         return str(env_index) if match.group("var") == "env_index" else env_ns
 
     text = _SUBST.sub(repl, value)
-    # A value that was only a substitution takes the type YAML gives it ("2" -> 2).
-    return yaml.safe_load(text) if _SUBST.fullmatch(value.strip()) else text
+    if not _SUBST.fullmatch(value.strip()) or text == "":
+        return text
+    # A value that is only a substitution takes the type YAML gives it ("2" -> 2).
+    try:
+        typed = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise GraphError(f"{value} = {text!r} is not a valid YAML value: {exc}") from None
+    return text if typed is None else typed
 
 
 def resolve(graph: dict, overrides: Optional[Mapping[str, str]] = None) -> List[NodeSpec]:
@@ -116,7 +125,7 @@ def resolve(graph: dict, overrides: Optional[Mapping[str, str]] = None) -> List[
     if unknown:
         raise GraphError(f"unknown launch argument(s) {sorted(unknown)} for graph "
                          f"{graph.get('_path')}; known: {sorted(args)}")
-    args.update(overrides or {})
+    args.update({k: str(v) for k, v in (overrides or {}).items()})
     try:
         num_envs = int(args.get("num_envs", 1))
     except ValueError:
@@ -126,11 +135,17 @@ def resolve(graph: dict, overrides: Optional[Mapping[str, str]] = None) -> List[
     config_dir = Path(graph["_path"]).resolve().parent.parent
     specs = []
     for node in graph["nodes"]:
-        cond = node.get("unless")
-        if cond and str(args.get(cond["arg"])) == str(cond["equals"]):
-            continue
-        cond = node.get("if")
-        if cond and str(args.get(cond["arg"])) != str(cond["equals"]):
+        skip = False
+        for key in ("if", "unless"):
+            cond = node.get(key)
+            if not cond:
+                continue
+            if cond.get("arg") not in args:
+                raise GraphError(f"node {node.get('name')}: '{key}' names undeclared argument "
+                                 f"{cond.get('arg')!r}")
+            equal = str(args[cond["arg"]]) == str(cond["equals"])
+            skip = skip or (equal if key == "unless" else not equal)
+        if skip:
             continue
         envs = range(num_envs) if node.get("per_env", False) else [None]
         for index in envs:

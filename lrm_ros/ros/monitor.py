@@ -48,6 +48,7 @@ class GraphMonitor:
         self._keep_every = keep_frames_every
         self._on_tick = on_tick
         self._cond = threading.Condition()
+        self._closed = False
         self.context = Context()
         rclpy.init(context=self.context)
         self.node = rclpy.create_node(node_name, context=self.context)
@@ -166,6 +167,9 @@ class GraphMonitor:
         return self.diagnostics.get(fq_name, {})
 
     def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
         self.executor.shutdown(timeout_sec=2.0)
         self.node.destroy_node()
         rclpy.try_shutdown(context=self.context)

@@ -1,0 +1,39 @@
+"""Shared test set-up: one thread per test process (2 shared cores), ROS variables for a
+pip-only environment, a per-run ROS_DOMAIN_ID, and no stray shared-memory files after."""
+import os
+import random
+import sys
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+_RUN_DOMAIN = int(os.environ.get("LRM_TEST_DOMAIN_ID", 0)) or random.Random(os.getpid()).randint(1, 100)
+
+
+def pytest_configure(config):
+    from lrm_ros.ros.env import apply_ros_environment
+    apply_ros_environment(domain_id=_RUN_DOMAIN)
+    try:
+        import torch
+        torch.set_num_threads(1)
+    except ImportError:
+        pass
+
+
+def pytest_sessionfinish(session, exitstatus):
+    from lrm_ros.bringup.runner import clean_stale_shm
+    clean_stale_shm()
+
+
+@pytest.fixture(scope="session")
+def ros_domain_id() -> int:
+    return _RUN_DOMAIN
+
+
+@pytest.fixture
+def fresh_domain(ros_domain_id):
+    """A ROS_DOMAIN_ID of its own for one graph test (the run's id + an offset)."""
+    fresh_domain.counter = getattr(fresh_domain, "counter", 0) + 1
+    return 100 + (ros_domain_id + 13 * fresh_domain.counter) % 100

@@ -1,0 +1,221 @@
+"""The simulated graph with real processes and real ManiSkill rendering.
+
+maniskill_bridge + camera_ingest come up from config/graphs/sim.yaml through the pip-only
+runner (the same description sim.launch.py uses); this test acts as the policy. It checks
+lockstep ticking, frames at the configured resolution, command timeouts and rejections,
+malformed images, reset, episode ends, and that nothing is left behind.
+"""
+import array
+import dataclasses
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from lrm_ros.bringup.graph import load_graph, resolve
+from lrm_ros.bringup.runner import GraphRunner, clean_stale_shm
+from lrm_ros.ros.env import ros_environment
+
+IMAGE_SIZE = 96          # not the default 224: proves the parameter reaches the node
+MAX_TICKS = 6
+TIMEOUT_S = 1.0
+NS = "env0"
+STARTUP_S = 120.0
+_STATE = {}
+
+
+def _shm_files():
+    return {p.name for p in Path("/dev/shm").glob("fast*")}
+
+
+def _shm_open_here():
+    """Shared-memory files this test process itself still maps (its own DDS transport,
+    released at exit): not left behind by the graph."""
+    names = set()
+    for fd in Path("/proc/self/fd").iterdir():
+        try:
+            target = os.readlink(fd)
+        except OSError:
+            continue
+        if target.startswith("/dev/shm/"):
+            names.add(Path(target).name)
+    for line in Path("/proc/self/maps").read_text().splitlines():
+        if "/dev/shm/" in line:
+            names.add(Path(line.split()[-1]).name)
+    return names
+
+
+@pytest.fixture(scope="module")
+def graph(tmp_path_factory):
+    from lrm_ros.ros.monitor import GraphMonitor
+    shm_before = _shm_files()
+    domain = 100 + (os.getpid() * 7) % 100
+    env = ros_environment(domain_id=domain)
+    os.environ["ROS_DOMAIN_ID"] = str(domain)
+    specs = resolve(load_graph("sim"), {"policy": "none", "image_size": str(IMAGE_SIZE),
+                                        "max_episode_ticks": str(MAX_TICKS)})
+    specs = [dataclasses.replace(s, parameters={**s.parameters, "command_timeout_s": TIMEOUT_S,
+                                                "camera_width": 128, "camera_height": 128,
+                                                "diagnostics_period_s": 0.2})
+             if s.executable == "maniskill_bridge" else
+             dataclasses.replace(s, parameters={**s.parameters, "diagnostics_period_s": 0.2})
+             for s in specs]
+    assert sorted(s.executable for s in specs) == ["camera_ingest", "maniskill_bridge"]
+    log = open(tmp_path_factory.mktemp("graph") / "nodes.log", "w")
+    _STATE["shm_before"] = shm_before
+    monitor = GraphMonitor([NS])
+    runner = GraphRunner(specs, env=env, output=log).start()
+    try:
+        up = monitor.wait_for(lambda: len(monitor.records[NS].ticks) >= 1
+                              and monitor.records[NS].instruction is not None, STARTUP_S)
+        if not up:
+            log.flush()
+            pytest.fail("graph did not come up: " + "; ".join(
+                runner.describe_death(p) for p in runner.dead()) + Path(log.name).read_text()[-3000:])
+        yield monitor, runner
+    finally:
+        monitor.close()
+        runner.stop()
+        log.close()
+
+
+def _ticks(mon):
+    return mon.records[NS].ticks
+
+
+def _step(mon, action=(0.0,) * 7, timeout=20.0):
+    """Send one command and wait for the next tick; returns that tick record."""
+    n = len(_ticks(mon))
+    mon.send_command(NS, action)
+    assert mon.wait_for(lambda: len(_ticks(mon)) > n, timeout), "no tick after a command"
+    return _ticks(mon)[n]
+
+
+def _diag(mon, node, key, at_least, timeout=10.0):
+    name = f"/{NS}/{node}"
+    ok = mon.wait_for(lambda: int(mon.node_diagnostics(name).get(key, -1)) >= at_least, timeout)
+    assert ok, f"{name} diagnostics {key} never reached {at_least}: {mon.node_diagnostics(name)}"
+
+
+def test_first_tick_instruction_and_frame(graph):
+    mon, _ = graph
+    rec = mon.records[NS]
+    first = rec.ticks[0]
+    assert first[:4] == (0, 0, True, False)            # episode 0, tick 0, start, not end
+    assert "cube" in rec.instruction.lower()
+    assert mon.wait_for(lambda: len(rec.frames) >= 1, 20.0), "no camera/frame arrived"
+    stamp, width, height, encoding, _ = rec.frames[0]
+    assert (width, height, encoding) == (IMAGE_SIZE, IMAGE_SIZE, "rgb8")
+    assert stamp == first[7]                           # the original stamp is kept
+
+
+def test_lockstep_one_tick_per_command_with_frames_and_oracle(graph):
+    mon, _ = graph
+    rec = mon.records[NS]
+    start = _ticks(mon)[-1]
+    seen = [start]
+    for _ in range(3):
+        seen.append(_step(mon, (0.1, 0, 0, 0, 0, 0, 1.0)))
+    ticks = [t[1] for t in seen]
+    assert ticks == list(range(start[1], start[1] + 4)) or seen[-1][2], ticks
+    # Lockstep: with no command the tick waits (until the timeout, checked below).
+    n = len(_ticks(mon))
+    time.sleep(TIMEOUT_S * 0.3)
+    assert len(_ticks(mon)) == n
+    stamps = {t[7] for t in seen}
+    assert mon.wait_for(lambda: stamps <= {f[0] for f in rec.frames}, 10.0), \
+        "a tick's camera/frame did not arrive"
+    assert len(rec.oracle) >= len(seen) and rec.joint_states >= len(seen)
+
+
+def test_missing_command_times_out_to_fallback_and_is_counted(graph):
+    mon, _ = graph
+    last = _ticks(mon)[-1]
+    assert mon.wait_for(lambda: len(_ticks(mon)) > 0 and _ticks(mon)[-1] != last,
+                        TIMEOUT_S * 10), "tick did not advance after the command timeout"
+    _diag(mon, "maniskill_bridge", "command_timeouts", 1)
+
+
+def test_malformed_commands_are_rejected_and_counted_without_killing_the_bridge(graph):
+    mon, runner = graph
+    mon.send_command(NS, [0.0, 0.0, 0.0])
+    _diag(mon, "maniskill_bridge", "commands_rejected_size", 1)
+    mon.send_command(NS, [float("nan")] * 7)
+    _diag(mon, "maniskill_bridge", "commands_rejected_nonfinite", 1)
+    _step(mon)                                          # still stepping
+    assert runner.dead() == []
+
+
+def test_malformed_image_is_dropped_and_counted_without_killing_ingest(graph):
+    from sensor_msgs.msg import Image
+    mon, runner = graph
+    bad = Image(height=10, width=10, encoding="rgb8", step=30)
+    data = array.array("B"); data.frombytes(bytes(100))  # needs 300 bytes
+    bad.data = data
+    unknown = Image(height=2, width=2, encoding="yuv422_weird", step=4)
+    d2 = array.array("B"); d2.frombytes(bytes(8)); unknown.data = d2
+    mon.wait_for(lambda: mon.subscribers(f"/{NS}/camera/image_raw") >= 1, 10.0)
+    # The ingest keeps only the latest image (best effort, depth 1): one kind at a time.
+    for msg, key in ((bad, "dropped_size_mismatch"), (unknown, "dropped_unknown_encoding")):
+        name = f"/{NS}/camera_ingest"
+        for _ in range(20):
+            mon.publish_raw_image(NS, msg)
+            if mon.wait_for(lambda: int(mon.node_diagnostics(name).get(key, 0)) >= 1, 0.5):
+                break
+        _diag(mon, "camera_ingest", key, 1)
+    frames = len(mon.records[NS].frames)
+    _step(mon)
+    assert mon.wait_for(lambda: len(mon.records[NS].frames) > frames, 10.0), \
+        "ingest stopped converting good frames"
+    assert runner.dead() == []
+
+
+def test_reset_service_starts_a_new_episode(graph):
+    mon, _ = graph
+    # Be mid-episode: not on a terminal tick and not about to hit the time limit.
+    while _ticks(mon)[-1][3] or _ticks(mon)[-1][1] >= MAX_TICKS - 1:
+        n = len(_ticks(mon))
+        if _ticks(mon)[-1][3]:
+            assert mon.wait_for(lambda: len(_ticks(mon)) > n, 20.0)
+        else:
+            _step(mon)
+    episode = _ticks(mon)[-1][0]
+    response = mon.reset(NS)
+    assert response.success, response.message
+    assert mon.wait_for(lambda: _ticks(mon)[-1][0] > episode, 20.0)
+    recs = _ticks(mon)
+    end = [t for t in recs if t[0] == episode and t[3]]
+    assert end and end[-1][4] == 3                       # END_RESET_REQUEST
+    new = [t for t in recs if t[0] == episode + 1]
+    assert new[0][1] == 0 and new[0][2]                  # tick 0, episode_start
+
+
+def test_time_limit_ends_the_episode_and_auto_resets(graph):
+    mon, _ = graph
+    episode = _ticks(mon)[-1][0]
+    for _ in range(MAX_TICKS + 2):
+        if _ticks(mon)[-1][0] != episode:
+            break
+        tick = _step(mon, (0.0,) * 7)
+    ended = [t for t in _ticks(mon) if t[0] == episode and t[3]]
+    assert ended, "no episode_end within max_episode_ticks"
+    assert ended[0][4] in (1, 2, 4) and ended[0][1] <= MAX_TICKS
+    if ended[0][4] == 2:
+        assert ended[0][1] == MAX_TICKS                  # END_TIME_LIMIT at the limit
+    assert mon.wait_for(lambda: _ticks(mon)[-1][0] == episode + 1, 20.0)
+
+
+def test_zz_shutdown_leaves_no_processes_or_shared_memory(graph):
+    """Last in this module (name order): Ctrl-C (SIGINT) stops every node cleanly."""
+    mon, runner = graph
+    assert runner.dead() == []
+    mon.close()
+    codes = runner.stop()
+    assert all(code == 0 for code in codes.values()), codes
+    for proc in runner.procs:
+        with pytest.raises(ProcessLookupError):
+            os.kill(proc.popen.pid, 0)
+    clean_stale_shm()
+    leftover = _shm_files() - _STATE["shm_before"] - _shm_open_here()
+    assert not leftover, f"shared memory left behind: {sorted(leftover)}"

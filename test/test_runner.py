@@ -1,0 +1,86 @@
+"""The pip-only runner (`lrm-ros up`) with real node processes: Ctrl-C forwarding, clean
+exit codes, a dying node reported and the others shut down."""
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from lrm_ros.bringup.graph import load_graph, resolve
+from lrm_ros.bringup.runner import GraphRunner
+
+LRM_ROS = str(Path(sys.executable).parent / "lrm-ros")
+
+
+def _graph(tmp_path, kind_env1="random"):
+    graph = {
+        "arguments": {"num_envs": {"default": 2}},
+        "nodes": [{"executable": "scripted_policy", "name": "policy", "per_env": True,
+                   "parameters": [{"kind": "random", "env_index": "$(env_index)"}]},
+                  {"executable": "scripted_policy", "name": "broken", "if": {"arg": "num_envs", "equals": 3},
+                   "parameters": [{"kind": kind_env1}]}],
+    }
+    path = tmp_path / "graph.yaml"
+    path.write_text(yaml.safe_dump(graph))
+    return path
+
+
+def _alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def test_ctrl_c_stops_every_node_cleanly(tmp_path, fresh_domain):
+    path = _graph(tmp_path)
+    proc = subprocess.Popen([LRM_ROS, "up", str(path), "--domain-id", str(fresh_domain)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            cwd=tmp_path)
+    pids, lines = [], []
+    deadline = time.monotonic() + 60
+    while len(pids) < 2 and time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        lines.append(line)
+        if "started" in line and "pid" in line:
+            pids.append(int(line.rsplit("pid", 1)[1].strip(" )\n")))
+    assert len(pids) == 2, "".join(lines)
+    time.sleep(3.0)           # let the nodes finish starting (rclpy init)
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 0, "".join(lines) + out
+    assert "died" not in out
+    assert not any(_alive(pid) for pid in pids)
+
+
+def test_a_dying_node_is_reported_and_the_rest_shut_down(tmp_path, fresh_domain):
+    path = _graph(tmp_path, kind_env1="bogus")
+    proc = subprocess.run([LRM_ROS, "up", str(path), "num_envs:=3", "--domain-id",
+                           str(fresh_domain), "--duration", "60"],
+                          capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "broken died (exit code 2)" in proc.stdout
+    assert "kind must be one of" in proc.stdout            # the node's own reason
+    assert "shutting the other nodes down" in proc.stdout
+
+
+def test_unknown_launch_argument_is_a_clear_error(tmp_path):
+    proc = subprocess.run([LRM_ROS, "up", "sim", "num_env:=2"], capture_output=True,
+                          text=True, timeout=60, cwd=tmp_path)
+    assert proc.returncode == 2
+    assert "unknown launch argument" in proc.stderr and "num_envs" in proc.stderr
+
+
+def test_show_prints_the_node_command_lines(tmp_path):
+    proc = subprocess.run([LRM_ROS, "show", "sim", "num_envs:=2", "policy:=none"],
+                          capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.strip().splitlines()
+    assert len(lines) == 4
+    assert sum("__ns:=/env1" in l for l in lines) == 2
+    assert all("--params-file" in l for l in lines)
