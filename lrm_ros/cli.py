@@ -4,7 +4,7 @@
       start the graph's nodes (pip-only stand-in for `ros2 launch lrm_ros sim.launch.py`)
   lrm-ros show sim [args]   print the processes a graph would start, with their arguments
   lrm-ros demo [args]       the main job on the embedded defaults (see README)
-  lrm-ros demos --tasks PickCube-v1,PushCube-v1 -n 10 --out data/demos
+  lrm-ros demos --tasks PickCube-v1 PushCube-v1 -n 10 --out data/demos
       generate motion-planning demonstrations as rosbag2 (mcap) bags
 """
 import argparse
@@ -35,14 +35,16 @@ def _cmd_up(ns) -> int:
 
 
 def _cmd_demos(ns) -> int:
-    from lrm_ros.core.sim.demos import generate_demos
-    tasks = [t for t in ns.tasks.split(",") if t]
-    summary = generate_demos(tasks=tasks, num_per_task=ns.num, out_dir=ns.out,
-                             seed=ns.seed, control_mode=ns.control_mode,
-                             camera_width=ns.camera_size, camera_height=ns.camera_size,
-                             max_episode_ticks=ns.max_episode_ticks)
-    ok = all(t.get("replayed_ok", 0) > 0 for t in summary.get("tasks", {}).values())
-    return 0 if ok else 1
+    from lrm_ros.core.sim import demos
+    from lrm_ros.core.sim.tasks import DEMO_TASKS
+    argv = list(ns.rest)
+    if not any(a == "--tasks" or a.startswith("--tasks=") for a in argv):
+        argv = ["--tasks", *DEMO_TASKS] + argv
+    if not any(a == "--out" or a.startswith("--out=") for a in argv):
+        argv += ["--out", "data/demos"]
+    if not any(a.startswith("--max-episode-ticks") for a in argv):
+        argv += ["--max-episode-ticks", "auto"]
+    return demos.main(argv)
 
 
 def _cmd_demo(ns) -> int:
@@ -74,15 +76,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=float, default=600.0, help="give up after this many seconds")
     p.set_defaults(func=_cmd_demo)
 
-    p = sub.add_parser("demos", help="generate motion-planning demonstrations (mcap bags)")
-    p.add_argument("--tasks", default="PickCube-v1,PushCube-v1,PullCube-v1,StackCube-v1,"
-                   "LiftPegUpright-v1", help="comma-separated ManiSkill task ids")
-    p.add_argument("-n", "--num", type=int, default=10, help="demonstrations per task")
-    p.add_argument("--out", default="data/demos", help="output directory")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--control-mode", default="pd_ee_delta_pose")
-    p.add_argument("--camera-size", type=int, default=256, help="camera width = height")
-    p.add_argument("--max-episode-ticks", type=int, default=200)
+    p = sub.add_parser("demos", add_help=False,
+                       help="generate motion-planning demonstrations as mcap bags "
+                            "(defaults: the 5 demo tasks, -n 10, --out data/demos, "
+                            "--max-episode-ticks auto); `lrm-ros demos --help` for all options")
+    p.add_argument("rest", nargs=argparse.REMAINDER)
     p.set_defaults(func=_cmd_demos)
     return parser
 

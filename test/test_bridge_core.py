@@ -14,6 +14,9 @@ def test_config_defaults_are_valid_and_derive_the_sim_config():
     assert cfg.mode == "lockstep" and cfg.period_s == pytest.approx(0.05)
     sim = cfg.sim_config()
     assert (sim.env_id, sim.camera_width, sim.max_episode_ticks) == ("PickCube-v1", 256, 100)
+    # 0 = the task's recommended limit (long enough for its demonstrations)
+    assert BridgeConfig(env_id="LiftPegUpright-v1").sim_config().max_episode_ticks == 250
+    assert BridgeConfig(max_episode_ticks=7).sim_config().max_episode_ticks == 7
 
 
 @pytest.mark.parametrize("kwargs, words", [
@@ -21,7 +24,7 @@ def test_config_defaults_are_valid_and_derive_the_sim_config():
     ({"fallback": "nothing"}, ["fallback", "hold", "zero"]),
     ({"control_rate_hz": 0.0}, ["control_rate_hz"]),
     ({"command_timeout_s": -1.0}, ["command_timeout_s"]),
-    ({"max_episode_ticks": 0}, ["max_episode_ticks"]),
+    ({"max_episode_ticks": -1}, ["max_episode_ticks"]),
     ({"camera_width": 2}, ["camera size"]),
 ])
 def test_config_rejects_bad_values_with_a_message_naming_the_field(kwargs, words):

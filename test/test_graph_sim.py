@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from lrm_ros.bringup.graph import load_graph, resolve
-from lrm_ros.bringup.runner import GraphRunner, clean_stale_shm
+from lrm_ros.bringup.runner import GraphRunner, stale_shm
 from lrm_ros.ros.env import ros_environment
 
 IMAGE_SIZE = 96          # not the default 224: proves the parameter reaches the node
@@ -22,34 +22,11 @@ MAX_TICKS = 6
 TIMEOUT_S = 1.0
 NS = "env0"
 STARTUP_S = 120.0
-_STATE = {}
-
-
-def _shm_files():
-    return {p.name for p in Path("/dev/shm").glob("fast*")}
-
-
-def _shm_open_here():
-    """Shared-memory files this test process itself still maps (its own DDS transport,
-    released at exit): not left behind by the graph."""
-    names = set()
-    for fd in Path("/proc/self/fd").iterdir():
-        try:
-            target = os.readlink(fd)
-        except OSError:
-            continue
-        if target.startswith("/dev/shm/"):
-            names.add(Path(target).name)
-    for line in Path("/proc/self/maps").read_text().splitlines():
-        if "/dev/shm/" in line:
-            names.add(Path(line.split()[-1]).name)
-    return names
 
 
 @pytest.fixture(scope="module")
 def graph(tmp_path_factory):
     from lrm_ros.ros.monitor import GraphMonitor
-    shm_before = _shm_files()
     domain = 100 + (os.getpid() * 7) % 100
     env = ros_environment(domain_id=domain)
     os.environ["ROS_DOMAIN_ID"] = str(domain)
@@ -63,7 +40,6 @@ def graph(tmp_path_factory):
              for s in specs]
     assert sorted(s.executable for s in specs) == ["camera_ingest", "maniskill_bridge"]
     log = open(tmp_path_factory.mktemp("graph") / "nodes.log", "w")
-    _STATE["shm_before"] = shm_before
     monitor = GraphMonitor([NS])
     runner = GraphRunner(specs, env=env, output=log).start()
     try:
@@ -216,6 +192,6 @@ def test_zz_shutdown_leaves_no_processes_or_shared_memory(graph):
     for proc in runner.procs:
         with pytest.raises(ProcessLookupError):
             os.kill(proc.popen.pid, 0)
-    clean_stale_shm()
-    leftover = _shm_files() - _STATE["shm_before"] - _shm_open_here()
-    assert not leftover, f"shared memory left behind: {sorted(leftover)}"
+    # Whatever the nodes left in /dev/shm, the runner's stop removed: nothing unheld remains.
+    leftover = stale_shm()
+    assert not leftover, f"shared memory left behind: {sorted(p.name for p in leftover)}"

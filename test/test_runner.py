@@ -84,3 +84,30 @@ def test_show_prints_the_node_command_lines(tmp_path):
     assert len(lines) == 4
     assert sum("__ns:=/env1" in l for l in lines) == 2
     assert all("--params-file" in l for l in lines)
+
+
+def test_a_killed_node_is_reported_and_its_shared_memory_removed(tmp_path, fresh_domain):
+    from lrm_ros.bringup.graph import load_graph as _load
+    from lrm_ros.bringup.runner import stale_shm
+    from lrm_ros.ros.env import ros_environment
+    specs = resolve(_load(str(_graph(tmp_path))), {})
+    log = tmp_path / "nodes.log"
+    with open(log, "w") as out:
+        runner = GraphRunner(specs, env=ros_environment(domain_id=fresh_domain), output=out)
+        runner.start()
+        try:
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline and not any(
+                    p.popen.pid and Path(f"/proc/{p.popen.pid}/maps").read_text().count("/dev/shm/fast")
+                    for p in runner.procs if p.popen.poll() is None):
+                time.sleep(0.2)
+            victim = runner.procs[0]
+            os.kill(victim.popen.pid, signal.SIGKILL)
+            code = runner.run_until_exit(duration_s=30)
+        finally:
+            runner.stop()
+    assert code == 1
+    text = log.read_text()
+    assert f"{victim.spec.label} died (signal 9)" in text
+    assert runner.procs[1].popen.returncode == 0          # the other one shut down cleanly
+    assert stale_shm() == []

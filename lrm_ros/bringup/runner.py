@@ -37,16 +37,11 @@ def node_command(spec: NodeSpec) -> List[str]:
                             "found in the console scripts or <prefix>/lib/<package>/")
 
 
-def clean_stale_shm(prefixes: Sequence[str] = ("fastdds_", "fastrtps_", "sem.fastdds_",
-                                               "sem.fastrtps_")) -> int:
-    """Remove FastDDS shared-memory files in /dev/shm that no live process has open (killed
-    nodes leave them behind). Returns how many were removed."""
-    shm = Path("/dev/shm")
-    if not shm.is_dir():
-        return 0
-    candidates = [p for p in shm.iterdir() if p.name.startswith(tuple(prefixes))]
-    if not candidates:
-        return 0
+SHM_PREFIXES = ("fastdds_", "fastrtps_", "sem.fastdds_", "sem.fastrtps_")
+
+
+def shm_in_use() -> set:
+    """Paths under /dev/shm that some live process has open or mapped."""
     in_use = set()
     for proc in Path("/proc").iterdir():
         if not proc.name.isdigit():
@@ -63,16 +58,33 @@ def clean_stale_shm(prefixes: Sequence[str] = ("fastdds_", "fastrtps_", "sem.fas
                 for line in maps:
                     if "/dev/shm/" in line:
                         in_use.add(line[line.index("/dev/shm/"):].strip().split(" (deleted)")[0])
-        except (OSError, PermissionError):
+        except OSError:
             continue
+    return in_use
+
+
+def stale_shm(prefixes: Sequence[str] = SHM_PREFIXES) -> List[Path]:
+    """FastDDS shared-memory files in /dev/shm that no live process holds."""
+    shm = Path("/dev/shm")
+    if not shm.is_dir():
+        return []
+    candidates = [p for p in shm.iterdir() if p.name.startswith(tuple(prefixes))]
+    if not candidates:
+        return []
+    in_use = shm_in_use()
+    return [p for p in candidates if str(p) not in in_use]
+
+
+def clean_stale_shm(prefixes: Sequence[str] = SHM_PREFIXES) -> int:
+    """Remove FastDDS shared-memory files that no live process holds (killed nodes leave
+    them behind). Returns how many were removed."""
     removed = 0
-    for path in candidates:
-        if str(path) not in in_use:
-            try:
-                path.unlink()
-                removed += 1
-            except OSError:
-                pass
+    for path in stale_shm(prefixes):
+        try:
+            path.unlink()
+            removed += 1
+        except OSError:
+            pass
     return removed
 
 

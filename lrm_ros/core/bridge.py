@@ -36,7 +36,9 @@ class BridgeConfig:
     camera_name: str = field(default="", metadata=_help("sensor camera to publish; '' = the task's first"))
     seed: int = field(default=0, metadata=_help("seed of the first reset; env_index is added"))
     env_index: int = field(default=0, metadata=_help("index of this env among several (seed offset)"))
-    max_episode_ticks: int = field(default=100, metadata=_help("time limit of an episode in ticks"))
+    max_episode_ticks: int = field(default=0, metadata=_help(
+        "time limit of an episode in ticks; 0 = the task's recommended limit (long enough "
+        "for its motion-planned demonstrations: 100 for most, StackCube 150, LiftPegUpright 250)"))
     instruction: str = field(default="", metadata=_help("task instruction; '' = the built-in one for env_id"))
     mode: str = field(default="lockstep", metadata=_help("lockstep (wait for each command) or realtime"))
     control_rate_hz: float = field(default=20.0, metadata=_help(
@@ -57,8 +59,9 @@ class BridgeConfig:
             raise ValueError(f"control_rate_hz must be > 0, got {self.control_rate_hz}")
         if not self.command_timeout_s > 0:
             raise ValueError(f"command_timeout_s must be > 0 (seconds), got {self.command_timeout_s}")
-        if self.max_episode_ticks < 1:
-            raise ValueError(f"max_episode_ticks must be >= 1, got {self.max_episode_ticks}")
+        if self.max_episode_ticks < 0:
+            raise ValueError(f"max_episode_ticks must be >= 1 (or 0 for the task's recommended "
+                             f"limit), got {self.max_episode_ticks}")
         if self.camera_width < 8 or self.camera_height < 8:
             raise ValueError(f"camera size must be at least 8x8, got "
                              f"{self.camera_width}x{self.camera_height}")
@@ -71,11 +74,17 @@ class BridgeConfig:
     def period_s(self) -> float:
         return 1.0 / self.control_rate_hz
 
+    @property
+    def episode_ticks(self) -> int:
+        """The time limit in ticks, with 0 resolved to the task's recommended limit."""
+        from lrm_ros.core.sim.tasks import recommended_max_ticks
+        return self.max_episode_ticks or recommended_max_ticks(self.env_id)
+
     def sim_config(self):
         from lrm_ros.core.sim.maniskill_env import SimConfig
         return SimConfig(env_id=self.env_id, control_mode=self.control_mode,
                          camera_width=self.camera_width, camera_height=self.camera_height,
-                         camera_name=self.camera_name, max_episode_ticks=self.max_episode_ticks,
+                         camera_name=self.camera_name, max_episode_ticks=self.episode_ticks,
                          instruction=self.instruction)
 
 

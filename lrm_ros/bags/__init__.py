@@ -1,0 +1,1 @@
+"""rosbag2 (mcap) writing and reading without ROS (rosbags library)."""

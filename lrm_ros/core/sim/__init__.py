@@ -1,0 +1,1 @@
+"""ManiSkill3 simulation and demonstrations (ROS-free)."""

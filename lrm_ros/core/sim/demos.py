@@ -1,0 +1,323 @@
+"""Demonstrations from ManiSkill's own motion planners, recorded as lrm_ros episode bags.
+
+Pipeline per task (ROS-free):
+  1. plan: ManiSkill's official Panda motion-planning solutions (pd_joint_pos), one seed per demo,
+     in a subprocess (``_plan_worker``; the planner can crash the interpreter);
+  2. convert: ``mani_skill.trajectory.replay_trajectory`` turns the joint-position actions into the
+     bridge's control mode (default pd_ee_delta_pose), state-only (fast);
+  3. replay: the converted actions are replayed in :class:`ManiSkillSim` (the camera size,
+     instruction and time limit the bridge uses), from the demo's seed and first recorded state,
+     recording frames, joint states, actions and the oracle rewards per tick;
+  4. store: one rosbag2 mcap bag per task with the graph's own topics (docs/DATA.md).
+
+CLI: ``python -m lrm_ros.core.sim.demos --tasks PickCube-v1 -n 10 --out data/demos``
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .maniskill_env import ManiSkillSim, SimConfig
+from .tasks import DEMO_TASKS, MOTION_PLANNING_TASKS, recommended_max_ticks
+from .vulkan import ensure_vulkan_icd
+
+__all__ = ["generate_demos", "main", "DEMO_TASKS"]
+
+END_NONE, END_SUCCESS, END_TIME_LIMIT, END_RESET_REQUEST, END_FAILURE = 0, 1, 2, 3, 4
+EPISODE_GAP_S = 1.0  # simulated time between the last tick of an episode and the next tick 0
+START_S = 1.0  # stamp of the first tick of the first episode
+
+
+def _h5_state(group: Any, index: int) -> Any:
+    """Nested dict of the ``index``-th entry of every dataset in an h5 group (ManiSkill env_states)."""
+    import h5py
+
+    if isinstance(group, h5py.Dataset):
+        return np.asarray(group[index])
+    return {k: _h5_state(v, index) for k, v in group.items()}
+
+
+def _run_worker(task: str, seeds: list[int], work: Path, control_mode: str, timeout_s: float) -> dict:
+    import lrm_ros
+
+    pkg_root = str(Path(lrm_ros.__file__).resolve().parents[1])
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (pkg_root, env.get("PYTHONPATH", "")) if p)
+    cmd = [sys.executable, "-m", "lrm_ros.core.sim._plan_worker", "--task", task, "--out", str(work),
+           "--control-mode", control_mode, "--seeds", *map(str, seeds)]
+    log = work / "worker.log"
+    work.mkdir(parents=True, exist_ok=True)
+    with open(log, "wb") as f:
+        try:
+            proc = subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=f, stderr=subprocess.STDOUT,
+                                  env=env, timeout=timeout_s)
+            rc = proc.returncode
+        except subprocess.TimeoutExpired:
+            rc = None
+    result_file = work / "result.json"
+    if result_file.is_file():
+        result = json.loads(result_file.read_text())
+    else:
+        result = {"planned": {}, "plan_errors": {}, "converted_h5": None}
+    if rc != 0 and "error" not in result:
+        result["error"] = "planner timed out" if rc is None else f"planner process exited with {rc}"
+    if "error" in result:
+        tail = log.read_text(errors="replace")[-2000:]
+        result["error"] += f"\n--- {log} (tail) ---\n{tail}"
+    return result
+
+
+def _bag_stamp_ns(seconds: float) -> int:
+    return int(round(seconds * 1e9))
+
+
+def generate_demos(
+    tasks: list[str],
+    num_per_task: int,
+    out_dir: Path | str,
+    sim: SimConfig | None = None,
+    seed: int = 0,
+    progress: bool = True,
+    *,
+    keep_failed: bool = False,
+    overwrite: bool = False,
+    planner_timeout_s: float = 1800.0,
+    max_episode_ticks: dict[str, int] | None = None,
+) -> dict:
+    """Generate ``num_per_task`` motion-planned demos per task and store one bag per task.
+
+    ``sim`` is the bridge's SimConfig (camera size, control mode, time limit, instruction); its
+    env_id is replaced by each task. Demo i of a task uses seed ``seed + i``. Planner failures and
+    demos that do not succeed when replayed in ManiSkillSim are counted, not fatal; only successful
+    replays are stored unless ``keep_failed``. ``max_episode_ticks`` overrides the time limit per
+    task (e.g. ``tasks.RECOMMENDED_MAX_EPISODE_TICKS``; the bridge must then use the same). Returns the summary (also written to
+    ``out_dir/summary.json``); each task's bag is ``out_dir/<task>``.
+    """
+    from tqdm.auto import tqdm
+
+    if isinstance(tasks, str):
+        tasks = [tasks]
+    tasks = list(dict.fromkeys(tasks))
+    if not tasks:
+        raise ValueError("generate_demos: no tasks given")
+    unknown = [t for t in tasks if t not in MOTION_PLANNING_TASKS]
+    if unknown:
+        raise ValueError(
+            f"no motion-planning solution for {unknown}; supported: {', '.join(MOTION_PLANNING_TASKS)} "
+            f"(routinely tested: {', '.join(DEMO_TASKS)})"
+        )
+    if isinstance(num_per_task, bool) or not isinstance(num_per_task, int) or num_per_task < 1:
+        raise ValueError(f"num_per_task must be a positive integer, got {num_per_task!r}")
+    template = sim or SimConfig()
+    if template.instruction and len(tasks) > 1:
+        raise ValueError("an explicit SimConfig.instruction applies to one task; pass one task at a time")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for task in tasks:
+        bag = out_dir / task
+        if bag.exists():
+            if not overwrite:
+                raise FileExistsError(f"{bag} exists; pass overwrite=True (--overwrite) or another out_dir")
+            shutil.rmtree(bag)
+    ensure_vulkan_icd()  # exported to the worker processes too
+
+    summary: dict[str, Any] = {
+        "format": "lrm_ros.demos/1",
+        "control_mode": template.control_mode,
+        "camera": [template.camera_width, template.camera_height],
+        "max_episode_ticks": template.max_episode_ticks,
+        "seed": seed,
+        "tasks": {},
+    }
+    t_all = time.perf_counter()
+    bar = tqdm(total=len(tasks) * num_per_task, desc="demos", unit="demo", disable=not progress)
+    try:
+        for task in tasks:
+            t0 = time.perf_counter()
+            seeds = [seed + i for i in range(num_per_task)]
+            entry: dict[str, Any] = {"requested": num_per_task, "planned": 0, "replayed": 0,
+                                     "episodes_written": 0, "ticks": 0, "bag": None, "errors": {}}
+            summary["tasks"][task] = entry
+            bar.set_description(f"{task}: planning")
+            with tempfile.TemporaryDirectory(prefix="lrm_demos_") as tmp:
+                res = _run_worker(task, seeds, Path(tmp), template.control_mode, planner_timeout_s)
+                entry["planned"] = sum(bool(v) for v in res.get("planned", {}).values())
+                entry["errors"].update({f"plan seed {k}": v for k, v in res.get("plan_errors", {}).items()})
+                if "error" in res:
+                    entry["errors"]["planner"] = res["error"]
+                if not res.get("converted_h5"):
+                    bar.update(num_per_task)
+                    entry["seconds"] = round(time.perf_counter() - t0, 2)
+                    continue
+                bar.set_description(f"{task}: replaying")
+                cfg = dataclasses.replace(template, env_id=task)
+                if max_episode_ticks and task in max_episode_ticks:
+                    cfg = dataclasses.replace(cfg, max_episode_ticks=int(max_episode_ticks[task]))
+                entry["max_episode_ticks"] = cfg.max_episode_ticks
+                _replay_task(cfg, Path(res["converted_h5"]), Path(res["converted_json"]), out_dir / task,
+                             entry, keep_failed, bar, num_per_task)
+            entry["seconds"] = round(time.perf_counter() - t0, 2)
+            entry["seconds_per_demo"] = round(entry["seconds"] / num_per_task, 2)
+    finally:
+        bar.close()
+    summary["seconds"] = round(time.perf_counter() - t_all, 2)
+    summary["totals"] = {k: sum(e[k] for e in summary["tasks"].values())
+                         for k in ("requested", "planned", "replayed", "episodes_written", "ticks")}
+    (out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    return summary
+
+
+def _replay_task(cfg: SimConfig, h5_path: Path, json_path: Path, bag_path: Path, entry: dict,
+                 keep_failed: bool, bar: Any, num_per_task: int) -> None:
+    import h5py
+
+    from lrm_ros.bags.writer import EpisodeBagWriter
+
+    meta = json.loads(json_path.read_text())
+    episodes_meta = meta["episodes"]
+    sim = ManiSkillSim(cfg)
+    writer = None
+    stamp_s = START_S
+    episode_index = 0
+    done_demos = 0
+    try:
+        with h5py.File(h5_path, "r") as h5:
+            for ep in episodes_meta:
+                traj = h5[f"traj_{ep['episode_id']}"]
+                ep_seed = ep.get("episode_seed", ep.get("reset_kwargs", {}).get("seed"))
+                if isinstance(ep_seed, list):
+                    ep_seed = ep_seed[0]
+                actions = np.asarray(traj["actions"], dtype=np.float64)
+                state0 = _h5_state(traj["env_states"], 0)
+                ticks = _replay_episode(sim, ep_seed, state0, actions)
+                done_demos += 1
+                bar.update(1)
+                ok = ticks[-1]["step_success"]
+                entry["replayed"] += int(ok)
+                if not ok:
+                    msg = f"not successful in ManiSkillSim ({ticks[-1]['end_name']} after {len(ticks) - 1} ticks)"
+                    if ticks[-1]["end"] == END_TIME_LIMIT:
+                        msg += (f"; the demo has {len(actions)} actions: raise max_episode_ticks "
+                                f"(recommended for {cfg.env_id}: {recommended_max_ticks(cfg.env_id)})")
+                    entry["errors"][f"replay seed {ep_seed}"] = msg
+                    if not keep_failed:
+                        continue
+                if writer is None:
+                    writer = EpisodeBagWriter(bag_path, metadata={
+                        "format": "lrm_ros.demos/1", "env_id": cfg.env_id, "control_mode": cfg.control_mode,
+                        "control_period": sim.control_period, "source": "maniskill motionplanning",
+                    })
+                    writer.write_instruction(sim.instruction, _bag_stamp_ns(stamp_s))
+                _write_episode(writer, sim, episode_index, stamp_s, ticks)
+                entry["episodes_written"] += 1
+                entry["ticks"] += len(ticks)
+                entry.setdefault("episode_seeds", []).append(ep_seed)
+                episode_index += 1
+                stamp_s = math.ceil(stamp_s + (len(ticks) - 1) * sim.control_period + EPISODE_GAP_S)
+    finally:
+        if writer is not None:
+            writer.close()
+            entry["bag"] = str(bag_path)
+        sim.close()
+        bar.update(max(0, num_per_task - done_demos))
+
+
+def _replay_episode(sim: ManiSkillSim, seed: int | None, state0: Any, actions: np.ndarray) -> list[dict]:
+    obs = sim.reset(seed=seed, state=state0)
+    has_dense = sim.has_dense_reward
+    ticks = [dict(obs=obs, dense=0.0 if has_dense else float("nan"), norm=0.0 if has_dense else float("nan"),
+                  success=False, failure=False, action=None, end=END_NONE, end_name="", step_success=False)]
+    for a in actions:
+        step = sim.step(a)
+        ticks[-1]["action"] = np.asarray(a, dtype=np.float64)
+        end = END_NONE
+        if step.terminated:
+            end = END_SUCCESS if step.success else END_FAILURE
+        elif step.truncated:
+            end = END_TIME_LIMIT
+        ticks.append(dict(obs=step.observation, dense=step.dense_reward, norm=step.normalized_dense_reward,
+                          success=step.success, failure=step.failure, action=None, end=end,
+                          step_success=step.success))
+        if end != END_NONE:
+            break
+    if ticks[-1]["end"] == END_NONE:  # the demo's actions ran out before the task ended it
+        ticks[-1]["end"] = END_RESET_REQUEST
+    ticks[-1]["end_name"] = {END_SUCCESS: "success", END_FAILURE: "failure", END_TIME_LIMIT: "time limit",
+                             END_RESET_REQUEST: "actions exhausted"}[ticks[-1]["end"]]
+    return ticks
+
+
+def _write_episode(writer: Any, sim: ManiSkillSim, episode: int, start_s: float, ticks: list[dict]) -> None:
+    last = len(ticks) - 1
+    for i, t in enumerate(ticks):
+        o = t["obs"]
+        writer.write_tick(
+            stamp_ns=_bag_stamp_ns(start_s + i * sim.control_period), episode=episode, tick=i,
+            env_id=sim.config.env_id, image=o.image, intrinsics=o.intrinsics,
+            camera_frame_id=sim.camera_frame_id, joint_names=o.joint_names,
+            joint_positions=o.joint_positions, joint_velocities=o.joint_velocities,
+            dense_reward=t["dense"], normalized_dense_reward=t["norm"], success=t["success"],
+            failure=t["failure"], episode_end=(i == last), end_reason=t["end"] if i == last else END_NONE,
+            command=None if i == last else t["action"],
+        )
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(
+        prog="python -m lrm_ros.core.sim.demos",
+        description="Generate motion-planned ManiSkill demonstrations as lrm_ros episode bags (mcap).")
+    p.add_argument("--tasks", nargs="+", default=["PickCube-v1"],
+                   help=f"ManiSkill task ids (supported: {', '.join(MOTION_PLANNING_TASKS)})")
+    p.add_argument("-n", "--num-per-task", type=int, default=10)
+    p.add_argument("--out", type=Path, required=True, help="output folder: one bag per task + summary.json")
+    p.add_argument("--seed", type=int, default=0, help="demo i uses seed + i")
+    p.add_argument("--control-mode", default=SimConfig.control_mode)
+    p.add_argument("--width", type=int, default=SimConfig.camera_width)
+    p.add_argument("--height", type=int, default=SimConfig.camera_height)
+    p.add_argument("--camera-name", default="")
+    p.add_argument("--max-episode-ticks", default=str(SimConfig.max_episode_ticks),
+                   help="time limit in control ticks (as the bridge uses), or 'auto' for the "
+                        "per-task recommendation (StackCube 150, LiftPegUpright 250, others 100)")
+    p.add_argument("--instruction", default="", help="override the task's instruction (one task only)")
+    p.add_argument("--keep-failed", action="store_true", help="also store demos that fail in replay")
+    p.add_argument("--overwrite", action="store_true", help="replace existing bags in --out")
+    p.add_argument("--no-progress", action="store_true")
+    a = p.parse_args(argv)
+    try:
+        auto = a.max_episode_ticks == "auto"
+        try:
+            ticks = 100 if auto else int(a.max_episode_ticks)
+        except ValueError:
+            raise ValueError(f"--max-episode-ticks must be an integer or 'auto', got {a.max_episode_ticks!r}") from None
+        cfg = SimConfig(env_id=a.tasks[0], control_mode=a.control_mode, camera_width=a.width,
+                        camera_height=a.height, camera_name=a.camera_name,
+                        max_episode_ticks=ticks, instruction=a.instruction)
+        per_task = {t: recommended_max_ticks(t) for t in a.tasks} if auto else None
+        summary = generate_demos(a.tasks, a.num_per_task, a.out, cfg, seed=a.seed,
+                                 progress=not a.no_progress, keep_failed=a.keep_failed, overwrite=a.overwrite,
+                                 max_episode_ticks=per_task)
+    except (ValueError, FileExistsError, RuntimeError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    for task, e in summary["tasks"].items():
+        print(f"{task}: requested {e['requested']}, planned {e['planned']}, replayed {e['replayed']}, "
+              f"written {e['episodes_written']} ({e['ticks']} ticks) -> {e['bag']}")
+    print(f"summary: {Path(a.out) / 'summary.json'} ({summary['seconds']} s)")
+    return 0 if summary["totals"]["episodes_written"] > 0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

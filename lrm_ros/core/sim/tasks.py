@@ -1,0 +1,90 @@
+"""Plain-English instructions for the ManiSkill3 tasks that run offline (no asset download)."""
+
+from __future__ import annotations
+
+__all__ = [
+    "TASK_INSTRUCTIONS",
+    "MOTION_PLANNING_TASKS",
+    "DEMO_TASKS",
+    "instruction_for",
+    "known_tasks",
+    "RECOMMENDED_MAX_EPISODE_TICKS",
+    "recommended_max_ticks",
+]
+
+TASK_INSTRUCTIONS: dict[str, str] = {
+    "PickCube-v1": "pick up the red cube and move it to the green target",
+    "PushCube-v1": "push the cube to the red and white target region in front of it",
+    "PullCube-v1": "pull the cube back onto the red and white target",
+    "StackCube-v1": "stack the red cube on top of the green cube",
+    "LiftPegUpright-v1": "lift the peg lying on the table and stand it upright",
+    "PegInsertionSide-v1": "pick up the peg and insert its orange end into the hole in the box",
+    "PokeCube-v1": "use the peg to push the red cube to the goal",
+    "PlaceSphere-v1": "place the sphere into the shallow bin",
+    "RollBall-v1": "push the ball so it rolls to the goal region at the other end of the table",
+    "PushT-v1": "push the T-shaped block so it matches the T-shaped target",
+    "PullCubeTool-v1": "use the L-shaped tool to pull the cube closer",
+    "PlugCharger-v1": "plug the charger into the wall socket",
+    "StackPyramid-v1": "place the red cube next to the green cube and stack the blue cube on top of both",
+}
+
+# Tasks with an official ManiSkill motion-planning solution for the Panda arm
+# (mani_skill.examples.motionplanning.panda) that run offline.
+MOTION_PLANNING_TASKS: tuple[str, ...] = (
+    "PickCube-v1",
+    "PushCube-v1",
+    "PullCube-v1",
+    "StackCube-v1",
+    "LiftPegUpright-v1",
+    "PegInsertionSide-v1",
+    "PlaceSphere-v1",
+    "PullCubeTool-v1",
+    "PlugCharger-v1",
+    "StackPyramid-v1",
+)
+
+# Tasks whose demonstrations lrm_ros.core.sim.demos generates and tests routinely (the planner
+# succeeds on nearly every seed, and the conversion to pd_ee_delta_pose replays reliably).
+DEMO_TASKS: tuple[str, ...] = (
+    "PickCube-v1",
+    "PushCube-v1",
+    "PullCube-v1",
+    "StackCube-v1",
+    "LiftPegUpright-v1",
+)
+
+# Time limits (control ticks at 20 Hz) long enough for the motion-planned demos converted to
+# pd_ee_delta_pose (measured lengths: PickCube/PushCube/PullCube 55-75, StackCube 90-110,
+# LiftPegUpright 160-185 ticks to success), with margin. Other tasks: 100.
+RECOMMENDED_MAX_EPISODE_TICKS: dict[str, int] = {
+    "PickCube-v1": 100,
+    "PushCube-v1": 100,
+    "PullCube-v1": 100,
+    "StackCube-v1": 150,
+    "LiftPegUpright-v1": 250,
+}
+
+
+def recommended_max_ticks(env_id: str) -> int:
+    return RECOMMENDED_MAX_EPISODE_TICKS.get(env_id, 100)
+
+
+def known_tasks() -> list[str]:
+    return sorted(TASK_INSTRUCTIONS)
+
+
+def instruction_for(env_id: str, override: str = "") -> str:
+    """The instruction for ``env_id``; a non-empty ``override`` wins (for tasks not listed).
+
+    Raises ValueError naming the known tasks when there is neither.
+    """
+    if override and override.strip():
+        return override.strip()
+    try:
+        return TASK_INSTRUCTIONS[env_id]
+    except KeyError:
+        raise ValueError(
+            f"no instruction known for task {env_id!r}; known tasks: {', '.join(known_tasks())}. "
+            "Pass an explicit instruction (SimConfig.instruction / the 'instruction' parameter) "
+            "for other tasks."
+        ) from None
