@@ -36,7 +36,10 @@ def graph(tmp_path_factory):
                                                 "camera_width": 128, "camera_height": 128,
                                                 "diagnostics_period_s": 0.2})
              if s.executable == "maniskill_bridge" else
-             dataclasses.replace(s, parameters={**s.parameters, "diagnostics_period_s": 0.2})
+             dataclasses.replace(s, parameters={
+                 **s.parameters, "diagnostics_period_s": 0.2,
+                 "inputs": ["camera/image_raw", "camera/image_raw/compressed"],
+                 "outputs": ["camera/frame", "camera/frame_from_compressed"]})
              for s in specs]
     assert sorted(s.executable for s in specs) == ["camera_ingest", "maniskill_bridge"]
     log = open(tmp_path_factory.mktemp("graph") / "nodes.log", "w")
@@ -144,6 +147,33 @@ def test_malformed_image_is_dropped_and_counted_without_killing_ingest(graph):
     _step(mon)
     assert mon.wait_for(lambda: len(mon.records[NS].frames) > frames, 10.0), \
         "ingest stopped converting good frames"
+    assert runner.dead() == []
+
+
+def test_compressed_input_is_decoded_to_model_resolution(graph):
+    import numpy as np
+    from sensor_msgs.msg import Image
+    from lrm_ros.ros.image_msgs import image_msg_to_rgb, rgb_to_compressed_msg
+    from lrm_ros.ros.qos import SENSOR
+    mon, runner = graph
+    received = []
+    mon.node.create_subscription(Image, f"/{NS}/camera/frame_from_compressed",
+                                 lambda m: received.append(m), SENSOR)
+    pub = mon.node.create_publisher(type(rgb_to_compressed_msg(np.zeros((2, 2, 3), np.uint8))),
+                                    f"/{NS}/camera/image_raw/compressed", SENSOR)
+    rgb = np.zeros((120, 160, 3), np.uint8)
+    rgb[..., 0] = 200                                     # red, 4:3 -> centre-cropped square
+    msg = rgb_to_compressed_msg(rgb, "png")
+    msg.header.frame_id = "usb_cam"
+    for _ in range(40):
+        pub.publish(msg)
+        if mon.wait_for(lambda: bool(received), 0.5):
+            break
+    assert received, "no frame from the compressed input"
+    frame = received[0]
+    assert (frame.width, frame.height, frame.encoding, frame.header.frame_id) == \
+        (IMAGE_SIZE, IMAGE_SIZE, "rgb8", "usb_cam")
+    assert image_msg_to_rgb(frame)[..., 0].min() == 200
     assert runner.dead() == []
 
 
