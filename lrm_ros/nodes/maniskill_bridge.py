@@ -211,15 +211,12 @@ class ManiSkillBridge(Node):
                 self.tick += 1
                 self.ticks_total += 1
                 end = ControlTick.END_NONE
-                if step.success:
-                    end = ControlTick.END_SUCCESS
-                elif step.failure:
-                    end = ControlTick.END_FAILURE
-                elif step.truncated:
-                    end = ControlTick.END_TIME_LIMIT
+                if step.terminated or step.truncated:
+                    end = (ControlTick.END_SUCCESS if step.success else
+                           ControlTick.END_FAILURE if step.failure else ControlTick.END_TIME_LIMIT)
                 self.gate.begin_tick()
                 self._publish(step.observation, step, end)
-                if end != ControlTick.END_NONE and (step.terminated or step.truncated):
+                if end != ControlTick.END_NONE:
                     if not self.config.auto_reset:
                         while not (self._stop.is_set() or self._reset_requested.is_set()):
                             self._reset_requested.wait(0.1)
