@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parent
 BUILD_DIR = ROOT / "build" / "cmake"
 STAGE = ROOT / "build" / "cmake-stage"
 PY_DIR = f"lib/python{sys.version_info.major}.{sys.version_info.minor}/site-packages"
-NODES = ["maniskill_bridge", "camera_ingest", "scripted_policy"]
+NODES = ["maniskill_bridge", "camera_ingest", "scripted_policy", "reward_model"]
 
 
 def _cmake_build():

@@ -7,14 +7,16 @@ _SOURCE_ROOT = Path(__file__).resolve().parent.parent
 
 
 def share_dir() -> Path:
-    """The package's share directory: `<prefix>/share/lrm_ros` when installed (colcon or
-    pip), else the source checkout (running from the repository without installing)."""
+    """The package's share directory: the source checkout when this module runs from one
+    (code and config then come from the same tree), else `<prefix>/share/lrm_ros` of the
+    install (colcon or pip)."""
+    if (_SOURCE_ROOT / "package.xml").is_file() and (_SOURCE_ROOT / "config").is_dir():
+        return _SOURCE_ROOT
     candidates = []
     for prefix in os.environ.get("AMENT_PREFIX_PATH", "").split(os.pathsep):
         if prefix:
             candidates.append(Path(prefix) / "share" / "lrm_ros")
     candidates.append(Path(sys.prefix) / "share" / "lrm_ros")
-    candidates.append(_SOURCE_ROOT)
     for cand in candidates:
         if (cand / "config").is_dir():
             return cand

@@ -30,7 +30,8 @@ def graph(tmp_path_factory):
     domain = 100 + (os.getpid() * 7) % 100
     env = ros_environment(domain_id=domain)
     os.environ["ROS_DOMAIN_ID"] = str(domain)
-    specs = resolve(load_graph("sim"), {"policy": "none", "image_size": str(IMAGE_SIZE),
+    specs = resolve(load_graph("sim"), {"policy": "none", "reward": "none",
+                                        "image_size": str(IMAGE_SIZE),
                                         "max_episode_ticks": str(MAX_TICKS)})
     specs = [dataclasses.replace(s, parameters={**s.parameters, "command_timeout_s": TIMEOUT_S,
                                                 "camera_width": 128, "camera_height": 128,

@@ -133,7 +133,7 @@ def test_launch_support_imports_without_launch_installed():
 def test_node_kwargs_put_files_first_then_graph_values():
     from lrm_ros.bringup.launch_support import node_kwargs, resolve_for_launch
     kwargs = resolve_for_launch("sim", {"num_envs": "2", "policy": "zero"})
-    assert len(kwargs) == 6
+    assert len(kwargs) == 7
     bridge1 = [k for k in kwargs if k["executable"] == "maniskill_bridge"
                and k["namespace"] == "/env1"][0]
     assert bridge1["package"] == "lrm_ros" and bridge1["name"] == "maniskill_bridge"
@@ -162,12 +162,22 @@ def test_defaults_come_from_the_yaml():
     assert all(isinstance(v, str) for v in defaults.values())
     assert defaults["num_envs"] == "1" and defaults["policy"] == str(raw["policy"]["default"])
     specs = resolve(graph)
-    assert sorted(s.executable for s in specs) == sorted(PER_ENV)
-    assert {s.namespace for s in specs} == {"/env0"}
+    assert sorted(s.executable for s in specs) == sorted(PER_ENV + ("reward_model",))
+    assert {s.namespace for s in specs} == {"/env0", ""}
+
+
+def test_one_reward_model_serves_all_envs():
+    specs = resolve(load_graph("sim"), {"num_envs": "3", "reward": "vlm",
+                                        "reward_model_path": "/models/qwen"})
+    (reward,) = _by(specs, "reward_model")
+    assert reward.namespace == "" and reward.parameters["envs"] == ["env0", "env1", "env2"]
+    assert reward.parameters["backend"] == "vlm" and reward.parameters["model_path"] == "/models/qwen"
+    assert "-p" in reward.ros_args() and "envs:=[env0, env1, env2]" in reward.ros_args()
+    assert _by(resolve(load_graph("sim"), {"reward": "none"}), "reward_model") == []
 
 
 def test_two_envs_give_per_namespace_nodes_with_their_env_index():
-    specs = resolve(load_graph("sim"), {"num_envs": "2"})
+    specs = resolve(load_graph("sim"), {"num_envs": "2", "reward": "none"})
     assert len(specs) == 6
     for executable in PER_ENV:
         mine = _by(specs, executable)
@@ -204,7 +214,7 @@ def test_policy_none_drops_the_policy_nodes():
     assert not _by(specs, "scripted_policy")
     assert sorted(s.namespace for s in _by(specs, "maniskill_bridge")) == \
         ["/env0", "/env1", "/env2"]
-    assert len(specs) == 6
+    assert len(specs) == 7
 
 
 def test_unknown_argument_is_rejected_naming_the_known_ones():
@@ -306,7 +316,8 @@ def test_parse_launch_arguments_rejects_other_forms(item):
 
 
 def test_parsed_arguments_feed_resolve():
-    specs = resolve(load_graph("sim"), parse_launch_arguments(["num_envs:=2", "policy:=none"]))
+    specs = resolve(load_graph("sim"), parse_launch_arguments(["num_envs:=2", "policy:=none",
+                                                                    "reward:=none"]))
     assert sorted(s.label for s in specs) == ["env0/camera_ingest", "env0/maniskill_bridge",
                                                "env1/camera_ingest", "env1/maniskill_bridge"]
     with pytest.raises(GraphError, match="known"):

@@ -77,7 +77,7 @@ def test_unknown_launch_argument_is_a_clear_error(tmp_path):
 
 
 def test_show_prints_the_node_command_lines(tmp_path):
-    proc = subprocess.run([LRM_ROS, "show", "sim", "num_envs:=2", "policy:=none"],
+    proc = subprocess.run([LRM_ROS, "show", "sim", "num_envs:=2", "policy:=none", "reward:=none"],
                           capture_output=True, text=True, timeout=60, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.strip().splitlines()

@@ -12,7 +12,7 @@ import yaml
 
 from lrm_ros.paths import share_dir
 
-_SUBST = re.compile(r"\$\((arg\s+(?P<arg>[A-Za-z_][A-Za-z0-9_]*)|(?P<var>env_index|env_ns))\)")
+_SUBST = re.compile(r"\$\((arg\s+(?P<arg>[A-Za-z_][A-Za-z0-9_]*)|(?P<var>env_index|env_ns|env_names))\)")
 
 
 class GraphError(ValueError):
@@ -96,6 +96,8 @@ def _substitute(value, args: Mapping[str, str], env_index: int, env_ns: str):
         return {k: _substitute(v, args, env_index, env_ns) for k, v in value.items()}
     if isinstance(value, list):
         return [_substitute(v, args, env_index, env_ns) for v in value]
+    if isinstance(value, str) and value.strip() == "$(env_names)":
+        return [f"env{i}" for i in range(int(args.get("num_envs", 1)))]
     if not isinstance(value, str) or "$(" not in value:
         return value
 
@@ -105,7 +107,10 @@ def _substitute(value, args: Mapping[str, str], env_index: int, env_ns: str):
             if name not in args:
                 raise GraphError(f"$(arg {name}) is used but not declared under 'arguments'")
             return str(args[name])
-        return str(env_index) if match.group("var") == "env_index" else env_ns
+        var = match.group("var")
+        if var == "env_names":
+            return "[" + ", ".join(f"env{i}" for i in range(int(args.get("num_envs", 1)))) + "]"
+        return str(env_index) if var == "env_index" else env_ns
 
     text = _SUBST.sub(repl, value)
     if not _SUBST.fullmatch(value.strip()) or text == "":

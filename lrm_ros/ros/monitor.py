@@ -19,7 +19,7 @@ from sensor_msgs.msg import CameraInfo, Image, JointState
 from std_msgs.msg import Float64MultiArray, String
 from std_srvs.srv import Trigger
 
-from lrm_ros.msg import ControlTick, SimOracle
+from lrm_ros.msg import ControlTick, HeldReward, RewardQueryResult, SimOracle
 from lrm_ros.ros.diagnostics import parse_status
 from lrm_ros.ros.image_msgs import image_msg_to_rgb
 from lrm_ros.ros.qos import LATCHED, RELIABLE, SENSOR
@@ -35,7 +35,9 @@ class EnvRecord:
     camera_infos: int = 0
     instruction: Optional[str] = None
     last_frame: Optional[np.ndarray] = None
-    sample_frames: List[tuple] = field(default_factory=list)  # (episode, tick?, rgb)
+    sample_frames: List[tuple] = field(default_factory=list)  # (stamp_ns, rgb)
+    held: List[tuple] = field(default_factory=list)       # (episode, tick, value, query_tick, age, stale, t_recv)
+    results: List[tuple] = field(default_factory=list)    # (episode, query_tick, status, value, latency_s, batch_size)
 
 
 class GraphMonitor:
@@ -71,6 +73,10 @@ class GraphMonitor:
                                           lambda m, ns=ns: self._oracle(ns, m), RELIABLE)
             self.node.create_subscription(String, p + "task/instruction",
                                           lambda m, ns=ns: self._instruction(ns, m), LATCHED)
+            self.node.create_subscription(HeldReward, p + "reward/held",
+                                          lambda m, ns=ns: self._held(ns, m), RELIABLE)
+            self.node.create_subscription(RewardQueryResult, p + "reward/result",
+                                          lambda m, ns=ns: self._result(ns, m), RELIABLE)
             self._cmd_pubs[ns] = self.node.create_publisher(Float64MultiArray, p + "policy/command", RELIABLE)
             self._raw_pubs[ns] = self.node.create_publisher(Image, p + "camera/image_raw", SENSOR)
             self._reset_clients[ns] = self.node.create_client(Trigger, p + "episode/reset")
@@ -117,6 +123,16 @@ class GraphMonitor:
     def _oracle(self, ns, m: SimOracle):
         self.records[ns].oracle.append((m.episode, m.tick, m.dense_reward,
                                         m.normalized_dense_reward, m.success))
+        self._notify()
+
+    def _held(self, ns, m: HeldReward):
+        self.records[ns].held.append((m.episode, m.tick, m.value, m.query_tick, m.age_ticks,
+                                      m.stale, time.monotonic()))
+        self._notify()
+
+    def _result(self, ns, m: RewardQueryResult):
+        self.records[ns].results.append((m.episode, m.query_tick, m.status, m.value,
+                                         m.latency_s, m.batch_size))
         self._notify()
 
     def _instruction(self, ns, m: String):

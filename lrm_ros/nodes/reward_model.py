@@ -1,0 +1,150 @@
+"""reward_model: the reward node. Per environment it subscribes `camera/frame`,
+`control/tick`, `task/instruction` (and `sim/oracle` for the oracle backend), and publishes
+`reward/held` (lrm_ros/HeldReward) on every tick and `reward/result`
+(lrm_ros/RewardQueryResult) once per query. Queries go to the engine's worker thread; the
+executor never waits on the model."""
+import json
+import math
+
+from rclpy.node import Node
+from sensor_msgs.msg import Image
+from std_msgs.msg import Header, String
+
+from lrm_ros.core.engine import ERROR, OK, TIMEOUT, RewardEngine
+from lrm_ros.core.hold import IntervalHold
+from lrm_ros.core.image import ImageError
+from lrm_ros.core.rewards import make_backend
+from lrm_ros.core.rewards.config import RewardNodeConfig
+from lrm_ros.msg import ControlTick, HeldReward, RewardQueryResult, SimOracle
+from lrm_ros.nodes.runtime import run_node
+from lrm_ros.ros.diagnostics import DiagnosticsPublisher
+from lrm_ros.ros.image_msgs import image_msg_to_rgb
+from lrm_ros.ros.params import declare_config
+from lrm_ros.ros.qos import LATCHED, RELIABLE, SENSOR
+
+_STATUS = {OK: RewardQueryResult.STATUS_OK, TIMEOUT: RewardQueryResult.STATUS_TIMEOUT,
+           ERROR: RewardQueryResult.STATUS_ERROR}
+
+
+def _stamp_ns(header) -> int:
+    return header.stamp.sec * 1_000_000_000 + header.stamp.nanosec
+
+
+def _json_safe(raw: dict) -> str:
+    try:
+        return json.dumps(raw, default=lambda o: repr(o))[:4000]
+    except (TypeError, ValueError):
+        return "{}"
+
+
+class RewardModelNode(Node):
+    def __init__(self, **kwargs):
+        super().__init__("reward_model", **kwargs)
+        self.config = cfg = declare_config(self, RewardNodeConfig)
+        self.get_logger().info(f"loading reward backend '{cfg.backend}' "
+                               f"({cfg.model_path or 'built-in'}), signal {cfg.effective_signal}")
+        self.backend = make_backend(cfg.backend, **cfg.backend_kwargs())
+        self.model_id = self.backend.model_id
+        self.signal = cfg.effective_signal
+        self.engine = RewardEngine(self.backend, cfg.engine_config(), self._on_result)
+        self.holds = {}
+        self._pub_held = {}
+        self._pub_result = {}
+        self.frames_dropped = 0
+        for env in cfg.envs:
+            p = f"{env}/" if env else ""
+            hold = IntervalHold(cfg.hold_config(), self.backend.needs, env=env)
+            self.holds[env] = hold
+            self._pub_held[env] = self.create_publisher(HeldReward, p + "reward/held", RELIABLE)
+            self._pub_result[env] = self.create_publisher(RewardQueryResult, p + "reward/result", RELIABLE)
+            self.create_subscription(Image, p + "camera/frame",
+                                     lambda m, env=env: self._on_frame(env, m), SENSOR)
+            self.create_subscription(ControlTick, p + "control/tick",
+                                     lambda m, env=env: self._on_tick(env, m), RELIABLE)
+            self.create_subscription(String, p + "task/instruction",
+                                     lambda m, env=env: self.holds[env].set_instruction(m.data), LATCHED)
+            if "oracle" in self.backend.needs:
+                self.create_subscription(SimOracle, p + "sim/oracle",
+                                         lambda m, env=env: self.holds[env].on_oracle(
+                                             m.episode, m.tick, m.normalized_dense_reward), RELIABLE)
+        self.diagnostics = DiagnosticsPublisher(self, self._counters, cfg.diagnostics_period_s)
+        self.get_logger().info(f"reward model ready: {self.model_id}, K={cfg.interval}, "
+                               f"envs {[e or '.' for e in cfg.envs]}")
+
+    def _submit(self, queries) -> None:
+        for q in queries:
+            self.engine.submit(q)
+
+    def _on_frame(self, env: str, msg: Image) -> None:
+        try:
+            frame = image_msg_to_rgb(msg)
+        except ImageError as exc:
+            self.frames_dropped += 1
+            self.get_logger().error(f"{env or '.'}: dropped camera/frame: {exc}",
+                                    throttle_duration_sec=2.0)
+            return
+        self._submit(self.holds[env].on_frame(_stamp_ns(msg.header), frame))
+
+    def _on_tick(self, env: str, msg: ControlTick) -> None:
+        queries, held = self.holds[env].on_tick(msg.episode, msg.tick, _stamp_ns(msg.header),
+                                                msg.episode_start, msg.episode_end)
+        self._submit(queries)
+        out = HeldReward(header=Header(stamp=msg.header.stamp, frame_id=msg.header.frame_id),
+                         episode=held.episode, tick=held.tick, value=float(held.value),
+                         progress=float(held.progress), completion=float(held.completion),
+                         contrastive=float(held.contrastive), query_tick=held.query_tick,
+                         age_ticks=max(0, held.age), stale=held.stale, model_id=self.model_id,
+                         signal=self.signal)
+        self._pub_held[env].publish(out)
+
+    def _on_result(self, query, result, status, info) -> None:
+        """Engine worker thread: update the hold, publish the raw outcome."""
+        hold = self.holds[query.env]
+        hold.on_result(query, result, status == OK)
+        msg = RewardQueryResult(episode=query.episode, query_tick=query.tick,
+                                model_id=self.model_id, signal=self.signal,
+                                latency_s=float(info.get("latency_s", math.nan)),
+                                batch_size=int(info.get("batch_size", 0)))
+        msg.status = _STATUS.get(status, RewardQueryResult.STATUS_DROPPED)
+        msg.value = msg.progress = msg.completion = msg.contrastive = math.nan
+        if result is not None:
+            if not result.valid:
+                msg.status = RewardQueryResult.STATUS_INVALID
+                msg.invalid_reason = "; ".join(result.invalid)
+            msg.value, msg.progress = float(result.value), float(result.progress)
+            msg.completion, msg.contrastive = float(result.completion), float(result.contrastive)
+            msg.raw_json = _json_safe(result.raw)
+        if status != OK:
+            self.get_logger().warn(f"{query.env or '.'} query at tick {query.tick}: {status}"
+                                   + (f" ({self.engine.last_error})" if status == ERROR else ""),
+                                   throttle_duration_sec=2.0)
+        msg.header.frame_id = query.env
+        msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(query.stamp_ns, 1_000_000_000)
+        try:
+            self._pub_result[query.env].publish(msg)
+        except Exception:          # shutting down: the context may be gone
+            pass
+
+    def _counters(self) -> dict:
+        out = {"backend": self.config.backend, "model_id": self.model_id, "signal": self.signal,
+               "frames_dropped": self.frames_dropped}
+        out.update({f"engine_{k}": v for k, v in self.engine.stats().items()})
+        for env, hold in self.holds.items():
+            tag = env or "self"
+            out.update({f"{tag}_queries": hold.queries, f"{tag}_results_ok": hold.results_ok,
+                        f"{tag}_results_failed": hold.results_failed,
+                        f"{tag}_frames_late": hold.frames_late,
+                        f"{tag}_frames_missing": hold.frames_missing})
+        return out
+
+    def close(self) -> None:
+        self.engine.close()
+        self.backend.close()
+
+
+def main(args=None) -> int:
+    return run_node(RewardModelNode, args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,165 @@
+"""The reward engine: batching, timeouts, errors, drops, counters. The backends here are
+tiny stand-ins defined in this file (the engine's collaborators); the real backends have
+their own tests."""
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from lrm_ros.core.engine import EngineConfig, RewardEngine
+from lrm_ros.core.rewards.base import RewardBackend, RewardQuery, RewardResult
+
+
+class EchoBackend(RewardBackend):
+    """value = tick / 100; records batch sizes; can be slowed, blocked or made to raise."""
+    name = "echo"
+
+    def __init__(self, delay=0.0, fail_on=(), invalid_on=()):
+        self.delay = delay
+        self.fail_on = set(fail_on)
+        self.invalid_on = set(invalid_on)
+        self.batches = []
+        self.gate = threading.Event()
+        self.gate.set()
+
+    def score_batch(self, queries):
+        self.gate.wait()
+        self.batches.append([q.tick for q in queries])
+        time.sleep(self.delay)
+        if any(q.tick in self.fail_on for q in queries):
+            raise RuntimeError("model exploded")
+        return [RewardResult.invalid_result("garbage") if q.tick in self.invalid_on
+                else RewardResult(value=q.tick / 100) for q in queries]
+
+
+def query(tick, env="env0"):
+    return RewardQuery(env=env, episode=0, tick=tick, instruction="x",
+                       frame=np.zeros((2, 2, 3), np.uint8))
+
+
+class Collector:
+    def __init__(self):
+        self.outcomes = {}
+        self.cond = threading.Condition()
+
+    def __call__(self, q, result, status, info):
+        with self.cond:
+            self.outcomes[(q.env, q.tick)] = (status, result, info)
+            self.cond.notify_all()
+
+    def wait(self, n, timeout=10.0):
+        with self.cond:
+            assert self.cond.wait_for(lambda: len(self.outcomes) >= n, timeout), self.outcomes
+        return self.outcomes
+
+
+def test_config_validation():
+    with pytest.raises(ValueError, match="max_batch"):
+        EngineConfig(max_batch=0)
+    with pytest.raises(ValueError, match="timeout_s"):
+        EngineConfig(timeout_s=0)
+
+
+def test_queries_from_many_envs_are_batched_and_all_answered():
+    backend = EchoBackend()
+    backend.gate.clear()                             # hold the worker until all are queued
+    got = Collector()
+    engine = RewardEngine(backend, EngineConfig(max_batch=4, max_wait_s=0.2), got)
+    try:
+        for i in range(12):
+            engine.submit(query(10 + i, env=f"env{i}"))
+        backend.gate.set()
+        out = got.wait(12)
+        assert all(s == "ok" for s, _, _ in out.values())
+        assert out[("env5", 15)][1].value == pytest.approx(0.15)
+        assert max(len(b) for b in backend.batches) == 4 and sum(map(len, backend.batches)) == 12
+        stats = engine.stats()
+        assert stats["submitted"] == 12 and stats["ok"] == 12 and stats["batch_mean"] > 1
+    finally:
+        engine.close()
+
+
+def test_submit_never_blocks_on_a_stuck_backend_and_timeouts_are_reported():
+    backend = EchoBackend()
+    backend.gate.clear()                             # the backend hangs
+    got = Collector()
+    engine = RewardEngine(backend, EngineConfig(max_batch=2, timeout_s=0.3, max_wait_s=0.0), got)
+    try:
+        start = time.monotonic()
+        for t in range(5):
+            engine.submit(query(t))
+        assert time.monotonic() - start < 0.1         # non-blocking
+        out = got.wait(5)
+        assert {s for s, _, _ in out.values()} == {"timeout"}
+        backend.gate.set()                           # the late results are discarded
+        deadline = time.monotonic() + 5
+        while engine.stats()["late"] == 0 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert engine.stats()["late"] >= 1 and engine.stats()["timeout"] == 5
+    finally:
+        backend.gate.set()
+        engine.close()
+
+
+def test_a_backend_that_raises_is_counted_and_the_engine_keeps_serving():
+    backend = EchoBackend(fail_on={1})
+    got = Collector()
+    engine = RewardEngine(backend, EngineConfig(max_batch=1, max_wait_s=0.0), got)
+    try:
+        engine.submit(query(1))
+        got.wait(1)
+        engine.submit(query(2))
+        out = got.wait(2)
+        assert out[("env0", 1)][0] == "error" and out[("env0", 2)][0] == "ok"
+        assert engine.stats()["error"] == 1 and "model exploded" in engine.last_error
+    finally:
+        engine.close()
+
+
+def test_invalid_results_are_delivered_and_counted():
+    got = Collector()
+    engine = RewardEngine(EchoBackend(invalid_on={3}), EngineConfig(max_wait_s=0.0), got)
+    try:
+        engine.submit(query(3))
+        status, result, _ = got.wait(1)[("env0", 3)]
+        assert status == "ok" and not result.valid and result.invalid == ("garbage",)
+        assert engine.stats()["invalid"] == 1
+    finally:
+        engine.close()
+
+
+def test_a_full_queue_drops_the_oldest():
+    backend = EchoBackend()
+    backend.gate.clear()
+    got = Collector()
+    engine = RewardEngine(backend, EngineConfig(max_batch=1, queue_size=2, max_wait_s=0.0,
+                                                timeout_s=30), got)
+    try:
+        engine.submit(query(0))                      # taken by the worker, stuck in the backend
+        time.sleep(0.1)
+        for t in (1, 2, 3):
+            engine.submit(query(t))
+        out = got.wait(1)
+        assert out[("env0", 1)][0] == "dropped"
+        backend.gate.set()
+        out = got.wait(4)
+        assert [out[("env0", t)][0] for t in (0, 2, 3)] == ["ok"] * 3
+        assert engine.stats()["dropped"] == 1
+    finally:
+        backend.gate.set()
+        engine.close()
+
+
+def test_close_reports_waiting_queries_as_dropped():
+    backend = EchoBackend()
+    backend.gate.clear()
+    got = Collector()
+    engine = RewardEngine(backend, EngineConfig(max_batch=1, max_wait_s=0.0, timeout_s=30), got)
+    engine.submit(query(0))
+    time.sleep(0.1)
+    engine.submit(query(1))
+    backend.gate.set()
+    engine.close()
+    assert got.outcomes[("env0", 1)][0] in ("dropped", "ok")
+    assert len(got.outcomes) == 2

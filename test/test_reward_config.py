@@ -1,0 +1,54 @@
+"""Reward node configuration and the oracle backend (no ROS, no model)."""
+import math
+
+import numpy as np
+import pytest
+
+from lrm_ros.core.rewards.base import RewardQuery, RewardResult, tri_value
+from lrm_ros.core.rewards.config import RewardNodeConfig
+from lrm_ros.core.rewards.oracle import OracleRewardBackend
+
+
+def test_defaults_and_derived_configs():
+    cfg = RewardNodeConfig()
+    assert cfg.effective_signal == "oracle" and cfg.backend_kwargs() == {}
+    assert cfg.hold_config().interval == 10 and cfg.engine_config().max_batch == 8
+    vlm = RewardNodeConfig(backend="vlm", model_path="/m", signal="tri", adapter_path="/a")
+    assert vlm.effective_signal == "tri"
+    assert vlm.backend_kwargs() == {"max_batch": 8, "model_path": "/m", "signal": "tri",
+                                    "use_first_frame": True, "adapter_path": "/a"}
+    assert RewardNodeConfig(backend="topreward", model_path="/m").effective_signal == "topreward"
+
+
+@pytest.mark.parametrize("kwargs, words", [
+    ({"backend": "gpt"}, ["backend", "lite", "vlm", "topreward", "oracle"]),
+    ({"backend": "vlm"}, ["model_path", "local directory", "-p model_path:="]),
+    ({"backend": "topreward"}, ["model_path"]),
+    ({"signal": "fun"}, ["signal", "progress", "tri"]),
+    ({"interval": 0}, ["interval"]),
+    ({"timeout_s": 0.0}, ["timeout_s"]),
+    ({"envs": ("env0", "env0")}, ["envs", "distinct"]),
+])
+def test_bad_parameters_say_what_is_wrong(kwargs, words):
+    with pytest.raises(ValueError) as info:
+        RewardNodeConfig(**kwargs)
+    for word in words:
+        assert word in str(info.value)
+
+
+def test_tri_is_the_mean_with_contrastive_mapped_to_unit_range():
+    assert tri_value(0.6, 1.0, -1.0) == pytest.approx((0.6 + 1.0 + 0.0) / 3)
+    assert tri_value(0.6, 1.0, 1.0) == pytest.approx((0.6 + 1.0 + 1.0) / 3)
+    assert tri_value(0.6, math.nan, 0.0) == pytest.approx((0.6 + 0.5) / 2)
+    assert math.isnan(tri_value(math.nan, math.nan, math.nan))
+
+
+def test_oracle_backend_reports_the_oracle_or_an_explicit_invalid_result():
+    frame = np.zeros((2, 2, 3), np.uint8)
+    backend = OracleRewardBackend()
+    good, missing = backend.score_batch([
+        RewardQuery("env0", 0, 10, "x", frame, oracle=0.42),
+        RewardQuery("env1", 0, 10, "x", frame, oracle=None)])
+    assert good == RewardResult(value=0.42, progress=0.42, raw={"oracle": 0.42})
+    assert not missing.valid and missing.invalid == ("no_oracle",)
+    assert "sim/oracle" in missing.raw["message"]
