@@ -1,10 +1,10 @@
 """`lrm-ros demo` (`make demo`): the main job on the embedded defaults.
 
 Today: brings the simulated graph up (ManiSkill bridges in lockstep, camera ingest, a random
-scripted policy), runs a number of control ticks per environment with a progress bar, shuts
+scripted policy, one reward node serving every environment), runs a number of control ticks per environment with a progress bar, shuts
 the graph down and reports what flowed: per environment the ticks, episodes, frames at model
 resolution, joint states, oracle rewards and successes, the bridge's command counters, and
-the tick rate; as a table on the terminal, report.json and plots in --out.
+the tick rate, the held rewards and reward queries; as a table on the terminal, report.json and plots in --out.
 """
 import json
 import os
@@ -43,6 +43,12 @@ def _summarise(ns, rec, diag, image_size):
         "camera_infos": rec.camera_infos,
         "oracle": len(rec.oracle),
         "oracle_normalized_reward_mean": round(sum(dense) / len(dense), 4) if dense else None,
+        "held_rewards": len(rec.held),
+        "held_stale": sum(1 for h in rec.held if h[5]),
+        "reward_queries": len(rec.results),
+        "reward_queries_ok": sum(1 for r in rec.results if r[2] == 0),
+        "reward_latency_ms_mean": round(1000 * sum(r[4] for r in rec.results) / len(rec.results), 1)
+        if rec.results else None,
         "bridge": {k: diag.get(k) for k in ("commands_accepted", "commands_rejected_size",
                                             "commands_rejected_nonfinite", "command_timeouts",
                                             "step_ms_mean")},
@@ -58,6 +64,12 @@ def _plot(records, out: Path) -> Path:
     for ax, (ns, rec) in zip(axes[:, 0], records.items()):
         xs = list(range(len(rec.oracle)))
         ax.plot(xs, [o[3] for o in rec.oracle], lw=1.2, label="oracle normalized dense reward")
+        if rec.held:
+            ax.step(range(len(rec.held)), [h[2] for h in rec.held], where="post", lw=1.0,
+                    label="reward/held (interval-hold)")
+            stale = [i for i, h in enumerate(rec.held) if h[5]]
+            if stale:
+                ax.plot(stale, [rec.held[i][2] for i in stale], "rx", ms=3, label="stale")
         for i, o in enumerate(rec.oracle):
             if o[1] == 0 and i > 0:
                 ax.axvline(i, color="grey", lw=0.6, ls="--")
@@ -140,14 +152,18 @@ def run_demo(ns) -> int:
     (out / "report.json").write_text(json.dumps(report, indent=2))
     print(f"\n[demo] what flowed in {elapsed:.0f} s:")
     cols = ("namespace", "ticks", "episodes_ended", "successes", "ticks_per_s", "frames",
-            "joint_states", "oracle")
+            "oracle", "held_rewards", "reward_queries")
     print("  " + "  ".join(f"{c:>14}" for c in cols))
     for s in summaries:
         print("  " + "  ".join(f"{str(s[c]):>14}" for c in cols))
     for s in summaries:
         print(f"  {s['namespace']}: frames {', '.join(s['frame_sizes'])}; bridge {s['bridge']}; "
               f"instruction: {s['instruction']!r}")
-        if not s["ticks"] or not s["frames"] or not s["frames_at_model_resolution"]:
+        print(f"  {s['namespace']}: reward: {s['held_rewards']} held ({s['held_stale']} stale), "
+              f"{s['reward_queries_ok']}/{s['reward_queries']} queries ok, mean latency "
+              f"{s['reward_latency_ms_mean']} ms")
+        if not s["ticks"] or not s["frames"] or not s["frames_at_model_resolution"] or \
+                (args["reward"] != "none" and not s["reward_queries_ok"]):
             code = code or 1
     print(f"[demo] report: {out / 'report.json'}, plots: {plot}" +
           (f", {out / 'frames.png'}" if (out / "frames.png").exists() else ""))

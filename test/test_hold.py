@@ -157,3 +157,16 @@ def test_topreward_frames_are_thinned_but_keep_the_first():
     queries, _ = run_ticks(hold, 0, range(10))
     last = queries[-1]
     assert len(last.frames) <= 4 and last.frames[0][0, 0, 0] == 0 and last.frames[-1][0, 0, 0] == 9
+
+
+def test_a_query_waits_for_its_oracle_value_arriving_after_the_tick():
+    hold = IntervalHold(HoldConfig(interval=K), needs={"oracle"})
+    for t in range(3):
+        hold.on_oracle(0, t, t / 10)
+        hold.on_frame(t, frame(t))
+        hold.on_tick(0, t, t, episode_start=(t == 0))
+    hold.on_frame(3, frame(3))
+    ready, _ = hold.on_tick(0, 3, 3)                  # tick before its oracle message
+    assert ready == []
+    ready = hold.on_oracle(0, 3, 0.3)
+    assert [(q.tick, q.oracle) for q in ready] == [(3, 0.3)] and ready[0].frame[0, 0, 0] == 3

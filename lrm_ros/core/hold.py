@@ -10,7 +10,9 @@ Queries are due at tick K, 2K, ... of an episode and (by default) at its termina
 frame of a query tick is the one whose stamp equals the tick's (the bridge stamps both
 alike); since frames travel through the ingest node they can arrive after the tick, so a due
 query waits (without blocking anything) for its frame, up to `frame_wait_ticks` ticks, then
-uses the newest frame not newer than the tick, or fails. Snapshots per query: the current
+uses the newest frame not newer than the tick, or fails (the oracle backend's sim/oracle
+value is waited for the same way: topics are not ordered across each other). Snapshots per
+query: the current
 frame; the frame of the previous query point (K ticks earlier: contrastive); the episode's
 first frame (progress); all query-point frames so far (TOPReward), each only when the
 backend needs it.
@@ -121,12 +123,15 @@ class IntervalHold:
             if self._ep is not None and not self._ep.instruction:
                 self._ep.instruction = text
 
-    def on_oracle(self, episode: int, tick: int, normalized_reward: float) -> None:
+    def on_oracle(self, episode: int, tick: int, normalized_reward: float) -> List[RewardQuery]:
+        """Store the simulator's reward of a tick; returns queries that were waiting for it."""
         with self._lock:
-            if self._ep is not None and self._ep.episode == episode:
-                self._ep.oracle[tick] = normalized_reward
-                while len(self._ep.oracle) > 4 * self.config.interval + 8:
-                    self._ep.oracle.popitem(last=False)
+            if self._ep is None or self._ep.episode != episode:
+                return []
+            self._ep.oracle[tick] = normalized_reward
+            while len(self._ep.oracle) > 4 * self.config.interval + 8:
+                self._ep.oracle.popitem(last=False)
+            return self._resolve_pending(force_tick=None)
 
     def on_frame(self, stamp_ns: int, frame: np.ndarray) -> List[RewardQuery]:
         """Store a frame; returns queries that were waiting for it and are now ready."""
@@ -209,6 +214,10 @@ class IntervalHold:
         for p in ep.pending:
             give_up = force_tick is not None and force_tick > p.due_at_tick
             frame, exact = self._frame_for(p.stamp_ns, exact_only=not give_up)
+            if ("oracle" in self.needs and p.tick not in ep.oracle and not give_up
+                    and not (p.tick == 0 and not p.terminal)):
+                keep.append(p)        # its sim/oracle message may still be on its way
+                continue
             if frame is None:
                 if give_up:
                     self.frames_missing += 1

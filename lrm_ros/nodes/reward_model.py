@@ -65,8 +65,8 @@ class RewardModelNode(Node):
                                      lambda m, env=env: self.holds[env].set_instruction(m.data), LATCHED)
             if "oracle" in self.backend.needs:
                 self.create_subscription(SimOracle, p + "sim/oracle",
-                                         lambda m, env=env: self.holds[env].on_oracle(
-                                             m.episode, m.tick, m.normalized_dense_reward), RELIABLE)
+                                         lambda m, env=env: self._submit(self.holds[env].on_oracle(
+                                             m.episode, m.tick, m.normalized_dense_reward)), RELIABLE)
         self.diagnostics = DiagnosticsPublisher(self, self._counters, cfg.diagnostics_period_s)
         self.get_logger().info(f"reward model ready: {self.model_id}, K={cfg.interval}, "
                                f"envs {[e or '.' for e in cfg.envs]}")
