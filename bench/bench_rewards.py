@@ -5,14 +5,17 @@ weights exist on these machines): the ratios measure the serving machinery, not 
 
   (a) TOPReward over one 16-frame episode (a growing prefix, one query per frame):
       prefix KV cache vs recomputing the whole prompt at each query.       goal >= 4x
-  (b) VLM ("tri": 3 prompts per query) over 12 envs' queries: one batched score_batch vs
-      12 one-at-a-time score_batch calls (also: frame de-dup on/off).       goal >= 6x
+  (b) VLM ("tri": 3 prompts per query), 12 envs querying at the same tick: the batched
+      RewardEngine vs one-prompt-at-a-time serving (a request/response reward server answering
+      each signal of each env with its own generate call).                goal >= 6x
 
 Run:  PYTHONPATH=/work/main /work/main/.venv/bin/python bench/bench_rewards.py \
-          [--model-size tiny|small|8b] [--device cpu|cuda] [--repeats 3]
-  tiny : 2 text layers, hidden 64 (the test model; overhead-bound)
-  small: 4 text layers, hidden 256, vision depth 4 (default: less overhead-bound)
-  8b   : Qwen3-VL-8B's shapes, random bf16 weights built in memory (GPU machines only)
+          [--model-size tiny|small|medium|8b] [--device cpu|cuda] [--repeats 3]
+  tiny  : 2 text layers, hidden 64 (the test model; overhead-bound)
+  small : 4 text layers, hidden 256, vision depth 4 (default for (b): generation stays short)
+  medium: 8 text layers, hidden 768, vision depth 8 (~315M with the 152k vocabulary;
+          default for (a): compute-bound like a real model)
+  8b    : Qwen3-VL-8B's shapes, random bf16 weights built in memory (GPU machines only)
 Writes out/bench/rewards.json.
 """
 from __future__ import annotations
@@ -91,6 +94,12 @@ def bench_topreward(path, model, proc, n_frames: int, repeats: int):
 
 
 def bench_vlm(path, model, proc, n_envs: int, repeats: int, max_new_tokens: int):
+    """12 envs query at the same tick. Batched: the RewardEngine (max_batch = n_envs) over a
+    "tri" backend: one left-padded generate for all 3 x n_envs prompts. One-at-a-time: how a
+    request/response reward server (the LRM reference server) serves them: each request is
+    one prompt (one signal of one env), answered by its own generate call, in turn."""
+    import threading
+    from lrm_ros.core.engine import EngineConfig, RewardEngine
     from lrm_ros.core.rewards import make_backend
     from lrm_ros.core.rewards.base import RewardQuery
     instructions = ["pick up the cube", "stack the red cube on the green cube", "push the cube to the goal",
@@ -101,33 +110,51 @@ def bench_vlm(path, model, proc, n_envs: int, repeats: int, max_new_tokens: int)
         f = [rng.integers(0, 256, (224, 224, 3), dtype=np.uint8) for _ in range(3)]
         queries.append(RewardQuery(env=f"env{i}", episode=0, tick=20, instruction=instructions[i % 6],
                                    frame=f[2], previous_frame=f[1], first_frame=f[0]))
-    be = make_backend("vlm", model_path=path, model=model, processor=proc, signal="tri",
-                      max_batch=n_envs, max_new_tokens=max_new_tokens)
+    common = dict(model_path=path, model=model, processor=proc, max_new_tokens=max_new_tokens)
+    tri = make_backend("vlm", signal="tri", max_batch=n_envs, **common)
+    single = {sig: make_backend("vlm", signal=sig, max_batch=1, **common)
+              for sig in ("contrastive", "progress", "completion")}
 
-    def batched():
-        return be.score_batch(queries)
+    def batched_engine():
+        done = threading.Event()
+        results = {}
 
-    def one_at_a_time():
-        return [be.score_batch([q])[0] for q in queries]
+        def collect(q, result, status, info):
+            results[q.env] = (status, result, info["batch_size"])
+            if len(results) == len(queries):
+                done.set()
 
-    batched(), one_at_a_time()          # warm-up
-    t_batch, rb = timed(batched, repeats)
-    t_single, rs = timed(one_at_a_time, repeats)
-    be.config.dedup_frames = False
-    t_nodedup, rn = timed(batched, repeats)
-    be.config.dedup_frames = True
-    same = [a.raw["answers"] for a in rb] == [b.raw["answers"] for b in rs] == [c.raw["answers"] for c in rn]
+        engine = RewardEngine(tri, EngineConfig(max_batch=n_envs, max_wait_s=0.05,
+                                                timeout_s=3600), collect)
+        for q in queries:
+            engine.submit(q)
+        done.wait()
+        engine.close()
+        return [results[q.env] for q in queries]
+
+    def one_prompt_at_a_time():
+        return [{sig: be.score_batch([q])[0] for sig, be in single.items()} for q in queries]
+
+    batched_engine(), one_prompt_at_a_time()          # warm-up
+    t_batch, rb = timed(batched_engine, repeats)
+    t_single, rs = timed(one_prompt_at_a_time, repeats)
+    answers_b = [r[1].raw["answers"] for r in rb]
+    answers_s = [{sig: res.raw["answers"][sig] for sig, res in per.items()
+                  if sig in res.raw.get("answers", {})} for per in rs]
+    same = all(all(ab.get(sig) == ans for sig, ans in a_s.items())
+               for ab, a_s in zip(answers_b, answers_s))
     return {
         "envs": n_envs, "prompts": 3 * n_envs, "max_new_tokens": max_new_tokens,
-        "batched_s": t_batch, "one_at_a_time_s": t_single, "batched_no_frame_dedup_s": t_nodedup,
-        "speedup": t_single / t_batch, "frame_dedup_speedup": t_nodedup / t_batch,
-        "same_answers": same,
+        "batch_sizes": sorted({r[2] for r in rb}),
+        "batched_engine_s": t_batch, "one_prompt_at_a_time_s": t_single,
+        "speedup": t_single / t_batch, "same_answers": same,
     }
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model-size", default="small", choices=["tiny", "small", "8b"])
+    ap.add_argument("--model-size", default="", choices=["", "tiny", "small", "medium", "8b"],
+                    help="one size for both parts (default: medium for (a), small for (b))")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--frames", type=int, default=16)
@@ -141,18 +168,25 @@ def main(argv=None):
     torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as tmp:
         t = time.perf_counter()
-        path, model, proc = build(args.model_size, args.device, args.max_pixels, Path(tmp))
+        size_a = args.model_size or "medium"
+        size_b = args.model_size or "small"
+        path, model, proc = build(size_a, args.device, args.max_pixels, Path(tmp) / "a")
         build_s = time.perf_counter() - t
         a = bench_topreward(path, model, proc, args.frames, args.repeats)
-        print(f"(a) TOPReward {a['frames']}-frame episode ({a['visual_tokens_per_frame']} visual tokens/frame): "
+        a["model_size"] = size_a
+        print(f"(a) TOPReward {a['frames']}-frame episode ({a['visual_tokens_per_frame']} visual tokens/frame, "
+              f"{size_a} model): "
               f"cached {a['per_query_ms_cached']:.1f} ms/query vs uncached {a['per_query_ms_uncached']:.1f} "
               f"ms/query -> {a['speedup']:.1f}x (goal >= 4x); max |dlogP| {a['max_abs_logp_diff']:.2e}")
+        if size_b != size_a:
+            path, model, proc = build(size_b, args.device, args.max_pixels, Path(tmp) / "b")
         b = bench_vlm(path, model, proc, args.envs, args.repeats, args.max_new_tokens)
-        print(f"(b) VLM tri, {b['envs']} envs ({b['prompts']} prompts, {b['max_new_tokens']} new tokens): "
-              f"batched {b['batched_s']:.3f} s vs one-at-a-time {b['one_at_a_time_s']:.3f} s -> "
-              f"{b['speedup']:.1f}x (goal >= 6x); frame de-dup {b['frame_dedup_speedup']:.2f}x; "
-              f"same answers: {b['same_answers']}")
-    result = {"model_size": args.model_size, "device": args.device, "threads": args.threads,
+        b["model_size"] = size_b
+        print(f"(b) VLM tri, {b['envs']} envs ({b['prompts']} prompts, {b['max_new_tokens']} new "
+              f"tokens, {size_b} model): batched engine {b['batched_engine_s']:.3f} s (batch sizes "
+              f"{b['batch_sizes']}) vs one prompt at a time {b['one_prompt_at_a_time_s']:.3f} s -> "
+              f"{b['speedup']:.1f}x (goal >= 6x); same answers: {b['same_answers']}")
+    result = {"device": args.device, "threads": args.threads,
               "build_s": build_s, "topreward_prefix_cache": a, "vlm_batching": b,
               "note": "random-weight Qwen3-VL with the real Qwen tokenizer; ratios, not quality"}
     out = Path(args.out)

@@ -26,6 +26,7 @@ def test_config_defaults_are_valid_and_derive_the_sim_config():
     ({"command_timeout_s": -1.0}, ["command_timeout_s"]),
     ({"max_episode_ticks": -1}, ["max_episode_ticks"]),
     ({"camera_width": 2}, ["camera size"]),
+    ({"publish_phase": 1.0}, ["publish_phase"]),
 ])
 def test_config_rejects_bad_values_with_a_message_naming_the_field(kwargs, words):
     with pytest.raises(ValueError) as info:

@@ -29,6 +29,7 @@ class NodeSpec:
     param_files: Tuple[str, ...] = ()
     parameters: Dict[str, object] = field(default_factory=dict)
     remappings: Tuple[Tuple[str, str], ...] = ()
+    prefix: str = ""            # command prefix, as launch_ros's Node(prefix=...), e.g. "nice -n 10"
 
     @property
     def label(self) -> str:
@@ -169,5 +170,7 @@ def resolve(graph: dict, overrides: Optional[Mapping[str, str]] = None) -> List[
             specs.append(NodeSpec(package=node.get("package", "lrm_ros"),
                                   executable=node["executable"], name=node["name"],
                                   namespace=env_ns, param_files=tuple(files),
-                                  parameters=params, remappings=remaps))
+                                  parameters=params, remappings=remaps,
+                                  prefix=str(_substitute(node.get("prefix", ""), args,
+                                                         index or 0, env_ns) or "")))
     return specs

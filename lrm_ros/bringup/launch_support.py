@@ -24,7 +24,9 @@ def node_kwargs(spec: NodeSpec) -> dict:
     parameters: List[object] = list(spec.param_files)
     if spec.parameters:
         parameters.append(dict(spec.parameters))
+    extra = {"prefix": spec.prefix} if spec.prefix else {}
     return {
+        **extra,
         "package": spec.package,
         "executable": spec.executable,
         "name": spec.name,

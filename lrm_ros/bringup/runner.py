@@ -6,6 +6,7 @@ name, forwards Ctrl-C (SIGINT) to all of them, reports a node that dies, and the
 rest down (SIGINT, then SIGTERM, then SIGKILL after timeouts).
 """
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -21,7 +22,12 @@ from lrm_ros.ros.env import ros_environment
 
 def node_command(spec: NodeSpec) -> List[str]:
     """The command line of one node: its console script (pip install), its executable under
-    <prefix>/lib/<package>/ (colcon install), else `python -m lrm_ros.nodes.<executable>`."""
+    <prefix>/lib/<package>/ (colcon install), else `python -m lrm_ros.nodes.<executable>`;
+    after the spec's command prefix, if any (e.g. `nice -n 10`)."""
+    return shlex.split(spec.prefix) + _node_command(spec)
+
+
+def _node_command(spec: NodeSpec) -> List[str]:
     bindir = Path(sys.executable).parent
     script = bindir / f"{spec.package}_{spec.executable}"
     if script.exists():

@@ -7,7 +7,9 @@ rejected and counted; a tick whose command is missing uses the configured fallba
 - lockstep: tick t is stepped when the command for t arrives, or after `command_timeout_s`
   with the fallback (counted as a timeout). Reproducible, for RL in simulation.
 - realtime: ticks run at `control_rate_hz`; each uses the newest command received since the
-  previous tick, or the fallback when none came (counted as missed).
+  previous tick, or the fallback when none came (counted as missed). The observation of a
+  tick goes out `publish_phase` of a period after the tick started (steady timing whatever
+  the render took); the policy has the rest of the period to answer.
 """
 import math
 import threading
@@ -43,6 +45,10 @@ class BridgeConfig:
     mode: str = field(default="lockstep", metadata=_help("lockstep (wait for each command) or realtime"))
     control_rate_hz: float = field(default=20.0, metadata=_help(
         "tick rate in realtime mode; in lockstep, the simulated time step of the header stamps"))
+    publish_phase: float = field(default=0.6, metadata=_help(
+        "realtime: publish each observation this fraction of a period after its tick started, "
+        "so observations go out on a steady schedule however long the step took (counted when "
+        "late); 0 = as soon as the step is done. The policy has the rest of the period to answer"))
     command_timeout_s: float = field(default=2.0, metadata=_help(
         "lockstep: how long a tick waits for its command before using the fallback"))
     fallback: str = field(default="hold", metadata=_help(
@@ -57,6 +63,9 @@ class BridgeConfig:
             raise ValueError(f"fallback must be one of {FALLBACKS}, got {self.fallback!r}")
         if not (self.control_rate_hz > 0 and math.isfinite(self.control_rate_hz)):
             raise ValueError(f"control_rate_hz must be > 0, got {self.control_rate_hz}")
+        if not 0.0 <= self.publish_phase < 1.0:
+            raise ValueError(f"publish_phase must be in [0, 1) (a fraction of the period), "
+                             f"got {self.publish_phase}")
         if not self.command_timeout_s > 0:
             raise ValueError(f"command_timeout_s must be > 0 (seconds), got {self.command_timeout_s}")
         if self.max_episode_ticks < 0:

@@ -51,6 +51,7 @@ class ManiSkillBridge(Node):
         self.ticks_total = 0
         self.fallback_count = 0
         self.overruns = 0
+        self.late_publishes = 0
         self.step_time_total = 0.0
         self.sim_errors = 0
         self.failed = False
@@ -90,7 +91,8 @@ class ManiSkillBridge(Node):
             "commands_accepted": g.accepted, "commands_rejected_size": g.rejected["size"],
             "commands_rejected_nonfinite": g.rejected["nonfinite"],
             "command_timeouts": g.timeouts, "commands_missed": g.missed,
-            "realtime_overruns": self.overruns, "sim_errors": self.sim_errors,
+            "realtime_overruns": self.overruns, "realtime_late_publishes": self.late_publishes,
+            "sim_errors": self.sim_errors,
             "step_ms_mean": round(1000 * self.step_time_total / max(1, self.ticks_total), 2),
         }
 
@@ -134,9 +136,10 @@ class ManiSkillBridge(Node):
                            end_reason=end_reason, fallback_count=self.fallback_count)
         self.pub_tick.publish(tick)
 
-    def _start_episode(self, first: bool) -> None:
+    def _start_episode(self, first: bool, publish_at: Optional[float] = None) -> None:
         seed = self.config.seed + self.config.env_index if first else None
         obs = self.sim.reset(seed=seed)
+        self._wait_until(publish_at)
         self.gate.reset_episode()
         with self._episode_started:
             self.episode += 1
@@ -146,6 +149,26 @@ class ManiSkillBridge(Node):
             self._episode_started.notify_all()
         self.gate.begin_tick()
         self._publish(obs)
+
+    def _wait_until(self, publish_at: Optional[float]) -> None:
+        """Realtime: observations go out on a steady schedule, however long the step took."""
+        if publish_at is None:
+            return
+        wait = publish_at - time.monotonic()
+        if wait > 0:
+            self._stop.wait(wait)
+        else:
+            self.late_publishes += 1
+
+    def _slot(self, deadline: float):
+        """Realtime: (publish time of the tick starting at `deadline`, next deadline)."""
+        now = time.monotonic()
+        if now - deadline > self.config.period_s:
+            self.overruns += 1
+            deadline = now
+        publish_at = deadline + self.config.publish_phase * self.config.period_s \
+            if self.config.publish_phase > 0 else None
+        return publish_at, deadline + self.config.period_s
 
     def _next_action(self, deadline: Optional[float]):
         if self.config.mode == "lockstep":
@@ -169,16 +192,22 @@ class ManiSkillBridge(Node):
 
     def _run(self) -> None:
         first = True
+        realtime = self.config.mode == "realtime"
+        deadline = time.monotonic()
         while not self._stop.is_set():
+            publish_at = None
+            if realtime and not first:       # a reset keeps the tick schedule too
+                publish_at, deadline = self._slot(deadline)
             try:
-                self._start_episode(first)
+                self._start_episode(first, publish_at)
             except Exception as exc:  # the simulator failed to reset: report and retry
                 self.sim_errors += 1
                 self.get_logger().error(f"reset failed: {exc!r}", throttle_duration_sec=5.0)
                 self._stop.wait(1.0)
                 continue
+            if first:
+                deadline = time.monotonic() + self.config.period_s
             first = False
-            deadline = time.monotonic() + self.config.period_s
             while not self._stop.is_set():
                 if self._reset_requested.is_set():
                     self._publish(None, end_reason=ControlTick.END_RESET_REQUEST,
@@ -187,12 +216,9 @@ class ManiSkillBridge(Node):
                 action, used_fallback = self._next_action(deadline)
                 if action is None:
                     continue
-                if self.config.mode == "realtime":
-                    now = time.monotonic()
-                    if now - deadline > self.config.period_s:
-                        self.overruns += 1
-                        deadline = now
-                    deadline += self.config.period_s
+                publish_at = None
+                if realtime:
+                    publish_at, deadline = self._slot(deadline)
                 if used_fallback:
                     self.fallback_count += 1
                     if self.config.mode == "lockstep":
@@ -214,6 +240,7 @@ class ManiSkillBridge(Node):
                 if step.terminated or step.truncated:
                     end = (ControlTick.END_SUCCESS if step.success else
                            ControlTick.END_FAILURE if step.failure else ControlTick.END_TIME_LIMIT)
+                self._wait_until(publish_at)
                 self.gate.begin_tick()
                 self._publish(step.observation, step, end)
                 if end != ControlTick.END_NONE:

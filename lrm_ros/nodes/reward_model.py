@@ -43,6 +43,9 @@ class RewardModelNode(Node):
         self.config = cfg = declare_config(self, RewardNodeConfig)
         self.get_logger().info(f"loading reward backend '{cfg.backend}' "
                                f"({cfg.model_path or 'built-in'}), signal {cfg.effective_signal}")
+        if cfg.cpu_threads and cfg.backend != "oracle":
+            import torch
+            torch.set_num_threads(cfg.cpu_threads)
         self.backend = make_backend(cfg.backend, **cfg.backend_kwargs())
         self.model_id = self.backend.model_id
         self.signal = cfg.effective_signal

@@ -47,6 +47,9 @@ class RewardNodeConfig:
     max_wait_s: float = field(default=0.01, metadata=EngineConfig.__dataclass_fields__["max_wait_s"].metadata)
     timeout_s: float = field(default=10.0, metadata=EngineConfig.__dataclass_fields__["timeout_s"].metadata)
     queue_size: int = field(default=64, metadata=EngineConfig.__dataclass_fields__["queue_size"].metadata)
+    cpu_threads: int = field(default=1, metadata=_h(
+        "CPU threads for inference (torch); 0 = torch's default (all cores). Keep it small on "
+        "a shared CPU so the control loop and rendering keep theirs"))
     diagnostics_period_s: float = field(default=1.0, metadata=_h("period of /diagnostics"))
 
     def __post_init__(self):
@@ -63,6 +66,8 @@ class RewardNodeConfig:
         if not self.topreward_logp_min < self.topreward_logp_max <= 0.0:
             raise ValueError("need topreward_logp_min < topreward_logp_max <= 0 (log-probabilities), "
                              f"got {self.topreward_logp_min}, {self.topreward_logp_max}")
+        if self.cpu_threads < 0:
+            raise ValueError(f"cpu_threads must be >= 0 (0 = all cores), got {self.cpu_threads}")
         if not self.envs or len(set(self.envs)) != len(self.envs):
             raise ValueError(f"envs must list distinct namespaces, got {list(self.envs)}")
         self.hold_config()

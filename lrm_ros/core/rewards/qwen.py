@@ -322,12 +322,14 @@ def build_qwen_tokenizer():
 
 def tiny_qwen3vl_config(size: str = "tiny"):
     """Qwen3-VL configs with random weights: "tiny" (tests), "small" (benchmarks: still
-    CPU-sized but less overhead-bound), "8b" (Qwen3-VL-8B's shapes: GPU machines only)."""
+    CPU-sized but less overhead-bound), "medium" (~150M parameters: compute-bound on a CPU,
+    closer to how a real model spends its time), "8b" (Qwen3-VL-8B's shapes: GPU machines only)."""
     from transformers import Qwen3VLConfig
     shapes = {
         #        text: hidden, layers, heads, kv, head_dim, inter | vision: hidden, depth, heads, inter
         "tiny": dict(t=(64, 2, 4, 2, 16, 128), v=(32, 2, 2, 64), mrope=[2, 3, 3], deep=[1]),
         "small": dict(t=(256, 4, 4, 2, 64, 768), v=(128, 4, 4, 256), mrope=[8, 12, 12], deep=[1, 2]),
+        "medium": dict(t=(768, 8, 12, 4, 64, 2304), v=(384, 8, 6, 1536), mrope=[8, 12, 12], deep=[2, 5]),
         "8b": dict(t=(4096, 36, 32, 8, 128, 12288), v=(1152, 27, 16, 4304),
                    mrope=[24, 20, 20], deep=[8, 16, 24]),
     }[size]
