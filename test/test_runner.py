@@ -111,3 +111,16 @@ def test_a_killed_node_is_reported_and_its_shared_memory_removed(tmp_path, fresh
     assert f"{victim.spec.label} died (signal 9)" in text
     assert runner.procs[1].popen.returncode == 0          # the other one shut down cleanly
     assert stale_shm() == []
+
+
+def test_a_reward_node_without_its_model_stops_at_start_up_naming_the_parameter(tmp_path, fresh_domain):
+    graph = {"nodes": [{"executable": "reward_model", "name": "reward_model",
+                        "parameters": [{"backend": "vlm", "model_path": str(tmp_path / "nowhere")}]}]}
+    path = tmp_path / "graph.yaml"
+    path.write_text(yaml.safe_dump(graph))
+    proc = subprocess.run([LRM_ROS, "up", str(path), "--domain-id", str(fresh_domain),
+                           "--duration", "120"], capture_output=True, text=True, timeout=180,
+                          cwd=tmp_path, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "reward_model died (exit code 2)" in proc.stdout
+    assert "model_path" in proc.stdout and "nowhere" in proc.stdout
