@@ -86,6 +86,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["demos"]:             # all options belong to the demos tool itself
+        return _cmd_demos(argparse.Namespace(rest=argv[1:]))
     ns = build_parser().parse_args(argv)
     return ns.func(ns)
 

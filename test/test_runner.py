@@ -124,3 +124,9 @@ def test_a_reward_node_without_its_model_stops_at_start_up_naming_the_parameter(
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert "reward_model died (exit code 2)" in proc.stdout
     assert "model_path" in proc.stdout and "nowhere" in proc.stdout
+
+
+def test_lrm_ros_demos_passes_its_options_through(tmp_path):
+    proc = subprocess.run([LRM_ROS, "demos", "-n", "1", "--tasks", "NoSuchTask-v1", "--out",
+                           str(tmp_path / "d")], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "NoSuchTask-v1" in proc.stderr, proc.stdout + proc.stderr
