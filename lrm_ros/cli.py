@@ -6,6 +6,8 @@
   lrm-ros demo [args]       the main job on the embedded defaults (see README)
   lrm-ros demos --tasks PickCube-v1 PushCube-v1 -n 10 --out data/demos
       generate motion-planning demonstrations as rosbag2 (mcap) bags
+  lrm-ros train-lite --examples data/labels/train.npz --out lrm_ros/models/lite_reward.pt
+      train the embedded lite reward model (see python -m lrm_ros.core.learn.train_lite -h)
 """
 import argparse
 import os
@@ -89,6 +91,9 @@ def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["demos"]:             # all options belong to the demos tool itself
         return _cmd_demos(argparse.Namespace(rest=argv[1:]))
+    if argv[:1] == ["train-lite"]:
+        from lrm_ros.core.learn.train_lite import main as train_lite
+        return train_lite(argv[1:])
     ns = build_parser().parse_args(argv)
     return ns.func(ns)
 

@@ -16,7 +16,7 @@ _FACTORIES: Dict[str, Union[str, Callable[..., RewardBackend]]] = {
     "vlm": "lrm_ros.core.rewards.vlm:make",              # LRM signals from a Qwen-VL (JSON answers)
     "topreward": "lrm_ros.core.rewards.topreward:make",  # TOPReward log P(True), prefix KV cache
     "oracle": "lrm_ros.core.rewards.oracle:make",        # the simulator's dense reward (evaluation)
-    # "lite":   "lrm_ros.core.rewards.lite:make",        # slot: the embedded small reward model
+    "lite": "lrm_ros.core.rewards.lite:make",            # the embedded small reward model (heads on frozen features)
 }
 
 
