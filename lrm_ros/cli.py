@@ -6,8 +6,10 @@
   lrm-ros demo [args]       the main job on the embedded defaults (see README)
   lrm-ros demos --tasks PickCube-v1 PushCube-v1 -n 10 --out data/demos
       generate motion-planning demonstrations as rosbag2 (mcap) bags
-  lrm-ros train-lite --examples data/labels/train.npz --out lrm_ros/models/lite_reward.pt
-      train the embedded lite reward model (see python -m lrm_ros.core.learn.train_lite -h)
+  lrm-ros train-lite [--demos data/demos --failures data/failures --test-tasks A,B --ship]
+      labels -> train the embedded lite reward model -> evaluate it on held-out tasks
+  lrm-ros eval --bags data/demos --backend lite|vlm|topreward|oracle --out out/eval
+      offline reward-model evaluation: metrics.json, plots, report.html
 """
 import argparse
 import os
@@ -58,6 +60,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lrm-ros", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
+    for name, helptext in (("train-lite", "train and evaluate the lite reward model (own options)"),
+                           ("eval", "evaluate a reward model on bags (own options)")):
+        sub.add_parser(name, help=helptext, add_help=False)
     for name, helptext in (("up", "start a graph's nodes"),
                            ("show", "print the node command lines of a graph")):
         p = sub.add_parser(name, help=helptext)
@@ -82,7 +87,6 @@ def build_parser() -> argparse.ArgumentParser:
                        help="generate motion-planning demonstrations as mcap bags "
                             "(defaults: the 5 demo tasks, -n 10, --out data/demos, "
                             "--max-episode-ticks auto); `lrm-ros demos --help` for all options")
-    p.add_argument("rest", nargs=argparse.REMAINDER)
     p.set_defaults(func=_cmd_demos)
     return parser
 
@@ -92,8 +96,11 @@ def main(argv=None) -> int:
     if argv[:1] == ["demos"]:             # all options belong to the demos tool itself
         return _cmd_demos(argparse.Namespace(rest=argv[1:]))
     if argv[:1] == ["train-lite"]:
-        from lrm_ros.core.learn.train_lite import main as train_lite
+        from lrm_ros.core.learn.lite_pipeline import main as train_lite
         return train_lite(argv[1:])
+    if argv[:1] == ["eval"]:
+        from lrm_ros.core.evaluate import main as evaluate
+        return evaluate(argv[1:])
     ns = build_parser().parse_args(argv)
     return ns.func(ns)
 
