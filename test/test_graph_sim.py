@@ -30,7 +30,8 @@ def graph(tmp_path_factory):
     domain = 100 + (os.getpid() * 7) % 100
     env = ros_environment(domain_id=domain)
     os.environ["ROS_DOMAIN_ID"] = str(domain)
-    specs = resolve(load_graph("sim"), {"policy": "none", "reward": "none",
+    specs = resolve(load_graph("sim"), {"policy": "none", "reward": "lite",
+                                        "reward_signal": "tri", "reward_interval": "3",
                                         "image_size": str(IMAGE_SIZE),
                                         "max_episode_ticks": str(MAX_TICKS)})
     specs = [dataclasses.replace(s, parameters={**s.parameters, "command_timeout_s": TIMEOUT_S,
@@ -42,7 +43,7 @@ def graph(tmp_path_factory):
                  "inputs": ["camera/image_raw", "camera/image_raw/compressed"],
                  "outputs": ["camera/frame", "camera/frame_from_compressed"]})
              for s in specs]
-    assert sorted(s.executable for s in specs) == ["camera_ingest", "maniskill_bridge"]
+    assert sorted(s.executable for s in specs) == ["camera_ingest", "maniskill_bridge", "reward_model"]
     log = open(tmp_path_factory.mktemp("graph") / "nodes.log", "w")
     monitor = GraphMonitor([NS])
     runner = GraphRunner(specs, env=env, output=log).start()
@@ -211,6 +212,18 @@ def test_time_limit_ends_the_episode_and_auto_resets(graph):
     if ended[0][4] == 2:
         assert ended[0][1] == MAX_TICKS                  # END_TIME_LIMIT at the limit
     assert mon.wait_for(lambda: _ticks(mon)[-1][0] == episode + 1, 20.0)
+
+
+def test_the_embedded_lite_reward_model_scores_the_queries(graph):
+    """The default backend with its shipped checkpoint, all three signals (tri)."""
+    mon, runner = graph
+    rec = mon.records[NS]
+    assert mon.wait_for(lambda: any(r[2] == 0 for r in rec.results), 60.0), rec.results
+    ok = [r for r in rec.results if r[2] == 0]
+    assert all(0.0 <= r[3] <= 1.0 for r in ok)
+    assert all(r[1] % 3 == 0 or r[1] == MAX_TICKS for r in rec.results)
+    assert mon.wait_for(lambda: any(h[3] > 0 for h in rec.held), 30.0)   # a held result
+    assert runner.dead() == []
 
 
 def test_zz_shutdown_leaves_no_processes_or_shared_memory(graph):

@@ -43,18 +43,23 @@ def run(demos: Sequence[str], failures: Sequence[str], test_tasks: Sequence[str]
     failed, failure_bags = _episodes(failures) if failures else ([], [])
     print(f"[lite] {len(successes)} demonstrations, {len(failed)} failures", flush=True)
     examples = build_examples(successes, failed, LabelConfig(seed=seed))
-    train_ex, test_ex = split_by_task(examples, list(test_tasks))
+    if test_tasks:
+        train_ex, test_ex = split_by_task(examples, list(test_tasks))
+        test_ex.save(out / "test.npz")
+    else:                  # no held-out tasks: train on everything, evaluate in-distribution
+        train_ex = test_ex = examples
     train_ex.save(out / "train.npz")
-    test_ex.save(out / "test.npz")
     print(f"[lite] examples: train {train_ex.counts()} on {sorted(set(train_ex.tasks))}; "
           f"held out {list(test_tasks)}", flush=True)
     ckpt = out / "lite_reward.pt"
     _, history = train(train_ex, TrainConfig(epochs=epochs, seed=seed, val_fraction=0.1),
                        out=str(ckpt))
-    held_out = [b for b in demo_bags + failure_bags if any(t in b for t in test_tasks)]
+    held_out = [b for b in demo_bags + failure_bags
+                if not test_tasks or any(t in b for t in test_tasks)]
     backend = make_backend("lite", model_path=str(ckpt), signal="tri")
     metrics = evaluate(held_out, backend, out / "eval", interval=interval,
-                       backend_label="lite (tri), held-out tasks")
+                       backend_label="lite (tri), " + ("held-out tasks" if test_tasks else
+                                                       "training tasks (in-distribution)"))
     summary = {"test_tasks": list(test_tasks), "train_tasks": sorted(set(train_ex.tasks)),
                "counts": {"train": train_ex.counts(), "test": test_ex.counts()},
                "epochs": epochs, "final_epoch": history[-1] if history else {},
@@ -76,7 +81,8 @@ def main(argv=None) -> int:
     p.add_argument("--demos", nargs="+", default=["data/demos"])
     p.add_argument("--failures", nargs="*", default=["data/failures"])
     p.add_argument("--test-tasks", default="PullCube-v1,LiftPegUpright-v1",
-                   help="tasks held out of training and evaluated on (comma-separated)")
+                   help="tasks held out of training and evaluated on (comma-separated); '' = "
+                        "train on all tasks and evaluate in-distribution")
     p.add_argument("--out", default="out/lite")
     p.add_argument("--epochs", type=int, default=30)
     p.add_argument("--interval", type=int, default=10, help="K of the evaluation queries")
