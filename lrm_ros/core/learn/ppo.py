@@ -1,0 +1,149 @@
+"""PPO pieces for the online learner (issue 5 builds the learner around them).
+
+Readable top to bottom, CleanRL style: the configuration with a docstring per field, GAE,
+the clipped surrogate, the value loss, and a KL penalty that keeps the policy near the
+imitation-learned one it started from. Rewards come from the reward model's held values;
+ticks whose held reward is stale are handled explicitly (`stale_weights`), never trained on
+silently.
+"""
+from dataclasses import dataclass
+from typing import Dict, Tuple
+
+import numpy as np
+
+STALE_MODES = ("skip", "flag")
+
+
+@dataclass(frozen=True)
+class PPOConfig:
+    gamma: float = 0.99
+    """discount factor"""
+    gae_lambda: float = 0.95
+    """GAE lambda (bias/variance trade-off of the advantage estimate)"""
+    clip_coef: float = 0.2
+    """PPO ratio clipping: the surrogate ignores ratio changes beyond 1 +- clip_coef"""
+    vf_coef: float = 0.5
+    """weight of the value loss"""
+    ent_coef: float = 0.0
+    """weight of the entropy bonus"""
+    kl_coef: float = 0.05
+    """weight of KL(policy || initial IL policy): stay close to what imitation learned"""
+    learning_rate: float = 3e-4
+    """Adam learning rate"""
+    update_epochs: int = 4
+    """passes over each iteration's data"""
+    minibatch_size: int = 64
+    """steps per gradient step"""
+    max_grad_norm: float = 0.5
+    """gradient clipping"""
+    norm_adv: bool = True
+    """normalise advantages per minibatch"""
+    iterations: int = 30
+    """RL iterations (the LRM paper: 30)"""
+    stale_rewards: str = "skip"
+    """ticks whose held reward is stale: 'skip' (zero weight in the losses) or 'flag' (train
+    on them, count them in the statistics)"""
+
+    def __post_init__(self):
+        if not 0 < self.gamma <= 1 or not 0 <= self.gae_lambda <= 1:
+            raise ValueError(f"need 0 < gamma <= 1 and 0 <= gae_lambda <= 1, got "
+                             f"{self.gamma}, {self.gae_lambda}")
+        if self.clip_coef <= 0:
+            raise ValueError(f"clip_coef must be > 0, got {self.clip_coef}")
+        if self.stale_rewards not in STALE_MODES:
+            raise ValueError(f"stale_rewards must be one of {STALE_MODES}, got {self.stale_rewards!r}")
+        if self.update_epochs < 1 or self.minibatch_size < 1 or self.iterations < 1:
+            raise ValueError("update_epochs, minibatch_size and iterations must be >= 1")
+
+
+def compute_gae(rewards, values, dones, last_value: float, last_done: bool,
+                gamma: float, lam: float) -> Tuple[np.ndarray, np.ndarray]:
+    """Generalised advantage estimation over one rollout of T steps (one environment).
+
+    rewards[t], values[t]: reward after and value at step t; dones[t] is True when the
+    episode ended at step t (no bootstrap past it).
+    last_value / last_done: the value of the state after the last step and whether the
+    rollout ended an episode there. Returns (advantages, returns), both (T,).
+    """
+    rewards = np.asarray(rewards, np.float64)
+    values = np.asarray(values, np.float64)
+    dones = np.asarray(dones, bool)
+    T = len(rewards)
+    adv = np.zeros(T)
+    gae = 0.0
+    for t in reversed(range(T)):
+        if t == T - 1:
+            next_value, next_nonterminal = last_value, 0.0 if last_done else 1.0
+        else:
+            next_value, next_nonterminal = values[t + 1], 1.0
+        if dones[t]:
+            next_nonterminal = 0.0
+        delta = rewards[t] + gamma * next_value * next_nonterminal - values[t]
+        gae = delta + gamma * lam * next_nonterminal * gae
+        adv[t] = gae
+    return adv, adv + values
+
+
+def gae_direct(rewards, values, dones, last_value: float, last_done: bool,
+               gamma: float, lam: float) -> np.ndarray:
+    """The same advantages from the definition: A_t = sum_l (gamma lam)^l delta_{t+l},
+    summed within the episode. O(T^2); for tests."""
+    rewards = np.asarray(rewards, np.float64)
+    values = np.asarray(values, np.float64)
+    dones = np.asarray(dones, bool)
+    T = len(rewards)
+    nxt = np.append(values[1:], last_value)
+    end = dones.copy()
+    end[-1] = end[-1] or last_done
+    deltas = rewards + gamma * nxt * (~end) - values
+    adv = np.zeros(T)
+    for t in range(T):
+        total, weight = 0.0, 1.0
+        for k in range(t, T):
+            total += weight * deltas[k]
+            if dones[k]:
+                break
+            weight *= gamma * lam
+        adv[t] = total
+    return adv
+
+
+def stale_weights(stale, mode: str) -> np.ndarray:
+    """Per-step loss weights: 0 for stale-reward steps in 'skip' mode, else 1."""
+    stale = np.asarray(stale, bool)
+    if mode not in STALE_MODES:
+        raise ValueError(f"mode must be one of {STALE_MODES}, got {mode!r}")
+    return np.where(stale & (mode == "skip"), 0.0, 1.0)
+
+
+def gaussian_kl(mu_p, log_std_p, mu_q, log_std_q):
+    """KL(p || q) of diagonal Gaussians, summed over the action dimension (torch or numpy)."""
+    var_p = (2 * log_std_p).exp() if hasattr(log_std_p, "exp") else np.exp(2 * log_std_p)
+    var_q = (2 * log_std_q).exp() if hasattr(log_std_q, "exp") else np.exp(2 * log_std_q)
+    kl = log_std_q - log_std_p + (var_p + (mu_p - mu_q) ** 2) / (2 * var_q) - 0.5
+    return kl.sum(-1)
+
+
+def ppo_losses(new_logp, old_logp, advantages, new_values, returns, entropy, kl_to_init,
+               weights, cfg: PPOConfig) -> Dict[str, object]:
+    """The PPO objective on one minibatch (torch tensors, shape (B,)). `weights` are the
+    stale-reward weights. Returns the total loss and its parts (for logging)."""
+    import torch
+    w = weights / weights.sum().clamp(min=1.0)
+    adv = advantages
+    if cfg.norm_adv and adv.numel() > 1:
+        adv = (adv - adv.mean()) / (adv.std() + 1e-8)
+    log_ratio = new_logp - old_logp
+    ratio = log_ratio.exp()
+    pg1 = -adv * ratio
+    pg2 = -adv * torch.clamp(ratio, 1 - cfg.clip_coef, 1 + cfg.clip_coef)
+    pg_loss = (torch.max(pg1, pg2) * w).sum()
+    v_loss = 0.5 * (((new_values - returns) ** 2) * w).sum()
+    ent = (entropy * w).sum()
+    kl = (kl_to_init * w).sum()
+    loss = pg_loss + cfg.vf_coef * v_loss - cfg.ent_coef * ent + cfg.kl_coef * kl
+    with torch.no_grad():
+        approx_kl = (((ratio - 1) - log_ratio) * w).sum()
+        clipfrac = (((ratio - 1).abs() > cfg.clip_coef).float() * w).sum()
+    return {"loss": loss, "pg_loss": pg_loss, "v_loss": v_loss, "entropy": ent,
+            "kl_to_init": kl, "approx_kl": approx_kl, "clipfrac": clipfrac}
