@@ -52,7 +52,7 @@ from typing import Dict, FrozenSet, List, Optional, Sequence, Tuple
 import numpy as np
 
 from .base import NAN, RewardBackend, RewardQuery, RewardResult
-from .vlm import DEFAULT_MODEL, frame_key
+from .vlm import DEFAULT_MODEL, frame_key, make_with_model
 
 
 @dataclass
@@ -402,6 +402,4 @@ class TOPRewardBackend(RewardBackend):
 
 
 def make(**config) -> TOPRewardBackend:
-    model = config.pop("model", None)
-    processor = config.pop("processor", None)
-    return TOPRewardBackend(TopRewardConfig(**config), model=model, processor=processor)
+    return make_with_model(TOPRewardBackend, TopRewardConfig, config)

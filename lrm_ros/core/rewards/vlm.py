@@ -270,7 +270,13 @@ class VLMRewardBackend(RewardBackend):
         self.processor = None
 
 
-def make(**config) -> VLMRewardBackend:
+def make_with_model(backend_cls, config_cls, config: dict):
+    """A Qwen-VL backend from keyword settings; `model` / `processor` may be passed in
+    already loaded (tests and benchmarks share one model between backends)."""
     model = config.pop("model", None)
     processor = config.pop("processor", None)
-    return VLMRewardBackend(VLMConfig(**config), model=model, processor=processor)
+    return backend_cls(config_cls(**config), model=model, processor=processor)
+
+
+def make(**config) -> VLMRewardBackend:
+    return make_with_model(VLMRewardBackend, VLMConfig, config)
