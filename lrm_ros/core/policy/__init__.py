@@ -1,0 +1,1 @@
+"""Policies: the embedded tiny VLA and (later) adapters for external VLAs."""
