@@ -97,8 +97,6 @@ def _substitute(value, args: Mapping[str, str], env_index: int, env_ns: str):
         return {k: _substitute(v, args, env_index, env_ns) for k, v in value.items()}
     if isinstance(value, list):
         return [_substitute(v, args, env_index, env_ns) for v in value]
-    if isinstance(value, str) and value.strip() == "$(env_names)":
-        return [f"env{i}" for i in range(int(args.get("num_envs", 1)))]
     if not isinstance(value, str) or "$(" not in value:
         return value
 

@@ -292,6 +292,13 @@ def load_qwen_vl(model_path: str, adapter_path: str = "", dtype="auto", device: 
     return model, load_processor(str(model_dir), min_pixels, max_pixels)
 
 
+def load_from_config(cfg):
+    """(model, processor) for a backend config with model_path, adapter_path, dtype, device,
+    min_pixels and max_pixels (the vlm and topreward backends)."""
+    return load_qwen_vl(cfg.model_path, cfg.adapter_path, dtype=cfg.dtype, device=cfg.device,
+                        min_pixels=cfg.min_pixels, max_pixels=cfg.max_pixels)
+
+
 # -- the tiny test model ------------------------------------------------------------------
 
 def build_qwen_tokenizer():

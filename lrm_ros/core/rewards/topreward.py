@@ -151,10 +151,8 @@ class TOPRewardBackend(RewardBackend):
         self.prompts = load_prompts(cfg.prompts)
         self.max_batch = cfg.max_batch
         if model is None or processor is None:
-            from .qwen import load_qwen_vl
-            model, processor = load_qwen_vl(cfg.model_path, cfg.adapter_path, dtype=cfg.dtype,
-                                            device=cfg.device, min_pixels=cfg.min_pixels,
-                                            max_pixels=cfg.max_pixels)
+            from .qwen import load_from_config
+            model, processor = load_from_config(cfg)
         self.model, self.processor = model, processor
         self._episodes: "OrderedDict[Tuple[str, int], _Episode]" = OrderedDict()
         tp = self.prompts.topreward

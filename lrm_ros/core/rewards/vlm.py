@@ -130,10 +130,8 @@ class VLMRewardBackend(RewardBackend):
         self.needs: FrozenSet[str] = frozenset(needs)
         self.max_batch = cfg.max_batch
         if model is None or processor is None:
-            from .qwen import load_qwen_vl
-            model, processor = load_qwen_vl(cfg.model_path, cfg.adapter_path, dtype=cfg.dtype,
-                                            device=cfg.device, min_pixels=cfg.min_pixels,
-                                            max_pixels=cfg.max_pixels)
+            from .qwen import load_from_config
+            model, processor = load_from_config(cfg)
         self.model, self.processor = model, processor
         self._mm_output_cls = None
 
