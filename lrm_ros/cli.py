@@ -10,6 +10,8 @@
       labels -> train the embedded lite reward model -> evaluate it on held-out tasks
   lrm-ros eval --bags data/demos --backend lite|vlm|topreward|oracle --out out/eval
       offline reward-model evaluation: metrics.json, plots, report.html
+  lrm-ros train-bc --demos data/demos --tasks PushCube-v1 PullCube-v1 [--ship]
+      behaviour-clone the tiny VLA policy from demonstrations
 """
 import argparse
 import os
@@ -61,6 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
     for name, helptext in (("train-lite", "train and evaluate the lite reward model (own options)"),
+                           ("train-bc", "behaviour-clone the tiny VLA policy (own options)"),
                            ("eval", "evaluate a reward model on bags (own options)")):
         sub.add_parser(name, help=helptext, add_help=False)
     for name, helptext in (("up", "start a graph's nodes"),
@@ -78,9 +81,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="run the main job on the embedded defaults")
     p.add_argument("arguments", nargs="*", help="launch arguments of the sim graph, name:=value")
-    p.add_argument("--ticks", type=int, default=150, help="control ticks per environment")
+    p.add_argument("--eval-episodes", type=int, default=6,
+                   help="evaluation episodes before and after learning (split over the envs)")
+    p.add_argument("--eval-seed", type=int, default=10_000, help="seed of the evaluation episodes")
+    p.add_argument("--iterations", type=int, default=3, help="PPO iterations")
+    p.add_argument("--episodes-per-iteration", type=int, default=4)
     p.add_argument("--out", default="out/demo", help="where the report goes")
-    p.add_argument("--timeout", type=float, default=600.0, help="give up after this many seconds")
+    p.add_argument("--timeout", type=float, default=900.0, help="give up on a phase after this many seconds")
     p.set_defaults(func=_cmd_demo)
 
     p = sub.add_parser("demos", add_help=False,
@@ -98,6 +105,9 @@ def main(argv=None) -> int:
     if argv[:1] == ["train-lite"]:
         from lrm_ros.core.learn.lite_pipeline import main as train_lite
         return train_lite(argv[1:])
+    if argv[:1] == ["train-bc"]:
+        from lrm_ros.core.policy.train_bc import main as train_bc
+        return train_bc(argv[1:])
     if argv[:1] == ["eval"]:
         from lrm_ros.core.evaluate import main as evaluate
         return evaluate(argv[1:])

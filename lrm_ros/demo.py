@@ -1,171 +1,261 @@
-"""`lrm-ros demo` (`make demo`): the main job on the embedded defaults.
+"""`lrm-ros demo` (`make demo`): the main job on the embedded defaults, through the graph.
 
-Today: brings the simulated graph up (ManiSkill bridges in lockstep, camera ingest, a random
-scripted policy, one reward node serving every environment), runs a number of control ticks per environment with a progress bar, shuts
-the graph down and reports what flowed: per environment the ticks, episodes, frames at model
-resolution, joint states, oracle rewards and successes, the bridge's command counters, and
-the tick rate, the held rewards and reward queries; as a table on the terminal, report.json and plots in --out.
+Three bring-ups of the simulated graph (2 x ManiSkill PushCube-v1 in lockstep, camera
+ingest, the shipped tiny_vla policy, the shipped lite reward model):
+  1. evaluate the imitation-learned policy (deterministic) for --eval-episodes per env;
+  2. learn: the PPO learner records every episode and runs --iterations updates from the
+     held lite rewards; the policies swap each new checkpoint in between episodes;
+  3. evaluate the final policy on the same episode seeds.
+Prints success before/after (with 95% Wilson intervals) and writes --out/report.json,
+report.html and plots (success before/after, reward and success over iterations, reward
+traces of the evaluation episodes). Extra `name:=value` arguments go to every bring-up.
 """
 import json
+import math
 import os
+import shutil
 import sys
 import time
 from pathlib import Path
 
 from lrm_ros.bringup.graph import argument_defaults, load_graph, parse_launch_arguments, resolve
 from lrm_ros.bringup.runner import GraphRunner
+from lrm_ros.core.learn.rollout import wilson_interval
 from lrm_ros.ros.env import apply_ros_environment, ros_environment
 
-
-def _summarise(ns, rec, diag, image_size):
-    ticks = rec.ticks
-    episodes = sorted({t[0] for t in ticks})
-    ends = [t for t in ticks if t[3]]
-    rate = 0.0
-    if len(ticks) > 1:
-        rate = (len(ticks) - 1) / max(1e-9, ticks[-1][6] - ticks[0][6])
-    sizes = sorted({f"{w}x{h} {e}" for _, w, h, e, _ in rec.frames})
-    dense = [o[3] for o in rec.oracle]
-    return {
-        "namespace": ns,
-        "instruction": rec.instruction,
-        "ticks": len(ticks),
-        "episodes_seen": len(episodes),
-        "episodes_ended": len(ends),
-        "successes": sum(1 for t in ends if t[4] == 1),
-        "ticks_per_s": round(rate, 2),
-        "raw_images": len(rec.raw_images),
-        "frames": len(rec.frames),
-        "frame_sizes": sizes,
-        "frames_at_model_resolution": all(w == image_size and h == image_size
-                                          for _, w, h, _, _ in rec.frames),
-        "joint_states": rec.joint_states,
-        "camera_infos": rec.camera_infos,
-        "oracle": len(rec.oracle),
-        "oracle_normalized_reward_mean": round(sum(dense) / len(dense), 4) if dense else None,
-        "held_rewards": len(rec.held),
-        "held_stale": sum(1 for h in rec.held if h[5]),
-        "reward_queries": len(rec.results),
-        "reward_queries_ok": sum(1 for r in rec.results if r[2] == 0),
-        "reward_latency_ms_mean": round(1000 * sum(r[4] for r in rec.results) / len(rec.results), 1)
-        if rec.results else None,
-        "bridge": {k: diag.get(k) for k in ("commands_accepted", "commands_rejected_size",
-                                            "commands_rejected_nonfinite", "command_timeouts",
-                                            "step_ms_mean")},
-    }
+END_SUCCESS = 1
 
 
-def _plot(records, out: Path) -> Path:
+class PhaseError(RuntimeError):
+    pass
+
+
+def _ended(rec):
+    """(episode, success) of every ended episode, in order."""
+    return [(t[0], t[4] == END_SUCCESS) for t in rec.ticks if t[3]]
+
+
+def _run_phase(title, overrides, names, done, progress, total, timeout, log, keep=None):
+    """Bring the graph up with `overrides`, wait until done(monitor), shut it down."""
+    from tqdm import tqdm
+    from lrm_ros.ros.monitor import GraphMonitor
+    specs = resolve(load_graph("sim"), overrides)
+    domain = 100 + os.getpid() % 100
+    env = ros_environment(domain_id=domain)
+    apply_ros_environment(domain_id=domain)
+    print(f"[demo] {title}", flush=True)
+    log.write(f"\n===== {title} =====\n")
+    log.flush()
+    mon = GraphMonitor(names)
+    runner = GraphRunner(specs, env=env, output=log).start()
+    start = time.monotonic()
+    try:
+        with tqdm(total=total, desc=title.split(":")[0], unit="ep", file=sys.stdout) as bar:
+            while not done(mon):
+                mon.wait_for(lambda: done(mon), 1.0)
+                bar.n = min(total, progress(mon))
+                bar.refresh()
+                dead = runner.dead()
+                if dead:
+                    raise PhaseError("; ".join(runner.describe_death(p) for p in dead))
+                if time.monotonic() - start > timeout:
+                    raise PhaseError(f"{title}: not done after {timeout:.0f} s")
+            bar.n = total
+            bar.refresh()
+        time.sleep(1.2)    # one more diagnostics period
+    finally:
+        runner.stop()
+        mon.close()
+    return mon, time.monotonic() - start
+
+
+def _eval_summary(mon, names, per_env):
+    wins = []
+    for n in names:
+        wins += [s for _, s in _ended(mon.records[n])[:per_env]]
+    k, total = sum(wins), len(wins)
+    lo, hi = wilson_interval(k, total)
+    return {"successes": k, "episodes": total, "success_rate": k / total if total else math.nan,
+            "ci95": [lo, hi]}
+
+
+def _traces(mon, names, per_env):
+    """Per evaluation episode: held reward and oracle per tick."""
+    out = []
+    for n in names:
+        rec = mon.records[n]
+        eps = [e for e, _ in _ended(rec)[:per_env]]
+        for e in eps:
+            held = [(h[1], h[2], h[5]) for h in rec.held if h[0] == e]
+            oracle = [(o[1], o[3]) for o in rec.oracle if o[0] == e]
+            ok = any(t[3] and t[4] == END_SUCCESS for t in rec.ticks if t[0] == e)
+            out.append({"env": n, "episode": e, "success": ok, "held": held, "oracle": oracle})
+    return out
+
+
+def _plots(report, out: Path):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    n = len(records)
-    fig, axes = plt.subplots(n, 1, figsize=(9, 2.6 * n), squeeze=False)
-    for ax, (ns, rec) in zip(axes[:, 0], records.items()):
-        xs = list(range(len(rec.oracle)))
-        ax.plot(xs, [o[3] for o in rec.oracle], lw=1.2, label="oracle normalized dense reward")
-        if rec.held:
-            ax.step(range(len(rec.held)), [h[2] for h in rec.held], where="post", lw=1.0,
-                    label="reward/held (interval-hold)")
-            stale = [i for i, h in enumerate(rec.held) if h[5]]
-            if stale:
-                ax.plot(stale, [rec.held[i][2] for i in stale], "rx", ms=3, label="stale")
-        for i, o in enumerate(rec.oracle):
-            if o[1] == 0 and i > 0:
-                ax.axvline(i, color="grey", lw=0.6, ls="--")
-        ax.set_title(f"{ns}: {rec.instruction or ''}", fontsize=9)
-        ax.set_ylim(-0.05, 1.05)
-        ax.set_xlabel("tick (all episodes; dashed = new episode)")
-        ax.legend(loc="upper right", fontsize=8)
+    paths = {}
+    b, a = report["before"], report["after"]
+    fig, ax = plt.subplots(figsize=(4.5, 3.6))
+    vals = [b["success_rate"], a["success_rate"]]
+    err = [[v - c[0] for v, c in zip(vals, (b["ci95"], a["ci95"]))],
+           [c[1] - v for v, c in zip(vals, (b["ci95"], a["ci95"]))]]
+    ax.bar(["IL policy", f"after {report['iterations_done']} RL iter."], vals, yerr=err, capsize=5,
+           color=["grey", "C0"])
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("success rate (95% CI)")
+    ax.set_title(f"{report['task']}: {b['episodes']} evaluation episodes each", fontsize=9)
     fig.tight_layout()
-    path = out / "oracle_reward.png"
-    fig.savefig(path, dpi=90)
+    paths["success"] = out / "success_before_after.png"
+    fig.savefig(paths["success"], dpi=100)
     plt.close(fig)
-    frames = [f for rec in records.values() for f in rec.sample_frames][:8]
-    if frames:
-        fig, axes = plt.subplots(1, len(frames), figsize=(2 * len(frames), 2.2), squeeze=False)
-        for ax, (_, rgb) in zip(axes[0], frames):
-            ax.imshow(rgb)
-            ax.axis("off")
-        fig.suptitle("camera/frame samples", fontsize=9)
-        fig.savefig(out / "frames.png", dpi=90)
+    hist = report["iterations"]
+    if hist:
+        fig, ax1 = plt.subplots(figsize=(6, 3.6))
+        it = [h["iteration"] for h in hist]
+        ax1.plot(it, [h.get("mean_return") for h in hist], "o-", label="mean episode return (lite reward)")
+        ax1.set_xlabel("learner iteration")
+        ax1.set_ylabel("return")
+        ax2 = ax1.twinx()
+        ax2.plot(it, [h.get("env_success_rate") for h in hist], "s--", color="C1",
+                 label="training rollout success (sim)")
+        ax2.set_ylim(-0.05, 1.05)
+        ax2.set_ylabel("success")
+        fig.legend(loc="upper left", fontsize=8)
+        fig.tight_layout()
+        paths["iterations"] = out / "reward_over_iterations.png"
+        fig.savefig(paths["iterations"], dpi=100)
         plt.close(fig)
+    for phase in ("before", "after"):
+        tr = report["traces"][phase][:6]
+        if not tr:
+            continue
+        fig, axes = plt.subplots(len(tr), 1, figsize=(8, 1.9 * len(tr)), squeeze=False)
+        for ax, t in zip(axes[:, 0], tr):
+            if t["oracle"]:
+                ax.plot(*zip(*t["oracle"]), lw=1.0, label="oracle (normalised dense)")
+            if t["held"]:
+                ticks, vals, stale = zip(*t["held"])
+                ax.step(ticks, vals, where="post", lw=1.2, label="reward/held (lite)")
+            ax.set_ylim(-0.05, 1.05)
+            ax.set_title(f"{t['env']} episode {t['episode']}: "
+                         f"{'success' if t['success'] else 'no success'}", fontsize=8)
+        axes[0, 0].legend(fontsize=7, loc="upper left")
+        fig.tight_layout()
+        paths[f"traces_{phase}"] = out / f"reward_traces_{phase}.png"
+        fig.savefig(paths[f"traces_{phase}"], dpi=90)
+        plt.close(fig)
+    return paths
+
+
+def _html(report, paths, out: Path) -> Path:
+    b, a = report["before"], report["after"]
+    rows = "".join(
+        f"<tr><td>{h['iteration']}</td><td>{h.get('episodes')}</td><td>{h.get('mean_return', 0):.2f}</td>"
+        f"<td>{h.get('env_success_rate', 0):.2f}</td><td>{h.get('approx_kl', 0):.4f}</td>"
+        f"<td>{h.get('stale_fraction', 0):.2f}</td></tr>" for h in report["iterations"])
+    imgs = "".join(f'<p><img src="{p.name}"></p>' for p in paths.values())
+    html = f"""<!doctype html><html><head><meta charset="utf-8"><title>lrm_ros demo</title>
+<style>body{{font-family:sans-serif;max-width:900px;margin:auto}}td,th{{padding:2px 8px}}</style></head><body>
+<h1>lrm_ros demo: {report['task']}</h1>
+<p>IL policy: <b>{b['success_rate']:.2f}</b> success ({b['successes']}/{b['episodes']}, 95% CI
+{b['ci95'][0]:.2f}-{b['ci95'][1]:.2f}); after {report['iterations_done']} PPO iterations on the lite
+reward: <b>{a['success_rate']:.2f}</b> ({a['successes']}/{a['episodes']}, 95% CI {a['ci95'][0]:.2f}-{a['ci95'][1]:.2f}).
+Same episode seeds. {report['note']}</p>
+<table border="1"><tr><th>iteration</th><th>episodes</th><th>mean return</th><th>rollout success</th>
+<th>approx KL</th><th>stale fraction</th></tr>{rows}</table>{imgs}</body></html>"""
+    path = out / "report.html"
+    path.write_text(html)
     return path
 
 
 def run_demo(ns) -> int:
-    from tqdm import tqdm
     graph = load_graph("sim")
-    overrides = {"num_envs": "2"}
-    overrides.update(parse_launch_arguments(ns.arguments))
+    user = parse_launch_arguments(ns.arguments)
+    base = {"num_envs": "2", "env_id": "PushCube-v1", "reward": "lite", "policy": "tiny_vla"}
+    base.update(user)
     args = argument_defaults(graph)
-    args.update(overrides)
-    specs = resolve(graph, overrides)
+    args.update(base)
     num_envs = int(args["num_envs"])
-    image_size = int(args["image_size"])
+    names = [f"env{i}" for i in range(num_envs)]
     out = Path(ns.out)
     out.mkdir(parents=True, exist_ok=True)
-    domain = 100 + os.getpid() % 100
-    env = ros_environment(domain_id=domain)
-    apply_ros_environment(domain_id=domain)
-    from lrm_ros.ros.monitor import GraphMonitor
-
-    names = [f"env{i}" for i in range(num_envs)]
-    log_path = out / "nodes.log"
-    print(f"[demo] sim graph: {num_envs} x {args['env_id']} ({args['mode']}, policy "
-          f"{args['policy']}), {ns.ticks} ticks each; node output -> {log_path}", flush=True)
-    total = ns.ticks * num_envs
+    learner_dir = out / "learner"
+    if learner_dir.exists():          # a fresh run: the learner would otherwise resume
+        shutil.rmtree(learner_dir)
+    per_env = max(1, math.ceil(ns.eval_episodes / num_envs))
+    eval_seed = str(ns.eval_seed)
+    report = {"task": args["env_id"], "num_envs": num_envs, "arguments": base,
+              "iterations_requested": ns.iterations, "episodes_per_iteration": ns.episodes_per_iteration}
     code = 0
-    with open(log_path, "w") as log, GraphMonitor(names, keep_frames_every=25) as mon:
-        runner = GraphRunner(specs, env=env, output=log).start()
-        start = time.monotonic()
+    t0 = time.monotonic()
+    log_path = out / "nodes.log"
+    print(f"[demo] {num_envs} x {args['env_id']}, policy tiny_vla, reward lite "
+          f"({args['reward_signal']}, K={args['reward_interval']}); node output -> {log_path}", flush=True)
+
+    def evaluated(mon):
+        return all(len(_ended(mon.records[n])) >= per_env for n in names)
+
+    def eval_progress(mon):
+        return sum(min(per_env, len(_ended(mon.records[n]))) for n in names)
+
+    with open(log_path, "w") as log:
         try:
-            with tqdm(total=total, desc="ticks", unit="tick", file=sys.stdout) as bar:
-                done = 0
-                while done < total:
-                    mon.wait_for(lambda: sum(min(len(r.ticks), ns.ticks)
-                                             for r in mon.records.values()) > done, 1.0)
-                    now = sum(min(len(r.ticks), ns.ticks) for r in mon.records.values())
-                    bar.update(now - done)
-                    done = now
-                    dead = runner.dead()
-                    if dead:
-                        for proc in dead:
-                            print(f"[demo] {runner.describe_death(proc)}", flush=True)
-                        code = 1
-                        break
-                    if time.monotonic() - start > ns.timeout:
-                        print(f"[demo] timed out after {ns.timeout:.0f} s", flush=True)
-                        code = 1
-                        break
-            time.sleep(1.5)  # one more diagnostics period
+            mon, t_before = _run_phase(
+                f"1/3 evaluate the IL policy: {per_env} episodes per env, deterministic",
+                {**base, "deterministic": "true", "seed": eval_seed}, names, evaluated, eval_progress,
+                per_env * num_envs, ns.timeout, log)
+            report["before"] = _eval_summary(mon, names, per_env)
+            report["traces"] = {"before": _traces(mon, names, per_env)}
+
+            def learned(m):
+                return len(m.learner_stats) >= ns.iterations
+
+            mon, t_learn = _run_phase(
+                f"2/3 learn: {ns.iterations} PPO iterations x {ns.episodes_per_iteration} episodes",
+                {**base, "learner": "ppo", "learner_dir": str(learner_dir.resolve()),
+                 "iterations": str(ns.iterations), "episodes_per_iteration": str(ns.episodes_per_iteration)},
+                names, learned, lambda m: sum(len(_ended(m.records[n])) for n in names),
+                ns.iterations * ns.episodes_per_iteration, ns.timeout, log)
+            report["iterations"] = mon.learner_stats[: ns.iterations]
+            report["iterations_done"] = len(report["iterations"])
+            final = report["iterations"][-1]["checkpoint"]
+            report["final_checkpoint"] = final
+            mon, t_after = _run_phase(
+                f"3/3 evaluate the RL policy (version {report['iterations'][-1]['version']}) on the same seeds",
+                {**base, "deterministic": "true", "seed": eval_seed, "policy_checkpoint": final},
+                names, evaluated, eval_progress, per_env * num_envs, ns.timeout, log)
+            report["after"] = _eval_summary(mon, names, per_env)
+            report["traces"]["after"] = _traces(mon, names, per_env)
+            report["seconds"] = {"evaluate_before": round(t_before, 1), "learn": round(t_learn, 1),
+                                 "evaluate_after": round(t_after, 1)}
+        except PhaseError as exc:
+            print(f"[demo] FAILED: {exc}\n[demo] node output: {log_path}", flush=True)
+            report["error"] = str(exc)
+            (out / "report.json").write_text(json.dumps(report, indent=1))
+            return 1
         except KeyboardInterrupt:
-            code = 130
-        finally:
-            runner.stop()
-        elapsed = time.monotonic() - start
-        summaries = [_summarise(n, mon.records[n], mon.node_diagnostics(f"/{n}/maniskill_bridge"),
-                                image_size) for n in names]
-        plot = _plot(mon.records, out)
-    report = {"graph": "sim", "arguments": args, "ticks_requested": ns.ticks,
-              "elapsed_s": round(elapsed, 1), "envs": summaries}
-    (out / "report.json").write_text(json.dumps(report, indent=2))
-    print(f"\n[demo] what flowed in {elapsed:.0f} s:")
-    cols = ("namespace", "ticks", "episodes_ended", "successes", "ticks_per_s", "frames",
-            "oracle", "held_rewards", "reward_queries")
-    print("  " + "  ".join(f"{c:>14}" for c in cols))
-    for s in summaries:
-        print("  " + "  ".join(f"{str(s[c]):>14}" for c in cols))
-    for s in summaries:
-        print(f"  {s['namespace']}: frames {', '.join(s['frame_sizes'])}; bridge {s['bridge']}; "
-              f"instruction: {s['instruction']!r}")
-        print(f"  {s['namespace']}: reward: {s['held_rewards']} held ({s['held_stale']} stale), "
-              f"{s['reward_queries_ok']}/{s['reward_queries']} queries ok, mean latency "
-              f"{s['reward_latency_ms_mean']} ms")
-        if not s["ticks"] or not s["frames"] or not s["frames_at_model_resolution"] or \
-                (args["reward"] != "none" and not s["reward_queries_ok"]):
-            code = code or 1
-    print(f"[demo] report: {out / 'report.json'}, plots: {plot}" +
-          (f", {out / 'frames.png'}" if (out / "frames.png").exists() else ""))
-    print("[demo] " + ("OK" if code == 0 else "FAILED: see the lines above and " + str(log_path)))
+            return 130
+    b, a = report["before"], report["after"]
+    report["note"] = ("A few iterations on a handful of episodes: the intervals overlap; "
+                      "bench/bench_table3.py measures the effect over 50+ episodes.")
+    report["elapsed_s"] = round(time.monotonic() - t0, 1)
+    paths = _plots(report, out)
+    html = _html(report, paths, out)
+    (out / "report.json").write_text(json.dumps(report, indent=1))
+    print(f"\n[demo] {args['env_id']} success, deterministic, same {b['episodes']} episode seeds:")
+    print(f"  IL policy           {b['success_rate']:.2f}  ({b['successes']}/{b['episodes']}, "
+          f"95% CI {b['ci95'][0]:.2f}-{b['ci95'][1]:.2f})")
+    print(f"  after {report['iterations_done']} PPO iter.  {a['success_rate']:.2f}  ({a['successes']}/"
+          f"{a['episodes']}, 95% CI {a['ci95'][0]:.2f}-{a['ci95'][1]:.2f})")
+    for h in report["iterations"]:
+        print(f"  iteration {h['iteration']}: {int(h.get('episodes') or 0)} episodes, mean return "
+              f"{h.get('mean_return') or 0:.2f}, rollout success {h.get('env_success_rate') or 0:.2f}, "
+              f"stale {h.get('stale_fraction') or 0:.2f}")
+    print(f"[demo] {report['note']}")
+    print(f"[demo] report: {html}, {out / 'report.json'}; plots: " + ", ".join(str(p) for p in paths.values()))
+    print(f"[demo] OK in {report['elapsed_s']:.0f} s")
     return code

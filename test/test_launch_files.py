@@ -162,8 +162,26 @@ def test_defaults_come_from_the_yaml():
     assert all(isinstance(v, str) for v in defaults.values())
     assert defaults["num_envs"] == "1" and defaults["policy"] == str(raw["policy"]["default"])
     specs = resolve(graph)
-    assert sorted(s.executable for s in specs) == sorted(PER_ENV + ("reward_model",))
+    assert sorted(s.executable for s in specs) == sorted(
+        ("maniskill_bridge", "camera_ingest", "vla_policy", "reward_model"))
     assert {s.namespace for s in specs} == {"/env0", ""}
+
+
+def test_policy_and_learner_choices_pick_their_nodes():
+    def executables(**args):
+        return sorted(s.executable for s in resolve(load_graph("sim"), args))
+    assert "scripted_policy" in executables(policy="random")
+    assert "scripted_policy" in executables(policy="zero")
+    assert not {"scripted_policy", "vla_policy"} & set(executables(policy="none"))
+    specs = resolve(load_graph("sim"), {"num_envs": "2", "learner": "filtered_bc",
+                                        "policy_checkpoint": "/tmp/p.pt", "deterministic": "true"})
+    (learner,) = [s for s in specs if s.executable == "learner"]
+    assert learner.parameters["algorithm"] == "filtered_bc"
+    assert learner.parameters["envs"] == ["env0", "env1"]
+    assert learner.parameters["init_checkpoint"] == "/tmp/p.pt"
+    policies = [s for s in specs if s.executable == "vla_policy"]
+    assert [p.parameters["checkpoint"] for p in policies] == ["/tmp/p.pt"] * 2
+    assert all(p.parameters["deterministic"] is True for p in policies)
 
 
 def test_one_reward_model_serves_all_envs():
@@ -177,7 +195,7 @@ def test_one_reward_model_serves_all_envs():
 
 
 def test_two_envs_give_per_namespace_nodes_with_their_env_index():
-    specs = resolve(load_graph("sim"), {"num_envs": "2", "reward": "none"})
+    specs = resolve(load_graph("sim"), {"num_envs": "2", "reward": "none", "policy": "random"})
     assert len(specs) == 6
     for executable in PER_ENV:
         mine = _by(specs, executable)

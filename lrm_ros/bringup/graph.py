@@ -147,7 +147,10 @@ def resolve(graph: dict, overrides: Optional[Mapping[str, str]] = None) -> List[
             if cond.get("arg") not in args:
                 raise GraphError(f"node {node.get('name')}: '{key}' names undeclared argument "
                                  f"{cond.get('arg')!r}")
-            equal = str(args[cond["arg"]]) == str(cond["equals"])
+            if "in" in cond:
+                equal = str(args[cond["arg"]]) in [str(v) for v in cond["in"]]
+            else:
+                equal = str(args[cond["arg"]]) == str(cond["equals"])
             skip = skip or (equal if key == "unless" else not equal)
         if skip:
             continue

@@ -4,6 +4,7 @@ It has its own rclpy Context and executor thread, so several can exist in one pr
 none interferes with a node under test. It records what flows per environment namespace and
 can act as a test client (send commands, call resets, publish raw images).
 """
+import json
 import threading
 import time
 from collections import defaultdict
@@ -19,7 +20,7 @@ from sensor_msgs.msg import CameraInfo, Image, JointState
 from std_msgs.msg import Float64MultiArray, String
 from std_srvs.srv import Trigger
 
-from lrm_ros.msg import ControlTick, HeldReward, RewardQueryResult, SimOracle
+from lrm_ros.msg import ControlTick, HeldReward, PolicyStep, PolicyUpdate, RewardQueryResult, SimOracle
 from lrm_ros.ros.diagnostics import parse_status
 from lrm_ros.ros.image_msgs import image_msg_to_rgb
 from lrm_ros.ros.qos import LATCHED, RELIABLE, SENSOR
@@ -38,6 +39,8 @@ class EnvRecord:
     sample_frames: List[tuple] = field(default_factory=list)  # (stamp_ns, rgb)
     held: List[tuple] = field(default_factory=list)       # (episode, tick, value, query_tick, age, stale, t_recv)
     results: List[tuple] = field(default_factory=list)    # (episode, query_tick, status, value, latency_s, batch_size)
+    policy_steps: List[tuple] = field(default_factory=list)  # (episode, tick, policy_version, deterministic, n_features)
+    policy_status: List[str] = field(default_factory=list)   # policy/status texts
 
 
 class GraphMonitor:
@@ -47,6 +50,8 @@ class GraphMonitor:
         self.namespaces = [ns.strip("/") for ns in namespaces]
         self.records: Dict[str, EnvRecord] = {ns: EnvRecord() for ns in self.namespaces}
         self.diagnostics: Dict[str, Dict[str, str]] = {}
+        self.policy_updates: List[tuple] = []   # (version, checkpoint_path, sha256, algorithm, iteration)
+        self.learner_stats: List[dict] = []
         self._keep_every = keep_frames_every
         self._on_tick = on_tick
         self._cond = threading.Condition()
@@ -77,10 +82,17 @@ class GraphMonitor:
                                           lambda m, ns=ns: self._held(ns, m), RELIABLE)
             self.node.create_subscription(RewardQueryResult, p + "reward/result",
                                           lambda m, ns=ns: self._result(ns, m), RELIABLE)
+            self.node.create_subscription(PolicyStep, p + "policy/step",
+                                          lambda m, ns=ns: self._policy_step(ns, m), RELIABLE)
+            self.node.create_subscription(String, p + "policy/status",
+                                          lambda m, ns=ns: self._policy_status(ns, m), LATCHED)
             self._cmd_pubs[ns] = self.node.create_publisher(Float64MultiArray, p + "policy/command", RELIABLE)
             self._raw_pubs[ns] = self.node.create_publisher(Image, p + "camera/image_raw", SENSOR)
             self._reset_clients[ns] = self.node.create_client(Trigger, p + "episode/reset")
         self.node.create_subscription(DiagnosticArray, "/diagnostics", self._diag, 50)
+        self.node.create_subscription(PolicyUpdate, "/learner/policy_update", self._update, LATCHED)
+        self.node.create_subscription(String, "/learner/stats", self._stats, LATCHED)
+        self._update_pub = None
         self.executor = SingleThreadedExecutor(context=self.context)
         self.executor.add_node(self.node)
         self._thread = threading.Thread(target=self._spin, daemon=True, name="monitor")
@@ -135,6 +147,26 @@ class GraphMonitor:
                                          m.latency_s, m.batch_size))
         self._notify()
 
+    def _policy_step(self, ns, m: PolicyStep):
+        self.records[ns].policy_steps.append((m.episode, m.tick, m.policy_version, m.deterministic,
+                                              len(m.features)))
+        self._notify()
+
+    def _policy_status(self, ns, m: String):
+        self.records[ns].policy_status.append(m.data)
+        self._notify()
+
+    def _update(self, m: PolicyUpdate):
+        self.policy_updates.append((m.version, m.checkpoint_path, m.sha256, m.algorithm, m.iteration))
+        self._notify()
+
+    def _stats(self, m: String):
+        try:
+            self.learner_stats.append(json.loads(m.data))
+        except ValueError:
+            self.learner_stats.append({"unparsed": m.data})
+        self._notify()
+
     def _instruction(self, ns, m: String):
         self.records[ns].instruction = m.data
         self._notify()
@@ -157,6 +189,14 @@ class GraphMonitor:
 
     def send_command(self, ns: str, values) -> None:
         self._cmd_pubs[ns.strip("/")].publish(Float64MultiArray(data=[float(v) for v in values]))
+
+    def announce_policy(self, version: int, path: str, sha256: str = "", algorithm: str = "manual") -> None:
+        """Publish a PolicyUpdate as the learner would (e.g. to hand a checkpoint to the
+        policies by hand, or to test refusal)."""
+        if self._update_pub is None:
+            self._update_pub = self.node.create_publisher(PolicyUpdate, "/learner/policy_update", LATCHED)
+        self._update_pub.publish(PolicyUpdate(version=int(version), checkpoint_path=str(path),
+                                              sha256=sha256, algorithm=algorithm))
 
     def publish_raw_image(self, ns: str, msg: Image) -> None:
         self._raw_pubs[ns.strip("/")].publish(msg)

@@ -26,6 +26,10 @@ class TinyVLAConfig:
     image_proj: int = 128
     text_proj: int = 64
     init_log_std: float = -1.0
+    min_log_std: float = -3.0
+    """floor of the action log-std (std 0.05 in the [-1, 1] action range): behaviour cloning
+    would otherwise shrink the spread of constant action components towards zero, leaving RL
+    nothing to explore and log-probabilities that explode"""
 
     def __post_init__(self):
         for name in ("action_dim", "proprio_dim", "hidden", "image_proj", "text_proj"):
@@ -55,6 +59,20 @@ class TinyVLA(_torch().nn.Module):
                                     nn.Linear(c.hidden, 1))
         self.log_std = nn.Parameter(torch.full((c.action_dim,), float(c.init_log_std)))
 
+    @property
+    def feature_dim(self) -> int:
+        """Length of the flat input vector: [image 1280 | text 384 | proprio]."""
+        return IMAGE_DIM + TEXT_DIM + self.config.proprio_dim
+
+    def split(self, features):
+        """Flat (B, feature_dim) inputs -> (image, text, proprio)."""
+        if features.shape[-1] != self.feature_dim:
+            raise ValueError(f"tiny_vla expects {self.feature_dim} input features "
+                             f"(1280 image + 384 text + {self.config.proprio_dim} proprio), "
+                             f"got {features.shape[-1]}")
+        return (features[..., :IMAGE_DIM], features[..., IMAGE_DIM:IMAGE_DIM + TEXT_DIM],
+                features[..., IMAGE_DIM + TEXT_DIM:])
+
     def _trunk(self, image, text, proprio):
         torch = _torch()
         return torch.cat([self.image_proj(image), self.text_proj(text), proprio], dim=-1)
@@ -62,12 +80,17 @@ class TinyVLA(_torch().nn.Module):
     def forward(self, image, text, proprio):
         """(mean (B, A), log_std (A,), value (B,))."""
         h = self._trunk(image, text, proprio)
-        return self.actor(h), self.log_std, self.critic(h).squeeze(-1)
+        # the critic reads the projections without moving them: early PPO value errors are
+        # large and would otherwise drag the actor's input features around
+        return self.actor(h), self.effective_log_std(), self.critic(h.detach()).squeeze(-1)
 
     def distribution(self, image, text, proprio):
         torch = _torch()
         mean, log_std, value = self(image, text, proprio)
         return torch.distributions.Normal(mean, log_std.exp().expand_as(mean)), value
+
+    def effective_log_std(self):
+        return self.log_std.clamp(min=self.config.min_log_std)
 
     def act(self, image, text, proprio, deterministic: bool = False):
         """(action, log_prob, value) for a batch; deterministic = the mean (evaluation)."""

@@ -333,7 +333,11 @@ class LiteConfig:
 
     @property
     def signals(self) -> Tuple[str, ...]:
-        return ("progress", "completion", "contrastive") if self.signal == "tri" else (self.signal,)
+        """Heads to run. Completion always runs (a few kFLOPs on the shared image features):
+        the learner and the operator read it to decide which episodes succeeded."""
+        if self.signal == "tri":
+            return ("progress", "completion", "contrastive")
+        return tuple(dict.fromkeys((self.signal, "completion")))
 
 
 def frame_content_key(frame: np.ndarray) -> bytes:

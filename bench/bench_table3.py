@@ -1,0 +1,204 @@
+#!/usr/bin/env python3
+"""The LRM paper's Table III on this machine: does RL from the lite reward model improve the
+imitation-learned tiny VLA, and how much of the IL -> oracle-reward headroom does it capture?
+
+Configurations (same IL start, same iterations, same seeds):
+  il           the behaviour-cloned policy, no RL
+  oracle       PPO on the simulator's normalised dense reward ("Env reward")
+  progress / completion / contrastive / tri
+               PPO on the lite reward model's signal, through the real interval-hold (K)
+  filtered_bc  behaviour cloning on the rollouts the lite completion signal calls successful
+
+Each RL configuration: `--iterations` x (`--episodes-per-iteration` stochastic rollouts ->
+rewards -> one update). Then every configuration is evaluated deterministically on the same
+`--eval-episodes` seeds (never used in training): success rate with a 95% Wilson interval.
+headroom captured = (RL_signal - IL) / (RL_oracle - IL).
+
+Run (the paper's settings; hours on 2 CPU cores):
+  .venv/bin/python bench/bench_table3.py --task PushCube-v1
+Smaller, and split over processes (each writes <out>/<config>.json; --report merges):
+  .venv/bin/python bench/bench_table3.py --configs il oracle --iterations 10 &
+  .venv/bin/python bench/bench_table3.py --configs progress filtered_bc --iterations 10 &
+  wait; .venv/bin/python bench/bench_table3.py --report
+Writes <out>/table3.json, table3.md and table3.png.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+CONFIGS = ("il", "oracle", "progress", "completion", "contrastive", "tri", "filtered_bc")
+LITE = ("progress", "completion", "contrastive", "tri")
+
+
+def run_config(name: str, a) -> dict:
+    import torch
+    from tqdm.auto import tqdm
+    from lrm_ros.core.learn.ppo import PPOConfig
+    from lrm_ros.core.learn.rl import LearnerConfig, filtered_bc_update, ppo_update
+    from lrm_ros.core.learn.rollout import (as_store_episode, evaluate_policy, held_rewards,
+                                            oracle_rewards, run_episode)
+    from lrm_ros.core.policy.adapter import TinyVLAAdapter
+    from lrm_ros.core.policy.tiny_vla import load_policy
+    from lrm_ros.core.rewards import make_backend
+    from lrm_ros.core.sim.maniskill_env import ManiSkillSim, SimConfig
+    from lrm_ros.core.sim.tasks import recommended_max_ticks
+
+    torch.set_num_threads(a.threads)
+    torch.manual_seed(a.seed)
+    t0 = time.monotonic()
+    from lrm_ros.core.policy.adapter import DEFAULT_CHECKPOINT
+    ckpt = a.checkpoint or str(DEFAULT_CHECKPOINT)
+    model, _ = load_policy(ckpt)
+    init, _ = load_policy(ckpt)
+    for p in init.parameters():
+        p.requires_grad_(False)
+    adapter = TinyVLAAdapter(model, seed=a.seed)
+    sim = ManiSkillSim(SimConfig(env_id=a.task, max_episode_ticks=a.max_ticks or recommended_max_ticks(a.task)))
+    history = []
+    backend = None
+    if name in LITE or name == "filtered_bc":
+        backend = make_backend("lite", signal="completion" if name == "filtered_bc" else name)
+    lcfg = LearnerConfig(store_dir="unused", algorithm="filtered_bc" if name == "filtered_bc" else "ppo",
+                         success_threshold=a.success_threshold, bc_epochs=a.bc_epochs)
+    ppo = PPOConfig(learning_rate=a.lr, kl_coef=a.kl_coef, minibatch_size=a.minibatch,
+                    update_epochs=a.update_epochs)
+    train_seed = 100_000          # the same training seeds for every configuration
+    iterations = 0 if name == "il" else a.iterations
+    bar = tqdm(range(iterations), desc=f"{name}", unit="iter")
+    for it in bar:
+        eps = [run_episode(sim, adapter, train_seed + it * a.episodes_per_iteration + i,
+                           deterministic=False, episode=i)
+               for i in range(a.episodes_per_iteration)]
+        if name == "oracle":
+            oracle_rewards(eps)
+        else:
+            held_rewards(backend, eps, interval=a.interval)
+        batch = [as_store_episode(e) for e in eps]
+        if name == "filtered_bc":
+            stats = filtered_bc_update(model, batch, lcfg, seed=a.seed + it)
+        else:
+            stats = ppo_update(model, init, batch, lcfg, ppo, seed=a.seed + it)
+        row = {"iteration": it + 1, "train_success": float(np.mean([e.success for e in eps])),
+               "mean_return": float(np.mean([e.reward.sum() for e in eps])),
+               "oracle_return": float(np.mean([e.normalized_dense_rewards[1:].sum() for e in eps])),
+               **{k: float(v) for k, v in stats.items()}}
+        history.append(row)
+        bar.set_postfix(train_success=f"{row['train_success']:.2f}", ret=f"{row['mean_return']:.1f}")
+    train_s = time.monotonic() - t0
+    ev = evaluate_policy(sim, adapter, range(a.eval_seed, a.eval_seed + a.eval_episodes),
+                         deterministic=True, desc=f"{name} eval")
+    sim.close()
+    return {"config": name, "task": a.task, "iterations": iterations,
+            "episodes_per_iteration": a.episodes_per_iteration, "interval": a.interval,
+            "eval": ev, "history": history, "train_s": train_s,
+            "total_s": time.monotonic() - t0}
+
+
+def report(out: Path) -> dict:
+    rows = {}
+    for p in sorted(out.glob("*.json")):
+        if p.stem in CONFIGS:
+            rows[p.stem] = json.loads(p.read_text())
+    if not rows:
+        raise SystemExit(f"no per-config results in {out}")
+    il = rows.get("il", {}).get("eval", {}).get("success_rate", math.nan)
+    orc = rows.get("oracle", {}).get("eval", {}).get("success_rate", math.nan)
+    table = []
+    for name in CONFIGS:
+        if name not in rows:
+            continue
+        ev = rows[name]["eval"]
+        sr = ev["success_rate"]
+        head = (sr - il) / (orc - il) if name not in ("il", "oracle") and orc - il > 0 else math.nan
+        table.append({"config": name, "success": sr, "ci95": ev["ci95"], "episodes": ev["episodes"],
+                      "iterations": rows[name]["iterations"], "headroom_captured": head,
+                      "minutes": rows[name]["total_s"] / 60})
+    lines = ["| config | success (eval) | 95% CI | iterations | headroom captured | minutes |",
+             "|---|---|---|---|---|---|"]
+    for r in table:
+        h = "" if math.isnan(r["headroom_captured"]) else f"{100 * r['headroom_captured']:.0f}%"
+        lines.append(f"| {r['config']} | {r['success']:.2f} ({int(round(r['success'] * r['episodes']))}/"
+                     f"{r['episodes']}) | {r['ci95'][0]:.2f}-{r['ci95'][1]:.2f} | {r['iterations']} | {h} | "
+                     f"{r['minutes']:.1f} |")
+    if not orc - il > 0:
+        lines.append(f"\nheadroom undefined: oracle RL ({orc:.2f}) did not beat IL ({il:.2f})")
+    md = "\n".join(lines)
+    (out / "table3.md").write_text(md + "\n")
+    (out / "table3.json").write_text(json.dumps({"rows": table, "raw": rows}, indent=1))
+    _plot(rows, table, out / "table3.png")
+    print(md)
+    return {"rows": table}
+
+
+def _plot(rows, table, path: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.5))
+    names = [r["config"] for r in table]
+    sr = np.array([r["success"] for r in table])
+    err = np.array([[r["success"] - r["ci95"][0], r["ci95"][1] - r["success"]] for r in table]).T
+    ax1.bar(names, sr, yerr=err, capsize=4, color=["grey" if n == "il" else "C0" for n in names])
+    ax1.set_ylabel("evaluation success rate (95% CI)")
+    ax1.set_ylim(0, 1)
+    ax1.set_title("success after RL")
+    for name, r in rows.items():
+        h = r.get("history") or []
+        if h:
+            ax2.plot([x["iteration"] for x in h], [x["train_success"] for x in h], label=name)
+    ax2.set_xlabel("iteration")
+    ax2.set_ylabel("training rollout success")
+    ax2.set_title("success of the stochastic training rollouts")
+    ax2.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--task", default="PushCube-v1")
+    ap.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=CONFIGS)
+    ap.add_argument("--iterations", type=int, default=30)
+    ap.add_argument("--episodes-per-iteration", type=int, default=8)
+    ap.add_argument("--eval-episodes", type=int, default=50)
+    ap.add_argument("--eval-seed", type=int, default=10_000)
+    ap.add_argument("--interval", type=int, default=10, help="K of the interval-hold")
+    ap.add_argument("--max-ticks", type=int, default=0, help="0 = the task's recommended limit")
+    ap.add_argument("--checkpoint", default="", help="IL policy ('' = the shipped tiny_vla)")
+    ap.add_argument("--lr", type=float, default=3e-4)
+    ap.add_argument("--kl-coef", type=float, default=0.05)
+    ap.add_argument("--minibatch", type=int, default=64)
+    ap.add_argument("--update-epochs", type=int, default=4)
+    ap.add_argument("--bc-epochs", type=int, default=10)
+    ap.add_argument("--success-threshold", type=float, default=0.5)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--out", default=str(ROOT / "out" / "bench" / "table3"))
+    ap.add_argument("--report", action="store_true", help="only merge the per-config results")
+    a = ap.parse_args(argv)
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    if not a.report:
+        for name in a.configs:
+            res = run_config(name, a)
+            (out / f"{name}.json").write_text(json.dumps(res, indent=1))
+            ev = res["eval"]
+            print(f"{name}: success {ev['success_rate']:.2f} CI {ev['ci95'][0]:.2f}-{ev['ci95'][1]:.2f} "
+                  f"({res['total_s'] / 60:.1f} min)", flush=True)
+    report(out)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

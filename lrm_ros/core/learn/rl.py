@@ -1,0 +1,476 @@
+"""The online learner, ROS-free: episodes in, policy checkpoints out.
+
+Pieces, top to bottom:
+- `LearnerConfig`: the learner node's parameters (PPO's own are `PPOConfig`).
+- `EpisodeAssembler`: joins what the graph publishes per environment into training steps and
+  appends them to the `EpisodeStore` as they complete (so a restart loses at most a chunk).
+- `step_rewards`: the reward of each step from the held rewards.
+- `ppo_update` and `filtered_bc_update`: one iteration of each algorithm.
+- `Learner`: picks the episodes an iteration may use, trains, writes the checkpoint
+  atomically and remembers its state on disk so it resumes after a restart.
+
+Reward timing (docs/ARCHITECTURE.md): the action of tick t leads to the observation of tick
+t+1, so step t's reward is the held reward published for tick t+1. The held value is what
+the reward model said at its latest query (every K ticks), so rewards are piecewise constant.
+The last step's reward is the terminal query's own result when it arrives within
+`result_wait_s` (otherwise the held value, counted): the final state is what the model judges
+best, and the held stream alone would never show it.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Dict, List, Optional, Sequence
+
+import numpy as np
+
+from lrm_ros.core.learn.episode_store import EpisodeInfo, EpisodeStore
+from lrm_ros.core.learn.ppo import PPOConfig, compute_gae, gaussian_kl, ppo_losses, stale_weights
+
+ALGORITHMS = ("ppo", "filtered_bc")
+REWARD_TRANSFORMS = ("value", "delta")
+SUCCESS_SOURCES = ("completion", "env")
+END_SUCCESS = 1   # ControlTick.END_SUCCESS (kept here so the core stays ROS-free)
+NAN = float("nan")
+
+
+@dataclass(frozen=True)
+class LearnerConfig:
+    algorithm: str = field(default="ppo", metadata={"help": "ppo or filtered_bc"})
+    envs: tuple[str, ...] = field(default=("",), metadata={"help": "environment namespaces to learn from"})
+    store_dir: str = field(default="out/learner", metadata={"help": (
+        "where episodes, checkpoints and learner_state.json go; a restarted learner resumes from it")})
+    init_checkpoint: str = field(default="", metadata={"help": (
+        "policy to start from (and to stay near: PPO's KL term); empty = the shipped tiny_vla")})
+    episodes_per_iteration: int = field(default=8, metadata={"help": "finished episodes per update"})
+    max_iterations: int = field(default=30, metadata={"help": "stop updating after this many (the LRM paper: 30)"})
+    max_policy_lag: int = field(default=1, metadata={"help": (
+        "use episodes recorded with a policy at most this many versions old (0 = strictly on-policy)")})
+    reward_transform: str = field(default="value", metadata={"help": (
+        "value: step reward = held value; delta: its change (potential-based shaping)")})
+    reward_scale: float = field(default=1.0, metadata={"help": "multiplies every step reward"})
+    result_wait_s: float = field(default=10.0, metadata={"help": (
+        "how long an ended episode waits for its terminal query result and missing messages")})
+    success_source: str = field(default="completion", metadata={"help": (
+        "filtered_bc: which rollouts succeeded: completion (the reward model's completion "
+        "signal at the terminal query, the paper's real-robot path) or env (the simulator)")})
+    success_threshold: float = field(default=0.5, metadata={"help": "completion >= this counts as success"})
+    bc_epochs: int = field(default=10, metadata={"help": "filtered_bc: passes over the selected steps"})
+    bc_lr: float = field(default=3e-4, metadata={"help": "filtered_bc: Adam learning rate"})
+    keep_checkpoints: int = field(default=5, metadata={"help": "newest checkpoints kept on disk (0 = all)"})
+    seed: int = field(default=0, metadata={"help": "minibatch shuffling seed"})
+
+    def __post_init__(self):
+        if self.algorithm not in ALGORITHMS:
+            raise ValueError(f"algorithm must be one of {ALGORITHMS}, got {self.algorithm!r}")
+        if self.reward_transform not in REWARD_TRANSFORMS:
+            raise ValueError(f"reward_transform must be one of {REWARD_TRANSFORMS}, got {self.reward_transform!r}")
+        if self.success_source not in SUCCESS_SOURCES:
+            raise ValueError(f"success_source must be one of {SUCCESS_SOURCES}, got {self.success_source!r}")
+        if self.episodes_per_iteration < 1 or self.max_iterations < 1:
+            raise ValueError("episodes_per_iteration and max_iterations must be >= 1")
+        if self.max_policy_lag < 0 or self.result_wait_s < 0 or self.bc_epochs < 1:
+            raise ValueError("max_policy_lag and result_wait_s must be >= 0, bc_epochs >= 1")
+        if not self.store_dir:
+            raise ValueError("store_dir must name a directory for episodes and checkpoints")
+
+
+# ------------------------------------------------------------------------------------------
+# assembling steps from the graph's messages
+
+@dataclass
+class _Ep:
+    episode: int
+    steps: Dict[int, dict] = field(default_factory=dict)
+    held: Dict[int, tuple] = field(default_factory=dict)      # tick -> (value, completion, stale)
+    next_tick: int = 0
+    end_tick: Optional[int] = None
+    end_reason: int = 0
+    end_seen: float = 0.0
+    results: Dict[int, tuple] = field(default_factory=dict)    # query tick -> (value, completion)
+    writer: object = None
+    stale_steps: int = 0
+    rewards: List[float] = field(default_factory=list)
+    last_completion: float = NAN
+    deterministic: bool = False
+
+
+class EpisodeAssembler:
+    """Per environment. Step t is written once PolicyStep(t) and HeldReward(t+1) are in;
+    the episode is finished once its terminal tick, all its steps and (within
+    `result_wait_s`) the terminal query result are in."""
+
+    def __init__(self, env: str, store: EpisodeStore, result_wait_s: float = 10.0,
+                 clock: Callable[[], float] = time.monotonic):
+        self.env, self.store, self.wait = env, store, float(result_wait_s)
+        self.clock = clock
+        self._ep: Optional[_Ep] = None
+        self.finished: List[EpisodeInfo] = []     # drained by the caller
+        self.counters = {"episodes_complete": 0, "episodes_aborted": 0, "joined_late": 0,
+                         "steps": 0, "stale_steps": 0, "terminal_result_missing": 0}
+
+    def _current(self, episode: int) -> Optional[_Ep]:
+        ep = self._ep
+        return ep if ep is not None and ep.episode == episode else None
+
+    def on_tick(self, episode: int, tick: int, start: bool, end: bool, end_reason: int) -> None:
+        if start and tick == 0:
+            if self._ep is not None and self._ep.episode != episode:
+                self._abort(self._ep, f"episode {episode} began before all of episode "
+                                      f"{self._ep.episode}'s messages arrived")
+            if self._ep is None:
+                self._ep = _Ep(episode)
+        ep = self._current(episode)
+        if ep is None:
+            if tick == 0 or start:
+                return
+            self.counters["joined_late"] += int(tick == 1)
+            return
+        if end:
+            ep.end_tick, ep.end_reason, ep.end_seen = int(tick), int(end_reason), self.clock()
+        self._advance(ep)
+
+    def on_step(self, episode: int, tick: int, fields: dict) -> None:
+        ep = self._current(episode)
+        if ep is not None:
+            ep.steps[int(tick)] = fields
+            self._advance(ep)
+
+    def on_held(self, episode: int, tick: int, value: float, completion: float, stale: bool) -> None:
+        ep = self._current(episode)
+        if ep is not None:
+            ep.held[int(tick)] = (float(value), float(completion), bool(stale))
+            self._advance(ep)
+
+    def on_result(self, episode: int, query_tick: int, valid: bool, value: float,
+                  completion: float) -> None:
+        ep = self._current(episode)
+        if ep is not None and valid and math.isfinite(value):
+            ep.results[int(query_tick)] = (float(value), float(completion))
+            if ep.end_tick is not None:
+                self._advance(ep)
+
+    def poll(self) -> None:
+        """Finish an ended episode whose terminal result did not come in time."""
+        ep = self._ep
+        if ep is not None and ep.end_tick is not None and self.clock() - ep.end_seen >= self.wait:
+            self._advance(ep, timed_out=True)
+            if self._ep is ep:
+                self._abort(ep, f"messages for ticks >= {ep.next_tick} never arrived")
+
+    # -- internals
+    def _advance(self, ep: _Ep, timed_out: bool = False) -> None:
+        terminal = ep.results.get(ep.end_tick) if ep.end_tick is not None else None
+        while ep.next_tick in ep.steps and (ep.next_tick + 1) in ep.held:
+            t = ep.next_tick
+            last = ep.end_tick is not None and t + 1 == ep.end_tick
+            value, completion, stale = ep.held[t + 1]
+            if last:
+                if terminal is not None:
+                    value, completion, stale = terminal[0], terminal[1], False
+                elif not timed_out:
+                    return
+                else:
+                    self.counters["terminal_result_missing"] += 1
+            self._write(ep, t, value, completion, stale, done=last)
+            ep.next_tick += 1
+        if ep.end_tick is not None and ep.next_tick >= ep.end_tick and ep.writer is not None:
+            self._finish(ep)
+        elif ep.end_tick == 0:
+            self._ep = None
+
+    def _write(self, ep: _Ep, t: int, value: float, completion: float, stale: bool, done: bool) -> None:
+        s = ep.steps.pop(t)
+        if ep.writer is None:
+            ep.deterministic = bool(s["deterministic"])
+            ep.writer = self.store.begin(self.env, ep.episode, int(s["version"]),
+                                         meta={"deterministic": ep.deterministic})
+        ep.writer.append({"features": np.asarray(s["features"], np.float32),
+                          "action": np.asarray(s["action"], np.float32),
+                          "raw_action": np.asarray(s["raw_action"], np.float32),
+                          "log_prob": np.float32(s["log_prob"]), "value": np.float32(s["value"]),
+                          "version": np.int32(s["version"]), "tick": np.int32(t),
+                          "reward": np.float32(value if math.isfinite(value) else 0.0),
+                          "completion": np.float32(completion), "stale": bool(stale or not math.isfinite(value)),
+                          "done": bool(done)})
+        ep.held.pop(t, None)
+        ep.rewards.append(value)
+        ep.last_completion = completion
+        ep.stale_steps += int(stale)
+        self.counters["steps"] += 1
+        self.counters["stale_steps"] += int(stale)
+
+    def _summary(self, ep: _Ep) -> dict:
+        r = np.asarray(ep.rewards, np.float64)
+        return {"end_reason": ep.end_reason, "env_success": ep.end_reason == END_SUCCESS,
+                "final_value": float(r[-1]) if r.size else NAN,
+                "final_completion": float(ep.last_completion), "reward_sum": float(np.nansum(r)),
+                "stale_steps": ep.stale_steps, "deterministic": ep.deterministic}
+
+    def _finish(self, ep: _Ep) -> None:
+        summary = self._summary(ep)
+        path = ep.writer.finish(success=bool(summary["env_success"]), extra=summary)
+        self.finished.append(self.store._info(path, json.loads((path / "meta.json").read_text())))
+        self.counters["episodes_complete"] += 1
+        self._ep = None
+
+    def _abort(self, ep: _Ep, reason: str) -> None:
+        if ep.writer is not None:
+            ep.writer.abort(reason, extra=self._summary(ep))
+            self.counters["episodes_aborted"] += 1
+        if self._ep is ep:
+            self._ep = None
+
+    def close(self, reason: str = "learner shut down") -> None:
+        if self._ep is not None:
+            self._abort(self._ep, reason)
+
+
+# ------------------------------------------------------------------------------------------
+# rewards and updates
+
+def step_rewards(reward: np.ndarray, transform: str, scale: float) -> np.ndarray:
+    r = np.asarray(reward, np.float64)
+    if transform == "delta":
+        r = np.diff(np.concatenate([[0.0], r]))
+    return scale * r
+
+
+def _torch():
+    import torch
+    return torch
+
+
+def _episode_arrays(episodes: Sequence[dict], cfg: LearnerConfig, ppo: PPOConfig) -> Dict[str, np.ndarray]:
+    parts: Dict[str, list] = {k: [] for k in ("features", "raw_action", "log_prob", "adv", "ret",
+                                               "weight", "stale")}
+    for ep in episodes:
+        rewards = step_rewards(ep["reward"], cfg.reward_transform, cfg.reward_scale)
+        values = ep["value"].astype(np.float64)
+        dones = ep["done"].astype(bool)
+        complete = bool(ep["meta"].get("complete", False)) and bool(dones[-1])
+        adv, ret = compute_gae(rewards, values, dones, last_value=0.0 if complete else float(values[-1]),
+                               last_done=complete, gamma=ppo.gamma, lam=ppo.gae_lambda)
+        parts["features"].append(ep["features"])
+        parts["raw_action"].append(ep["raw_action"])
+        parts["log_prob"].append(ep["log_prob"])
+        parts["adv"].append(adv)
+        parts["ret"].append(ret)
+        parts["weight"].append(stale_weights(ep["stale"], ppo.stale_rewards))
+        parts["stale"].append(ep["stale"])
+    return {k: np.concatenate(v) for k, v in parts.items()}
+
+
+def ppo_update(model, init_model, episodes: Sequence[dict], cfg: LearnerConfig, ppo: PPOConfig,
+               seed: int = 0) -> Dict[str, float]:
+    """One PPO iteration over the given episodes (dicts as EpisodeStore.load returns)."""
+    torch = _torch()
+    data = _episode_arrays(episodes, cfg, ppo)
+    n = len(data["log_prob"])
+    if n == 0:
+        raise ValueError("ppo_update: no steps in the given episodes")
+    if float(data["weight"].sum()) == 0:
+        raise ValueError("ppo_update: every step's reward is stale (stale_rewards: skip); "
+                         "nothing to train on. Check the reward model (`/diagnostics`) or use "
+                         "stale_rewards: flag")
+    T = {k: torch.as_tensor(v, dtype=torch.float32) for k, v in data.items() if k != "stale"}
+    model.train()
+    optim = torch.optim.Adam(model.parameters(), lr=ppo.learning_rate, eps=1e-5)
+    rng = np.random.default_rng(seed)
+    sums: Dict[str, float] = {}
+    steps = 0
+    for _ in range(ppo.update_epochs):
+        order = rng.permutation(n)
+        for start in range(0, n, ppo.minibatch_size):
+            idx = torch.as_tensor(order[start:start + ppo.minibatch_size])
+            x = T["features"][idx]
+            logp, ent, v, mean = model.evaluate_actions(*model.split(x), T["raw_action"][idx])
+            with torch.no_grad():
+                init_mean, init_log_std, _ = init_model(*init_model.split(x))
+            kl = gaussian_kl(mean, model.effective_log_std().expand_as(mean), init_mean,
+                             init_log_std.expand_as(init_mean))
+            losses = ppo_losses(logp, T["log_prob"][idx], T["adv"][idx], v, T["ret"][idx], ent, kl,
+                                T["weight"][idx], ppo)
+            optim.zero_grad()
+            losses["loss"].backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), ppo.max_grad_norm)
+            optim.step()
+            steps += 1
+            for k, val in losses.items():
+                sums[k] = sums.get(k, 0.0) + float(val.detach())
+    model.eval()
+    stats = {k: v / steps for k, v in sums.items()}
+    stats.update(steps=float(n), gradient_steps=float(steps),
+                 stale_fraction=float(np.mean(data["stale"])),
+                 stale_skipped=float(np.sum(data["weight"] == 0)),
+                 mean_step_reward=float(np.mean(np.concatenate(
+                     [step_rewards(e["reward"], cfg.reward_transform, cfg.reward_scale) for e in episodes]))),
+                 mean_return=float(np.mean([step_rewards(e["reward"], cfg.reward_transform,
+                                                         cfg.reward_scale).sum() for e in episodes])))
+    return stats
+
+
+def episode_succeeded(meta: dict, cfg: LearnerConfig) -> bool:
+    extra = meta.get("extra", meta)
+    if cfg.success_source == "env":
+        return bool(extra.get("env_success", False))
+    c = extra.get("final_completion", NAN)
+    if c is None or not math.isfinite(float(c)):
+        return False
+    return float(c) >= cfg.success_threshold
+
+
+def filtered_bc_update(model, episodes: Sequence[dict], cfg: LearnerConfig, seed: int = 0) -> Dict[str, float]:
+    """Behaviour cloning on the episodes judged successful (`success_source`); the others are
+    dropped. With none selected the policy is left unchanged."""
+    from lrm_ros.core.policy.tiny_vla import train_bc
+    chosen = [e for e in episodes if episode_succeeded(e["meta"], cfg)]
+    stats = {"episodes_selected": float(len(chosen)), "episodes_seen": float(len(episodes))}
+    if not chosen:
+        stats["steps"] = 0.0
+        return stats
+    feats = np.concatenate([e["features"] for e in chosen]).astype(np.float32)
+    acts = np.concatenate([e["action"] for e in chosen]).astype(np.float32)
+    img, txt, pro = (a.numpy() for a in model.split(_torch().as_tensor(feats)))
+    _, hist = train_bc(img, txt, pro, acts, epochs=cfg.bc_epochs, lr=cfg.bc_lr, seed=seed,
+                       progress=False, model=model)
+    stats.update(steps=float(len(acts)), bc_nll=hist["nll"][-1], bc_mse=hist["mse"][-1])
+    return stats
+
+
+# ------------------------------------------------------------------------------------------
+# the learner
+
+STATE_NAME = "learner_state.json"
+
+
+@dataclass
+class IterationResult:
+    iteration: int
+    version: int
+    checkpoint: str
+    sha256: str
+    algorithm: str
+    stats: Dict[str, float]
+
+
+class Learner:
+    """Chooses episodes, trains, writes checkpoints; its state survives restarts."""
+
+    def __init__(self, cfg: LearnerConfig, ppo: Optional[PPOConfig] = None):
+        from lrm_ros.core.policy.adapter import DEFAULT_CHECKPOINT
+        from lrm_ros.core.policy.tiny_vla import load_policy
+        self.cfg, self.ppo = cfg, ppo or PPOConfig(iterations=cfg.max_iterations)
+        self.root = Path(cfg.store_dir)
+        self.store = EpisodeStore(self.root / "episodes")
+        self.recovery = self.store.recover()
+        self.ckpt_dir = self.root / "checkpoints"
+        init_path = Path(cfg.init_checkpoint) if cfg.init_checkpoint else DEFAULT_CHECKPOINT
+        self.init_model, self.init_meta = load_policy(init_path)
+        for p in self.init_model.parameters():
+            p.requires_grad_(False)
+        state = self._read_state()
+        self.version = int(state.get("version", 0))
+        self.iteration = int(state.get("iteration", 0))
+        self.used = set(state.get("used", []))
+        self.history: List[dict] = list(state.get("history", []))
+        self.checkpoint = str(state.get("checkpoint", "")) or str(init_path)
+        self.sha256 = str(state.get("sha256", ""))
+        self.model, _ = load_policy(self.checkpoint, self.sha256)
+        self.resumed = bool(state)
+
+    # -- state
+    def _read_state(self) -> dict:
+        p = self.root / STATE_NAME
+        if not p.is_file():
+            return {}
+        try:
+            return json.loads(p.read_text())
+        except (OSError, ValueError) as exc:
+            raise ValueError(f"{p} is unreadable ({exc}); move it away to start the learner afresh") from None
+
+    def _write_state(self) -> None:
+        p = self.root / STATE_NAME
+        tmp = p.with_name(f".{p.name}.tmp-{os.getpid()}")
+        tmp.write_text(json.dumps({"version": self.version, "iteration": self.iteration,
+                                   "checkpoint": self.checkpoint, "sha256": self.sha256,
+                                   "used": sorted(self.used), "history": self.history,
+                                   "config": asdict(self.cfg), "ppo": asdict(self.ppo)}, indent=1))
+        os.replace(tmp, p)
+
+    # -- episode choice
+    def usable_episodes(self) -> List[EpisodeInfo]:
+        out = []
+        for info in self.store.complete_episodes():
+            if info.path.name in self.used or info.policy_version < self.version - self.cfg.max_policy_lag:
+                continue
+            if self.cfg.algorithm == "ppo" and info.meta.get("extra", {}).get("deterministic", False):
+                continue   # evaluation rollouts: no exploration to learn from
+            out.append(info)
+        return out
+
+    @property
+    def done(self) -> bool:
+        return self.iteration >= self.cfg.max_iterations
+
+    def ready(self) -> bool:
+        return not self.done and len(self.usable_episodes()) >= self.cfg.episodes_per_iteration
+
+    def train_iteration(self) -> IterationResult:
+        from lrm_ros.core.policy.tiny_vla import save_policy
+        infos = self.usable_episodes()[: self.cfg.episodes_per_iteration]
+        if not infos:
+            raise ValueError("no usable episodes recorded yet")
+        episodes = [self.store.load(i) for i in infos]
+        for e in episodes:
+            if e["features"].shape[-1] != self.model.feature_dim:
+                raise ValueError(f"{e['meta'].get('env')} episode {e['meta'].get('episode')}: steps carry "
+                                 f"{e['features'].shape[-1]} features, the policy takes "
+                                 f"{self.model.feature_dim}; the policy node's adapter gives no trainable "
+                                 "features (external VLA?)")
+        t0 = time.monotonic()
+        seed = self.cfg.seed + self.iteration
+        try:
+            if self.cfg.algorithm == "ppo":
+                stats = ppo_update(self.model, self.init_model, episodes, self.cfg, self.ppo, seed=seed)
+            else:
+                stats = filtered_bc_update(self.model, episodes, self.cfg, seed=seed)
+        except ValueError as exc:
+            # these episodes cannot be trained on (e.g. every reward stale): set them aside,
+            # so the next iteration waits for new ones instead of failing on them again
+            self.used.update(i.path.name for i in infos)
+            self.history.append({"iteration": None, "skipped_episodes": len(infos), "reason": str(exc)})
+            self._write_state()
+            raise
+        extras = [e["meta"].get("extra", {}) for e in episodes]
+        stats.update(episodes=float(len(episodes)), train_s=time.monotonic() - t0,
+                     env_success_rate=float(np.mean([bool(x.get("env_success")) for x in extras])),
+                     mean_final_value=float(np.nanmean([x.get("final_value", NAN) for x in extras]
+                                                       or [NAN])),
+                     policy_versions_used=float(len({i.policy_version for i in infos})))
+        self.iteration += 1
+        self.version += 1
+        path = self.ckpt_dir / f"policy_v{self.version:04d}.pt"
+        sha = save_policy(self.model, path, meta={"version": self.version, "iteration": self.iteration,
+                                                  "algorithm": self.cfg.algorithm,
+                                                  "init": self.init_meta})
+        self.checkpoint, self.sha256 = str(path.resolve()), sha
+        self.used.update(i.path.name for i in infos)
+        self.history.append({"iteration": self.iteration, "version": self.version,
+                             **{k: (v if math.isfinite(v) else None) for k, v in stats.items()}})
+        self._write_state()
+        self._prune()
+        return IterationResult(self.iteration, self.version, self.checkpoint, sha,
+                               self.cfg.algorithm, stats)
+
+    def _prune(self) -> None:
+        if self.cfg.keep_checkpoints <= 0:
+            return
+        ckpts = sorted(self.ckpt_dir.glob("policy_v*.pt"))
+        for old in ckpts[: -self.cfg.keep_checkpoints]:
+            if str(old.resolve()) != self.checkpoint:
+                old.unlink(missing_ok=True)

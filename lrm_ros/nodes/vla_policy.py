@@ -1,0 +1,133 @@
+"""vla_policy: the learned policy in the loop. Every control tick it pairs the tick with its
+camera frame and joint state, acts, and publishes the command on `policy/command` and what
+the learner needs on `policy/step`. New checkpoints announced by the learner are validated
+when announced and swapped in at the next episode start (`lrm_ros.core.policy.runtime`)."""
+import math
+
+from rclpy.node import Node
+from sensor_msgs.msg import Image, JointState
+from std_msgs.msg import Float64MultiArray, String
+
+from lrm_ros.core.policy.adapter import PolicyObservation
+from lrm_ros.core.policy.runtime import (ObservationSync, PolicyNodeConfig, PolicyRuntime, TickInfo,
+                                         build_adapter)
+from lrm_ros.msg import ControlTick, PolicyStep, PolicyUpdate
+from lrm_ros.nodes.runtime import run_node
+from lrm_ros.ros.diagnostics import DiagnosticsPublisher
+from lrm_ros.core.image import ImageError
+from lrm_ros.ros.image_msgs import image_msg_to_rgb
+from lrm_ros.ros.params import declare_config
+from lrm_ros.ros.qos import LATCHED, RELIABLE, SENSOR
+
+
+def _stamp_ns(header) -> int:
+    return int(header.stamp.sec) * 1_000_000_000 + int(header.stamp.nanosec)
+
+
+class PolicyNode(Node):
+    def __init__(self, **kwargs):
+        super().__init__("policy", **kwargs)
+        self.config = cfg = declare_config(self, PolicyNodeConfig)
+        if cfg.cpu_threads:
+            import torch
+            torch.set_num_threads(cfg.cpu_threads)
+        adapter = build_adapter(cfg)
+        self.runtime = PolicyRuntime(
+            adapter, lambda path, sha: build_adapter(cfg, path, sha, share_from=self.runtime.adapter),
+            version=int(adapter.meta.get("version", 0)), checkpoint=cfg.checkpoint)
+        self.sync = ObservationSync(cfg.frame_wait_s)
+        self.instruction = ""
+        self.acted = self.errors = self.no_instruction = self.frames_dropped = 0
+        self.pub_cmd = self.create_publisher(Float64MultiArray, "policy/command", RELIABLE)
+        self.pub_step = self.create_publisher(PolicyStep, "policy/step", RELIABLE)
+        self.pub_status = self.create_publisher(String, "policy/status", LATCHED)
+        self.create_subscription(ControlTick, "control/tick", self._on_tick, RELIABLE)
+        self.create_subscription(Image, "camera/frame", self._on_frame, SENSOR)
+        self.create_subscription(JointState, "joint_states", self._on_joints, RELIABLE)
+        self.create_subscription(String, "task/instruction", self._on_instruction, LATCHED)
+        if cfg.update_topic:
+            self.create_subscription(PolicyUpdate, cfg.update_topic, self._on_update, LATCHED)
+        self.create_timer(0.02, lambda: self._act(self.sync.poll()))
+        self.diagnostics = DiagnosticsPublisher(self, self._counters)
+        self._status(f"running policy version {self.runtime.version} ({adapter.name})")
+
+    def _status(self, text: str) -> None:
+        self.get_logger().info(text)
+        self.pub_status.publish(String(data=text))
+
+    def _on_instruction(self, msg: String) -> None:
+        self.instruction = msg.data
+
+    def _on_frame(self, msg: Image) -> None:
+        try:
+            frame = image_msg_to_rgb(msg)
+        except ImageError as exc:
+            self.frames_dropped += 1
+            self.get_logger().error(f"dropped camera/frame: {exc}", throttle_duration_sec=2.0)
+            return
+        self._act(self.sync.on_frame(_stamp_ns(msg.header), frame))
+
+    def _on_joints(self, msg: JointState) -> None:
+        self._act(self.sync.on_joints(_stamp_ns(msg.header), list(msg.position)))
+
+    def _on_tick(self, msg: ControlTick) -> None:
+        self._act(self.sync.on_tick(TickInfo(msg.episode, msg.tick, _stamp_ns(msg.header),
+                                             msg.episode_start, msg.episode_end)))
+
+    def _on_update(self, msg: PolicyUpdate) -> None:
+        ok, text = self.runtime.offer(msg.version, msg.checkpoint_path, msg.sha256)
+        if ok:
+            self.get_logger().info(text)
+        else:
+            self.get_logger().error(text)
+            self.pub_status.publish(String(data=text))
+
+    def _act(self, ready) -> None:
+        for obs in ready:
+            if obs.tick.tick == 0:
+                swapped = self.runtime.on_episode_start()
+                if swapped is not None:
+                    self._status(f"episode {obs.tick.episode}: now running policy version {swapped}")
+            if not self.instruction:
+                self.no_instruction += 1
+                self.get_logger().warn("no task/instruction received yet; not acting",
+                                       throttle_duration_sec=2.0)
+                continue
+            try:
+                out = self.runtime.adapter.act(
+                    PolicyObservation(obs.frame, self.instruction, obs.joint_positions),
+                    self.config.deterministic)
+            except (ValueError, RuntimeError) as exc:
+                self.errors += 1
+                self.get_logger().error(f"tick {obs.tick.tick}: policy failed: {exc}",
+                                        throttle_duration_sec=2.0)
+                continue
+            self.pub_cmd.publish(Float64MultiArray(data=[float(v) for v in out.action]))
+            step = PolicyStep(episode=obs.tick.episode, tick=obs.tick.tick,
+                              action=[float(v) for v in out.action],
+                              raw_action=[float(v) for v in out.raw_action],
+                              log_prob=float(out.log_prob),
+                              value=float(out.value) if math.isfinite(out.value) else math.nan,
+                              policy_version=self.runtime.version,
+                              deterministic=out.deterministic,
+                              features=out.features.astype("float32").tolist())
+            step.header.stamp.sec, step.header.stamp.nanosec = divmod(obs.tick.stamp_ns, 1_000_000_000)
+            self.pub_step.publish(step)
+            self.acted += 1
+
+    def _counters(self) -> dict:
+        return {"policy_version": self.runtime.version, "pending_version": self.runtime.pending_version,
+                "swaps": self.runtime.swaps, "checkpoints_refused": self.runtime.refused,
+                "last_refusal": self.runtime.last_refusal, "acted": self.acted,
+                "errors": self.errors, "ticks_late_frame": self.sync.late,
+                "ticks_skipped_no_frame": self.sync.skipped, "ticks_superseded": self.sync.superseded,
+                "no_instruction": self.no_instruction, "frames_dropped": self.frames_dropped,
+                "deterministic": self.config.deterministic}
+
+
+def main(args=None) -> int:
+    return run_node(PolicyNode, args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

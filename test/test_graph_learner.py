@@ -1,0 +1,119 @@
+"""The learning loop as users run it: bridge + ingest + tiny_vla policy + lite reward + PPO
+learner, real processes and real ManiSkill, two tiny iterations. Checks the weight hand-off
+(new versions only from an episode start), that a bad checkpoint is refused while the policy
+keeps acting, and that the learner's store and state survive the graph for a restart."""
+import dataclasses
+import json
+import math
+import os
+from collections import defaultdict
+from pathlib import Path
+
+import pytest
+
+from lrm_ros.bringup.graph import load_graph, resolve
+from lrm_ros.bringup.runner import GraphRunner
+from lrm_ros.ros.env import ros_environment
+
+NS = "env0"
+ITERATIONS = 2
+STARTUP_S = 120.0
+LEARN_S = 420.0
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    from lrm_ros.ros.monitor import GraphMonitor
+    tmp = tmp_path_factory.mktemp("learner")
+    domain = 100 + (os.getpid() * 11 + 3) % 100
+    env = ros_environment(domain_id=domain)
+    os.environ["ROS_DOMAIN_ID"] = str(domain)
+    specs = resolve(load_graph("sim"), {
+        "env_id": "PushCube-v1", "policy": "tiny_vla", "reward": "lite", "reward_interval": "3",
+        "max_episode_ticks": "8", "learner": "ppo", "learner_dir": str(tmp / "learner"),
+        "episodes_per_iteration": "2", "iterations": str(ITERATIONS), "reward_prefix": ""})
+    specs = [dataclasses.replace(s, parameters={**s.parameters, "minibatch_size": 8,
+                                                "diagnostics_period_s": 0.5})
+             if s.executable == "learner" else s for s in specs]
+    assert sorted(s.executable for s in specs) == ["camera_ingest", "learner", "maniskill_bridge",
+                                                   "reward_model", "vla_policy"]
+    log = open(tmp / "nodes.log", "w")
+    monitor = GraphMonitor([NS])
+    runner = GraphRunner(specs, env=env, output=log).start()
+    try:
+        up = monitor.wait_for(lambda: len(monitor.records[NS].policy_steps) >= 1, STARTUP_S)
+        if not up:
+            log.flush()
+            pytest.fail("no policy step: " + "; ".join(runner.describe_death(p) for p in runner.dead())
+                        + Path(log.name).read_text()[-3000:])
+        learned = monitor.wait_for(lambda: len(monitor.learner_stats) >= ITERATIONS
+                                   and any(v[2] >= ITERATIONS for v in monitor.records[NS].policy_steps),
+                                   LEARN_S)
+        log.flush()
+        assert learned, ("learner did not finish its iterations: stats "
+                         f"{monitor.learner_stats}; " + Path(log.name).read_text()[-4000:])
+        yield monitor, runner, tmp, log
+    finally:
+        monitor.close()
+        runner.stop()
+        log.close()
+
+
+def test_learner_publishes_versioned_checkpoints_with_statistics(run):
+    monitor, _, tmp, _ = run
+    stats = monitor.learner_stats[:ITERATIONS]
+    assert [s["iteration"] for s in stats] == [1, 2] and [s["version"] for s in stats] == [1, 2]
+    for s in stats:
+        assert s["algorithm"] == "ppo" and s["episodes"] == 2
+        for key in ("pg_loss", "v_loss", "approx_kl", "kl_to_init", "mean_return", "stale_fraction"):
+            assert s[key] is not None and math.isfinite(s[key]), (key, s)
+        assert Path(s["checkpoint"]).is_file()
+    versions = [u[0] for u in monitor.policy_updates]
+    assert versions[-1] >= 2 and versions == sorted(versions)
+    state = json.loads((tmp / "learner" / "learner_state.json").read_text())
+    assert state["iteration"] >= 2 and state["version"] >= 2
+
+
+def test_policy_swaps_weights_only_between_episodes(run):
+    monitor, *_ = run
+    steps = monitor.records[NS].policy_steps
+    by_episode = defaultdict(set)
+    for episode, tick, version, deterministic, n_features in steps:
+        by_episode[episode].add(version)
+        assert not deterministic and n_features == 1280 + 384 + 9
+    assert all(len(v) == 1 for v in by_episode.values()), dict(by_episode)
+    seen = [min(v) for _, v in sorted(by_episode.items())]
+    assert seen == sorted(seen) and seen[0] == 0 and seen[-1] >= 2
+    # every recorded step has a command: the policy acted on each non-final tick it saw
+    ticks = {(e, t) for e, t, *_ in monitor.records[NS].ticks}
+    assert {(e, t) for e, t, *_ in steps} <= ticks
+
+
+def test_a_bad_checkpoint_is_refused_and_the_policy_keeps_running(run):
+    monitor, _, tmp, _ = run
+    bad = tmp / "corrupt.pt"
+    bad.write_bytes(b"\x80\x02 this is not a checkpoint")
+    rec = monitor.records[NS]
+    n_status, n_steps = len(rec.policy_status), len(rec.policy_steps)
+    monitor.announce_policy(99, str(bad), "")
+    assert monitor.wait_for(lambda: any("refused" in s for s in rec.policy_status[n_status:]), 30), \
+        rec.policy_status
+    assert monitor.wait_for(lambda: len(rec.policy_steps) > n_steps + 12, 120)
+    assert max(v for _, _, v, *_ in rec.policy_steps[n_steps:]) < 99
+    diag = monitor.node_diagnostics(f"/{NS}/policy")
+    assert monitor.wait_for(lambda: int(monitor.node_diagnostics(f"/{NS}/policy")
+                                        .get("checkpoints_refused", 0)) >= 1, 10), diag
+
+
+def test_the_learner_store_resumes_after_the_graph_stops(run):
+    from lrm_ros.core.learn.rl import Learner, LearnerConfig
+    monitor, runner, tmp, _ = run
+    runner.stop()
+    learner = Learner(LearnerConfig(store_dir=str(tmp / "learner"), max_iterations=ITERATIONS + 1,
+                                    episodes_per_iteration=2))
+    assert learner.resumed and learner.version >= ITERATIONS
+    complete = learner.store.complete_episodes()
+    assert len(complete) >= 2 * ITERATIONS
+    ep = learner.store.load(complete[0])
+    assert ep["features"].shape[1] == 1280 + 384 + 9 and ep["done"][-1]
+    assert learner.store.pending_episodes() == []      # stop closed or recovery handled them

@@ -1,0 +1,388 @@
+"""The policy node's and the learner's ROS-free logic: weight hand-off between episodes,
+observation matching, episode assembly from unordered messages, learner iterations,
+checkpoints and restart."""
+import json
+import random
+
+import numpy as np
+import pytest
+import torch
+
+from lrm_ros.core.learn.episode_store import EpisodeStore
+from lrm_ros.core.learn.rl import (EpisodeAssembler, Learner, LearnerConfig, episode_succeeded,
+                                   filtered_bc_update, step_rewards)
+from lrm_ros.core.learn.ppo import PPOConfig
+from lrm_ros.core.policy.adapter import (PolicyAdapter, PolicyObservation, TinyVLAAdapter,
+                                         adapter_class)
+from lrm_ros.core.policy.runtime import ObservationSync, PolicyNodeConfig, PolicyRuntime, TickInfo
+from lrm_ros.core.policy.tiny_vla import (PolicyCheckpointError, TinyVLA, TinyVLAConfig, load_policy,
+                                          save_policy)
+
+torch.set_num_threads(1)
+CFG = TinyVLAConfig(action_dim=7, proprio_dim=9)
+
+
+def _obs(seed=0):
+    rng = np.random.default_rng(seed)
+    return PolicyObservation(rng.integers(0, 255, (224, 224, 3), dtype=np.uint8),
+                             "push the cube", rng.normal(size=9))
+
+
+@pytest.fixture(scope="module")
+def base_adapter():
+    torch.manual_seed(0)
+    return TinyVLAAdapter(TinyVLA(CFG), {"version": 0})
+
+
+def _loader(base):
+    def load(path, sha):
+        model, meta = load_policy(path, sha)
+        return base.with_model(model, meta)
+    return load
+
+
+def test_new_weights_run_only_from_the_next_episode_start(tmp_path, base_adapter):
+    rt = PolicyRuntime(base_adapter, _loader(base_adapter))
+    torch.manual_seed(1)
+    new = TinyVLA(CFG)
+    sha = save_policy(new, tmp_path / "v1.pt", {"version": 1})
+    obs = _obs()
+    before = rt.adapter.act(obs, deterministic=True).action
+    ok, text = rt.offer(1, str(tmp_path / "v1.pt"), sha)
+    assert ok and "next episode" in text
+    # mid-episode: still the old policy
+    assert rt.version == 0 and rt.pending_version == 1
+    np.testing.assert_array_equal(rt.adapter.act(obs, deterministic=True).action, before)
+    assert rt.on_episode_start() == 1
+    assert rt.version == 1 and rt.pending_version is None and rt.swaps == 1
+    after = rt.adapter.act(obs, deterministic=True)
+    assert not np.allclose(after.action, before)
+    with torch.no_grad():
+        want = new.act(*new.split(torch.as_tensor(after.features[None])), deterministic=True)[0][0]
+    np.testing.assert_allclose(after.raw_action, want.numpy(), atol=1e-6)
+    assert rt.on_episode_start() is None          # nothing pending: no swap
+
+
+def test_bad_checkpoints_are_refused_and_the_old_policy_keeps_running(tmp_path, base_adapter):
+    rt = PolicyRuntime(base_adapter, _loader(base_adapter))
+    good = tmp_path / "v2.pt"
+    sha = save_policy(TinyVLA(CFG), good, {"version": 2})
+    half = tmp_path / "half.pt"
+    half.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    nan_model = TinyVLA(CFG)
+    with torch.no_grad():
+        nan_model.log_std.fill_(float("nan"))
+    nan_sha = save_policy(nan_model, tmp_path / "nan.pt")
+    cases = [(1, str(good), "0" * 64, "SHA-256"),
+             (1, str(half), "", "cannot be read"),
+             (1, str(tmp_path / "nan.pt"), nan_sha, "non-finite"),
+             (1, str(tmp_path / "missing.pt"), "", "does not exist")]
+    for version, path, digest, why in cases:
+        ok, text = rt.offer(version, path, digest)
+        assert not ok and why in text and "keeps running" in text, text
+    assert rt.refused == 4 and rt.pending_version is None
+    assert rt.on_episode_start() is None and rt.version == 0
+    assert rt.offer(2, str(good), sha)[0]
+    ok, text = rt.offer(2, str(good), sha)          # the same version again: not newer
+    assert not ok and "not newer" in text
+    assert rt.on_episode_start() == 2
+
+
+def test_adapter_specs_and_node_config_errors():
+    assert adapter_class("tiny_vla") is TinyVLAAdapter
+    with pytest.raises(ValueError, match="unknown policy adapter"):
+        adapter_class("pi0")
+    with pytest.raises(ValueError, match="cannot be imported"):
+        adapter_class("no_such_module:Policy")
+    with pytest.raises(ValueError, match="not a lrm_ros PolicyAdapter"):
+        adapter_class("json:JSONDecoder")
+    assert issubclass(adapter_class("lrm_ros.core.policy.adapter:TinyVLAAdapter"), PolicyAdapter)
+    with pytest.raises(ValueError, match="action_low"):
+        PolicyNodeConfig(action_low=1.0, action_high=-1.0)
+    with pytest.raises(PolicyCheckpointError, match="does not exist.*checkpoint"):
+        TinyVLAAdapter.from_checkpoint("/nonexistent/policy.pt")
+
+
+def test_wrong_joint_count_is_a_clear_error(base_adapter):
+    obs = _obs()
+    obs.joint_positions = np.zeros(6)
+    with pytest.raises(ValueError, match="9 joint positions, the robot sent 6"):
+        base_adapter.act(obs)
+
+
+def test_sampling_clips_the_sent_action_but_reports_the_raw_sample(base_adapter):
+    adapter = TinyVLAAdapter(base_adapter.model, image_encoder=base_adapter.image_encoder,
+                             text_encoder=base_adapter.text_encoder, action_low=-0.01, action_high=0.01)
+    out = adapter.act(_obs(3))
+    assert np.all(np.abs(out.action) <= 0.01) and np.any(np.abs(out.raw_action) > 0.01)
+    feats = torch.as_tensor(out.features[None])
+    logp = adapter.model.evaluate_actions(*adapter.model.split(feats),
+                                          torch.as_tensor(out.raw_action[None], dtype=torch.float32))[0]
+    assert abs(float(logp.detach()) - out.log_prob) < 1e-3
+
+
+# ------------------------------------------------------------------------- ObservationSync
+class Clock:
+    def __init__(self):
+        self.t = 0.0
+
+    def __call__(self):
+        return self.t
+
+
+def test_sync_pairs_each_tick_with_its_own_frame_in_any_order():
+    for order in ([0, 1, 2], [2, 1, 0], [1, 2, 0], [2, 0, 1]):
+        sync = ObservationSync(wait_s=0.5, clock=Clock())
+        tick = TickInfo(0, 3, 300, False, False)
+        calls = [lambda: sync.on_frame(300, "f300"), lambda: sync.on_joints(300, [3.0]),
+                 lambda: sync.on_tick(tick)]
+        sync.on_frame(200, "f200")
+        sync.on_joints(200, [2.0])
+        ready = []
+        for i in order:
+            ready += calls[i]()
+        assert len(ready) == 1 and ready[0].frame == "f300" and not ready[0].late, order
+
+
+def test_sync_late_frame_uses_the_newest_older_one_after_the_wait_or_skips():
+    clock = Clock()
+    sync = ObservationSync(wait_s=0.5, clock=clock)
+    assert sync.on_tick(TickInfo(0, 0, 100, True, False)) == []
+    clock.t = 0.6
+    assert sync.poll() == [] and sync.skipped == 1          # nothing at all: skipped
+    sync.on_frame(100, "f100")
+    sync.on_joints(100, [1.0])
+    sync.on_joints(200, [2.0])
+    assert sync.on_tick(TickInfo(0, 1, 200, False, False)) == []   # frame 200 missing
+    clock.t = 1.0
+    assert sync.poll() == []                                 # still waiting
+    clock.t = 1.2
+    (late,) = sync.poll()
+    assert late.late and late.frame == "f100" and list(late.joint_positions) == [2.0]
+    assert sync.late == 1
+    # an ending tick expects no command; a newer tick supersedes a waiting one
+    assert sync.on_tick(TickInfo(0, 2, 300, False, True)) == []
+    sync.on_tick(TickInfo(0, 3, 400, False, False))
+    sync.on_tick(TickInfo(0, 4, 500, False, False))
+    assert sync.superseded == 1
+
+
+# ------------------------------------------------------------------------- EpisodeAssembler
+def _feed(asm, episode, T, *, rewards, end_reason=1, terminal=(0.9, 0.95), shuffle=True,
+          drop_result=False, version=0, seed=0):
+    """Messages of one episode with ticks 0..T (T terminal), in random order per tick group."""
+    msgs = []
+    for t in range(T + 1):
+        msgs.append(("tick", (episode, t, t == 0, t == T, end_reason if t == T else 0)))
+        msgs.append(("held", (episode, t, rewards[t], 0.1 * t, t == 2)))
+        if t < T:
+            msgs.append(("step", (episode, t, {"features": np.full(4, t, np.float32),
+                                               "action": np.full(2, 0.1 * t), "raw_action": np.full(2, 0.2 * t),
+                                               "log_prob": -1.0 - t, "value": 0.5, "version": version,
+                                               "deterministic": False})))
+    if not drop_result:
+        msgs.append(("result", (episode, T, True, *terminal)))
+    if shuffle:
+        first, rest = msgs[0], msgs[1:]
+        random.Random(seed).shuffle(rest)
+        msgs = [first] + rest            # tick 0 first: it opens the episode
+    for kind, args in msgs:
+        {"tick": asm.on_tick, "held": asm.on_held, "step": asm.on_step, "result": asm.on_result}[kind](*args)
+
+
+def test_assembler_joins_unordered_messages_into_steps_with_next_tick_rewards(tmp_path):
+    store = EpisodeStore(tmp_path)
+    asm = EpisodeAssembler("env0", store, result_wait_s=5.0, clock=Clock())
+    held = [0.0, 0.1, 0.2, 0.3, 0.4, 0.5]
+    _feed(asm, 0, 5, rewards=held, seed=3)
+    (info,) = store.complete_episodes()
+    ep = store.load(info)
+    assert ep["tick"].tolist() == [0, 1, 2, 3, 4]
+    # step t's reward is the held value of tick t+1; the last is the terminal query's result
+    np.testing.assert_allclose(ep["reward"], [0.1, 0.2, 0.3, 0.4, 0.9], atol=1e-6)
+    assert ep["done"].tolist() == [False] * 4 + [True]
+    assert ep["stale"].tolist() == [False, True, False, False, False]   # held of tick 2 was stale
+    np.testing.assert_allclose(ep["raw_action"][:, 0], [0.0, 0.2, 0.4, 0.6, 0.8], atol=1e-6)
+    extra = ep["meta"]["extra"]
+    assert extra["env_success"] and extra["final_completion"] == pytest.approx(0.95)
+    assert asm.counters["episodes_complete"] == 1 and asm.counters["stale_steps"] == 1
+
+
+def test_assembler_waits_for_the_terminal_result_then_uses_the_held_value(tmp_path):
+    clock = Clock()
+    store = EpisodeStore(tmp_path)
+    asm = EpisodeAssembler("env0", store, result_wait_s=2.0, clock=clock)
+    _feed(asm, 0, 4, rewards=[0, 0.1, 0.2, 0.3, 0.4], drop_result=True, shuffle=False)
+    assert store.complete_episodes() == []       # waiting for the terminal result
+    clock.t = 1.0
+    asm.poll()
+    assert store.complete_episodes() == []
+    clock.t = 2.5
+    asm.poll()
+    (info,) = store.complete_episodes()
+    assert store.load(info)["reward"][-1] == pytest.approx(0.4)
+    assert asm.counters["terminal_result_missing"] == 1
+
+
+def test_assembler_aborts_an_episode_whose_messages_never_came_and_skips_late_joins(tmp_path):
+    clock = Clock()
+    store = EpisodeStore(tmp_path)
+    asm = EpisodeAssembler("env0", store, result_wait_s=1.0, clock=clock)
+    asm.on_tick(0, 0, True, False, 0)
+    asm.on_step(0, 0, {"features": np.zeros(4, np.float32), "action": np.zeros(2), "raw_action": np.zeros(2),
+                       "log_prob": -1.0, "value": 0.0, "version": 0, "deterministic": False})
+    asm.on_held(0, 1, 0.3, 0.0, False)
+    asm.on_step(0, 1, {"features": np.zeros(4, np.float32), "action": np.zeros(2), "raw_action": np.zeros(2),
+                       "log_prob": -1.0, "value": 0.0, "version": 0, "deterministic": False})
+    # held reward for tick 2 lost; the next episode begins
+    _feed(asm, 1, 3, rewards=[0, 0.1, 0.2, 0.3], shuffle=False)
+    (aborted,) = store.incomplete_episodes()
+    assert aborted.steps == 1 and "began before" in aborted.meta["abort_reason"]
+    assert len(store.complete_episodes()) == 1
+    # a learner that starts mid-episode ignores that episode
+    asm2 = EpisodeAssembler("env1", EpisodeStore(tmp_path / "b"), clock=clock)
+    asm2.on_tick(7, 1, False, False, 0)
+    asm2.on_held(7, 1, 0.5, 0.0, False)
+    assert asm2.counters["joined_late"] == 1 and asm2.store.complete_episodes() == []
+
+
+# ------------------------------------------------------------------------- Learner
+def _record_episodes(store, n, T=12, version=0, success_every=2, seed=0, cfg=CFG):
+    """Episodes whose 'good' actions (first component > 0) earn reward."""
+    rng = np.random.default_rng(seed)
+    model = TinyVLA(cfg)
+    D = model.feature_dim
+    for e in range(n):
+        w = store.begin("env0", e, version)
+        feats = rng.normal(size=(T, D)).astype(np.float32)
+        x = torch.as_tensor(feats)
+        with torch.no_grad():
+            raw, logp, value = model.act(*model.split(x))
+        for t in range(T):
+            w.append({"features": feats[t], "action": np.clip(raw[t].numpy(), -1, 1),
+                      "raw_action": raw[t].numpy(), "log_prob": np.float32(logp[t]),
+                      "value": np.float32(value[t]), "version": np.int32(version), "tick": np.int32(t),
+                      "reward": np.float32(float(raw[t, 0] > 0)), "completion": np.float32(0.9 if e % success_every == 0 else 0.1),
+                      "stale": bool(t == 3), "done": t == T - 1})
+        w.finish(success=e % success_every == 0,
+                 extra={"env_success": e % success_every == 0, "deterministic": False,
+                        "final_completion": 0.9 if e % success_every == 0 else 0.1, "final_value": 1.0})
+    return model
+
+
+def test_learner_ppo_iteration_writes_a_checkpoint_and_resumes_after_restart(tmp_path):
+    init = tmp_path / "init.pt"
+    torch.manual_seed(0)
+    save_policy(TinyVLA(CFG), init, {"version": 0})
+    cfg = LearnerConfig(store_dir=str(tmp_path / "learner"), init_checkpoint=str(init),
+                        episodes_per_iteration=4, max_iterations=2)
+    learner = Learner(cfg, PPOConfig(minibatch_size=16))
+    assert not learner.ready() and not learner.resumed
+    _record_episodes(learner.store, 5)
+    assert learner.ready()
+    res = learner.train_iteration()
+    assert res.version == 1 and res.iteration == 1
+    for key in ("pg_loss", "v_loss", "approx_kl", "clipfrac", "kl_to_init", "stale_fraction", "mean_return"):
+        assert np.isfinite(res.stats[key]), key
+    assert res.stats["stale_skipped"] == 4 * 1               # tick 3 of each episode: skipped
+    model, meta = load_policy(res.checkpoint, res.sha256)
+    assert meta["version"] == 1 and meta["algorithm"] == "ppo"
+    init_model, _ = load_policy(init)
+    changed = [not torch.equal(a, b) for a, b in zip(model.state_dict().values(),
+                                                      init_model.state_dict().values())]
+    assert any(changed)
+    assert len(learner.usable_episodes()) == 1 and not learner.ready()   # used episodes not reused
+    # a restarted learner resumes: same version, same checkpoint, same used episodes
+    again = Learner(cfg, PPOConfig(minibatch_size=16))
+    assert again.resumed and again.version == 1 and again.checkpoint == res.checkpoint
+    assert len(again.usable_episodes()) == 1
+    state = json.loads((tmp_path / "learner" / "learner_state.json").read_text())
+    assert state["history"][0]["version"] == 1
+    # episodes of a policy older than max_policy_lag are not used
+    _record_episodes(again.store, 4, version=0, seed=1)
+    assert len(again.usable_episodes()) == 5                  # lag 1: version 0 still fine
+    again.train_iteration()
+    _record_episodes(again.store, 4, version=0, seed=2)
+    assert again.usable_episodes() == [] and again.done
+
+
+def test_ppo_raises_the_likelihood_of_rewarded_actions(tmp_path):
+    torch.manual_seed(0)
+    init = tmp_path / "init.pt"
+    save_policy(TinyVLA(CFG), init)
+    cfg = LearnerConfig(store_dir=str(tmp_path / "l"), init_checkpoint=str(init),
+                        episodes_per_iteration=16, max_iterations=3)
+    learner = Learner(cfg, PPOConfig(minibatch_size=64, update_epochs=8, learning_rate=1e-3,
+                                     kl_coef=0.0, gamma=0.01, gae_lambda=0.0))
+    _record_episodes(learner.store, 16, T=16, seed=4)
+    feats = torch.as_tensor(np.random.default_rng(9).normal(size=(256, learner.model.feature_dim)),
+                            dtype=torch.float32)
+    before = learner.model(*learner.model.split(feats))[0][:, 0].mean().item()
+    learner.train_iteration()
+    after = learner.model(*learner.model.split(feats))[0][:, 0].mean().item()
+    assert after > before + 0.02, (before, after)   # reward = 1 when action[0] > 0
+
+
+def test_all_stale_rewards_refuse_to_train_and_flag_mode_counts(tmp_path):
+    init = tmp_path / "init.pt"
+    save_policy(TinyVLA(CFG), init)
+    store = EpisodeStore(tmp_path / "s")
+    _record_episodes(store, 2, T=4)
+    eps = [store.load(i) for i in store.complete_episodes()]
+    for e in eps:
+        e["stale"][:] = True
+    from lrm_ros.core.learn.rl import ppo_update
+    cfg = LearnerConfig(store_dir=str(tmp_path))
+    model, _ = load_policy(init)
+    with pytest.raises(ValueError, match="every step's reward is stale"):
+        ppo_update(model, load_policy(init)[0], eps, cfg, PPOConfig(stale_rewards="skip"))
+    stats = ppo_update(model, load_policy(init)[0], eps, cfg, PPOConfig(stale_rewards="flag"))
+    assert stats["stale_fraction"] == 1.0 and stats["stale_skipped"] == 0
+
+
+def test_filtered_bc_trains_only_on_rollouts_the_completion_signal_calls_successful(tmp_path):
+    store = EpisodeStore(tmp_path / "s")
+    _record_episodes(store, 6, T=8, success_every=3)        # episodes 0 and 3 succeed
+    eps = [store.load(i) for i in store.complete_episodes()]
+    cfg = LearnerConfig(store_dir=str(tmp_path), algorithm="filtered_bc", success_threshold=0.5,
+                        bc_epochs=30, bc_lr=1e-3)
+    assert [episode_succeeded(e["meta"], cfg) for e in eps] == [True, False, False, True, False, False]
+    model = TinyVLA(CFG)
+    stats = filtered_bc_update(model, eps, cfg)
+    assert stats["episodes_selected"] == 2 and stats["steps"] == 16
+    chosen = np.concatenate([eps[0]["features"], eps[3]["features"]])
+    target = np.concatenate([eps[0]["action"], eps[3]["action"]])
+    with torch.no_grad():
+        pred = model(*model.split(torch.as_tensor(chosen)))[0].numpy()
+    assert np.mean((pred - target) ** 2) < 0.05
+    env_cfg = LearnerConfig(store_dir=str(tmp_path), success_source="env")
+    assert sum(episode_succeeded(e["meta"], env_cfg) for e in eps) == 2
+    none = filtered_bc_update(TinyVLA(CFG), eps, LearnerConfig(store_dir=".", algorithm="filtered_bc",
+                                                             success_threshold=0.99))
+    assert none["episodes_selected"] == 0 and none["steps"] == 0
+
+
+def test_reward_transforms_and_config_validation():
+    np.testing.assert_allclose(step_rewards([0.2, 0.2, 0.5], "value", 2.0), [0.4, 0.4, 1.0])
+    np.testing.assert_allclose(step_rewards([0.2, 0.2, 0.5], "delta", 1.0), [0.2, 0.0, 0.3])
+    with pytest.raises(ValueError, match="algorithm"):
+        LearnerConfig(algorithm="sac")
+    with pytest.raises(ValueError, match="success_source"):
+        LearnerConfig(success_source="operator")
+
+
+def test_an_iteration_that_cannot_train_sets_its_episodes_aside(tmp_path):
+    init = tmp_path / "init.pt"
+    save_policy(TinyVLA(CFG), init)
+    learner = Learner(LearnerConfig(store_dir=str(tmp_path / "l"), init_checkpoint=str(init),
+                                    episodes_per_iteration=2))
+    _record_episodes(learner.store, 2, T=4)
+    for info in learner.store.complete_episodes():       # make every reward stale
+        for chunk in info.path.glob("chunk_*.npz"):
+            data = dict(np.load(chunk))
+            data["stale"][:] = True
+            np.savez(chunk, **data)
+    with pytest.raises(ValueError, match="stale"):
+        learner.train_iteration()
+    assert learner.version == 0 and not learner.ready()
+    assert learner.history[-1]["skipped_episodes"] == 2
