@@ -35,7 +35,7 @@ def _ended(rec):
     return [(t[0], t[4] == END_SUCCESS) for t in rec.ticks if t[3]]
 
 
-def _run_phase(title, overrides, names, done, progress, total, timeout, log, keep=None):
+def _run_phase(title, overrides, names, done, progress, total, timeout, log, unit="ep"):
     """Bring the graph up with `overrides`, wait until done(monitor), shut it down."""
     from tqdm import tqdm
     from lrm_ros.ros.monitor import GraphMonitor
@@ -50,18 +50,19 @@ def _run_phase(title, overrides, names, done, progress, total, timeout, log, kee
     runner = GraphRunner(specs, env=env, output=log).start()
     start = time.monotonic()
     try:
-        with tqdm(total=total, desc=title.split(":")[0], unit="ep", file=sys.stdout) as bar:
+        with tqdm(total=total, desc=title.split(":")[0], unit=unit, file=sys.stdout,
+                  mininterval=5.0) as bar:
             while not done(mon):
                 mon.wait_for(lambda: done(mon), 1.0)
-                bar.n = min(total, progress(mon))
-                bar.refresh()
+                n = min(total, progress(mon))
+                if n != bar.n:
+                    bar.update(n - bar.n)
                 dead = runner.dead()
                 if dead:
                     raise PhaseError("; ".join(runner.describe_death(p) for p in dead))
                 if time.monotonic() - start > timeout:
                     raise PhaseError(f"{title}: not done after {timeout:.0f} s")
-            bar.n = total
-            bar.refresh()
+            bar.update(total - bar.n)
         time.sleep(1.2)    # one more diagnostics period
     finally:
         runner.stop()
@@ -218,8 +219,8 @@ def run_demo(ns) -> int:
                 f"2/3 learn: {ns.iterations} PPO iterations x {ns.episodes_per_iteration} episodes",
                 {**base, "learner": "ppo", "learner_dir": str(learner_dir.resolve()),
                  "iterations": str(ns.iterations), "episodes_per_iteration": str(ns.episodes_per_iteration)},
-                names, learned, lambda m: sum(len(_ended(m.records[n])) for n in names),
-                ns.iterations * ns.episodes_per_iteration, ns.timeout, log)
+                names, learned, lambda m: len(m.learner_stats), ns.iterations, ns.timeout, log,
+                unit="iter")
             report["iterations"] = mon.learner_stats[: ns.iterations]
             report["iterations_done"] = len(report["iterations"])
             final = report["iterations"][-1]["checkpoint"]

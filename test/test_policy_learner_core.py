@@ -386,3 +386,35 @@ def test_an_iteration_that_cannot_train_sets_its_episodes_aside(tmp_path):
         learner.train_iteration()
     assert learner.version == 0 and not learner.ready()
     assert learner.history[-1]["skipped_episodes"] == 2
+
+
+def test_an_ended_episode_waits_for_its_terminal_result_while_the_next_one_runs(tmp_path):
+    clock = Clock()
+    store = EpisodeStore(tmp_path)
+    asm = EpisodeAssembler("env0", store, result_wait_s=5.0, clock=clock)
+    _feed(asm, 0, 4, rewards=[0, 0.1, 0.2, 0.3, 0.4], drop_result=True, shuffle=False)
+    asm.on_tick(1, 0, True, False, 0)                  # auto-reset: episode 1 starts at once
+    asm.on_held(1, 0, 0.0, 0.0, False)
+    assert store.complete_episodes() == [] and store.incomplete_episodes() == []
+    asm.on_result(0, 4, True, 0.8, 0.9)                # the terminal query of episode 0 lands
+    (info,) = store.complete_episodes()
+    assert info.episode == 0 and store.load(info)["reward"][-1] == pytest.approx(0.8)
+    _feed(asm, 1, 3, rewards=[0, 0.1, 0.2, 0.3], shuffle=False)
+    assert len(store.complete_episodes()) == 2 and asm.counters["episodes_aborted"] == 0
+
+
+def test_ppo_stops_an_iteration_early_when_the_policy_moves_too_far(tmp_path):
+    torch.manual_seed(0)
+    init = tmp_path / "init.pt"
+    save_policy(TinyVLA(CFG), init)
+    store = EpisodeStore(tmp_path / "s")
+    _record_episodes(store, 4, T=32, seed=5)
+    eps = [store.load(i) for i in store.complete_episodes()]
+    from lrm_ros.core.learn.rl import ppo_update
+    cfg = LearnerConfig(store_dir=str(tmp_path))
+    free = ppo_update(load_policy(init)[0], load_policy(init)[0], eps, cfg,
+                      PPOConfig(learning_rate=1e-2, minibatch_size=16, update_epochs=8, target_kl=0.0))
+    capped = ppo_update(load_policy(init)[0], load_policy(init)[0], eps, cfg,
+                        PPOConfig(learning_rate=1e-2, minibatch_size=16, update_epochs=8, target_kl=0.01))
+    assert free["stopped_early"] == 0 and free["gradient_steps"] == 8 * 8
+    assert capped["stopped_early"] == 1 and capped["gradient_steps"] < free["gradient_steps"]

@@ -38,6 +38,10 @@ class PPOConfig:
     """gradient clipping"""
     norm_adv: bool = True
     """normalise advantages per minibatch"""
+    target_kl: float = 0.02
+    """stop an iteration's updates once a minibatch's approximate KL to the data-collecting
+    policy exceeds 1.5 x this (0 = never): with the small action spreads behaviour cloning
+    leaves, a few Adam steps can otherwise move the policy far outside the clip range"""
     iterations: int = 30
     """RL iterations (the LRM paper: 30)"""
     stale_rewards: str = "skip"
@@ -52,6 +56,8 @@ class PPOConfig:
             raise ValueError(f"clip_coef must be > 0, got {self.clip_coef}")
         if self.stale_rewards not in STALE_MODES:
             raise ValueError(f"stale_rewards must be one of {STALE_MODES}, got {self.stale_rewards!r}")
+        if self.target_kl < 0:
+            raise ValueError(f"target_kl must be >= 0 (0 = off), got {self.target_kl}")
         if self.update_epochs < 1 or self.minibatch_size < 1 or self.iterations < 1:
             raise ValueError("update_epochs, minibatch_size and iterations must be >= 1")
 

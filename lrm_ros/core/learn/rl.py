@@ -108,22 +108,21 @@ class EpisodeAssembler:
                  clock: Callable[[], float] = time.monotonic):
         self.env, self.store, self.wait = env, store, float(result_wait_s)
         self.clock = clock
-        self._ep: Optional[_Ep] = None
+        self._eps: Dict[int, _Ep] = {}      # open episodes: the current one, and ended ones
+                                             # still waiting for their terminal result
         self.finished: List[EpisodeInfo] = []     # drained by the caller
         self.counters = {"episodes_complete": 0, "episodes_aborted": 0, "joined_late": 0,
                          "steps": 0, "stale_steps": 0, "terminal_result_missing": 0}
 
     def _current(self, episode: int) -> Optional[_Ep]:
-        ep = self._ep
-        return ep if ep is not None and ep.episode == episode else None
+        return self._eps.get(int(episode))
 
     def on_tick(self, episode: int, tick: int, start: bool, end: bool, end_reason: int) -> None:
-        if start and tick == 0:
-            if self._ep is not None and self._ep.episode != episode:
-                self._abort(self._ep, f"episode {episode} began before all of episode "
-                                      f"{self._ep.episode}'s messages arrived")
-            if self._ep is None:
-                self._ep = _Ep(episode)
+        if start and tick == 0 and episode not in self._eps:
+            for old in list(self._eps.values()):
+                if old.end_tick is None:     # never ended: its remaining messages are lost
+                    self._abort(old, f"episode {episode} began before episode {old.episode} ended")
+            self._eps[int(episode)] = _Ep(int(episode))
         ep = self._current(episode)
         if ep is None:
             if tick == 0 or start:
@@ -155,12 +154,13 @@ class EpisodeAssembler:
                 self._advance(ep)
 
     def poll(self) -> None:
-        """Finish an ended episode whose terminal result did not come in time."""
-        ep = self._ep
-        if ep is not None and ep.end_tick is not None and self.clock() - ep.end_seen >= self.wait:
-            self._advance(ep, timed_out=True)
-            if self._ep is ep:
-                self._abort(ep, f"messages for ticks >= {ep.next_tick} never arrived")
+        """Finish ended episodes whose terminal result did not come in time."""
+        for ep in list(self._eps.values()):
+            if ep.end_tick is not None and self.clock() - ep.end_seen >= self.wait:
+                self._advance(ep, timed_out=True)
+                if self._eps.get(ep.episode) is ep:
+                    self._abort(ep, f"messages for ticks >= {ep.next_tick} never arrived within "
+                                    f"result_wait_s ({self.wait} s)")
 
     # -- internals
     def _advance(self, ep: _Ep, timed_out: bool = False) -> None:
@@ -181,7 +181,7 @@ class EpisodeAssembler:
         if ep.end_tick is not None and ep.next_tick >= ep.end_tick and ep.writer is not None:
             self._finish(ep)
         elif ep.end_tick == 0:
-            self._ep = None
+            self._eps.pop(ep.episode, None)
 
     def _write(self, ep: _Ep, t: int, value: float, completion: float, stale: bool, done: bool) -> None:
         s = ep.steps.pop(t)
@@ -216,18 +216,18 @@ class EpisodeAssembler:
         path = ep.writer.finish(success=bool(summary["env_success"]), extra=summary)
         self.finished.append(self.store._info(path, json.loads((path / "meta.json").read_text())))
         self.counters["episodes_complete"] += 1
-        self._ep = None
+        self._eps.pop(ep.episode, None)
 
     def _abort(self, ep: _Ep, reason: str) -> None:
         if ep.writer is not None:
             ep.writer.abort(reason, extra=self._summary(ep))
             self.counters["episodes_aborted"] += 1
-        if self._ep is ep:
-            self._ep = None
+        if self._eps.get(ep.episode) is ep:
+            del self._eps[ep.episode]
 
     def close(self, reason: str = "learner shut down") -> None:
-        if self._ep is not None:
-            self._abort(self._ep, reason)
+        for ep in list(self._eps.values()):
+            self._abort(ep, reason)
 
 
 # ------------------------------------------------------------------------------------------
@@ -283,7 +283,10 @@ def ppo_update(model, init_model, episodes: Sequence[dict], cfg: LearnerConfig, 
     rng = np.random.default_rng(seed)
     sums: Dict[str, float] = {}
     steps = 0
+    stopped_early = False
     for _ in range(ppo.update_epochs):
+        if stopped_early:
+            break
         order = rng.permutation(n)
         for start in range(0, n, ppo.minibatch_size):
             idx = torch.as_tensor(order[start:start + ppo.minibatch_size])
@@ -295,6 +298,9 @@ def ppo_update(model, init_model, episodes: Sequence[dict], cfg: LearnerConfig, 
                              init_log_std.expand_as(init_mean))
             losses = ppo_losses(logp, T["log_prob"][idx], T["adv"][idx], v, T["ret"][idx], ent, kl,
                                 T["weight"][idx], ppo)
+            if ppo.target_kl and steps and float(losses["approx_kl"]) > 1.5 * ppo.target_kl:
+                stopped_early = True
+                break
             optim.zero_grad()
             losses["loss"].backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), ppo.max_grad_norm)
@@ -303,8 +309,8 @@ def ppo_update(model, init_model, episodes: Sequence[dict], cfg: LearnerConfig, 
             for k, val in losses.items():
                 sums[k] = sums.get(k, 0.0) + float(val.detach())
     model.eval()
-    stats = {k: v / steps for k, v in sums.items()}
-    stats.update(steps=float(n), gradient_steps=float(steps),
+    stats = {k: v / max(1, steps) for k, v in sums.items()}
+    stats.update(steps=float(n), gradient_steps=float(steps), stopped_early=float(stopped_early),
                  stale_fraction=float(np.mean(data["stale"])),
                  stale_skipped=float(np.sum(data["weight"] == 0)),
                  mean_step_reward=float(np.mean(np.concatenate(
