@@ -1,0 +1,36 @@
+"""`lrm-ros demo` (what `make demo` runs), shrunk: 1 environment, 6-tick episodes, one PPO
+iteration of 2 episodes, 2 evaluation episodes before and after. Real processes throughout."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+LRM_ROS = str(Path(sys.executable).with_name("lrm-ros"))
+
+
+def test_demo_runs_the_whole_pipeline_and_reports_it(tmp_path):
+    out = tmp_path / "demo"
+    env = dict(os.environ)
+    env.pop("ROS_DOMAIN_ID", None)
+    proc = subprocess.run([LRM_ROS, "demo", "num_envs:=1", "max_episode_ticks:=6", "reward_interval:=3",
+                           "--iterations", "1", "--episodes-per-iteration", "2", "--eval-episodes", "2",
+                           "--out", str(out), "--timeout", "300"],
+                          capture_output=True, text=True, timeout=900, env=env)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "IL policy" in proc.stdout and "after 1 PPO iter." in proc.stdout
+    report = json.loads((out / "report.json").read_text())
+    assert report["task"] == "PushCube-v1"
+    for phase in ("before", "after"):
+        r = report[phase]
+        assert r["episodes"] == 2 and 0 <= r["successes"] <= 2
+        assert r["ci95"][0] <= r["success_rate"] <= r["ci95"][1]
+        assert len(report["traces"][phase]) == 2
+        assert all(t["held"] and t["oracle"] for t in report["traces"][phase])
+    (it,) = report["iterations"]
+    assert it["iteration"] == 1 and it["version"] == 1 and it["episodes"] == 2
+    assert Path(report["final_checkpoint"]).is_file()
+    html = (out / "report.html").read_text()
+    for png in ("success_before_after.png", "reward_over_iterations.png", "reward_traces_before.png",
+                "reward_traces_after.png"):
+        assert (out / png).stat().st_size > 1000 and png in html
