@@ -10,6 +10,10 @@
       labels -> train the embedded lite reward model -> evaluate it on held-out tasks
   lrm-ros eval --bags data/demos --backend lite|vlm|topreward|oracle --out out/eval
       offline reward-model evaluation: metrics.json, plots, report.html
+  lrm-ros audit BAG... [--backend lite] [--camera-topic camera/image_raw] --out out/audit
+      recorded vs re-scored rewards vs labels of recorded runs: audit.json, plots, report.html
+  lrm-ros replay BAG [reward:=lite ...] [--rate 1] [--record out/replayed_bag]
+      play a recorded run into a live reward graph; the reward node re-scores it
   lrm-ros train-bc --demos data/demos --tasks PushCube-v1 PullCube-v1 [--ship]
       behaviour-clone the tiny VLA policy from demonstrations
 """
@@ -64,6 +68,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     for name, helptext in (("train-lite", "train and evaluate the lite reward model (own options)"),
                            ("train-bc", "behaviour-clone the tiny VLA policy (own options)"),
+                           ("audit", "compare recorded, re-scored and true rewards of bags (own options)"),
+                           ("replay", "play a bag into a live reward graph (own options)"),
                            ("eval", "evaluate a reward model on bags (own options)")):
         sub.add_parser(name, help=helptext, add_help=False)
     for name, helptext in (("up", "start a graph's nodes"),
@@ -108,6 +114,12 @@ def main(argv=None) -> int:
     if argv[:1] == ["train-bc"]:
         from lrm_ros.core.policy.train_bc import main as train_bc
         return train_bc(argv[1:])
+    if argv[:1] == ["replay"]:
+        from lrm_ros.ros.replay import run_replay
+        return run_replay(argv[1:])
+    if argv[:1] == ["audit"]:
+        from lrm_ros.core.audit import main as audit
+        return audit(argv[1:])
     if argv[:1] == ["eval"]:
         from lrm_ros.core.evaluate import main as evaluate
         return evaluate(argv[1:])

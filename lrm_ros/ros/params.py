@@ -69,8 +69,12 @@ def declare_config(node: Node, cls: Type[T], prefix: str = "") -> T:
         origin = typing.get_origin(hint)
         if origin in (tuple, list):
             (item,) = {a for a in typing.get_args(hint) if a is not Ellipsis}
-            declared = list(default) if default else _ARRAY_TYPES[item]
-            param = node.declare_parameter(name, declared, descriptor)
+            if default:
+                param = node.declare_parameter(name, list(default), descriptor)
+            else:   # an empty list has no type: declare the array type (rclpy refuses a
+                    # type together with dynamic_typing)
+                descriptor.dynamic_typing = False
+                param = node.declare_parameter(name, _ARRAY_TYPES[item], descriptor)
         else:
             param = node.declare_parameter(name, default, descriptor)
         value = param.value

@@ -15,7 +15,6 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from lrm_ros.core.hold import HoldConfig, IntervalHold
 from lrm_ros.core.image import resize_center_crop
 from lrm_ros.core.learn.rl import END_SUCCESS
 from lrm_ros.core.policy.adapter import PolicyAdapter, PolicyObservation
@@ -86,28 +85,18 @@ def held_rewards(backend, episodes: Sequence[RolloutEpisode], interval: int = 10
                  progress: bool = False, env: str = "env0") -> None:
     """Fill each episode's `reward`, `stale` and `completion` (per step) as the online graph
     would: queries at K, 2K, ... and the terminal tick through `IntervalHold`."""
+    from lrm_ros.core.audit import hold_trace
     from lrm_ros.core.evaluate import episode_queries, score_episodes
     needs = frozenset(getattr(backend, "needs", ()))
     work = [(i, episode_queries(ep, env, interval, needs)) for i, ep in enumerate(episodes)]
     results = score_episodes(backend, work, progress=progress)
     for (i, queries), ep in zip(work, episodes):
         by_tick = {q.tick: r for q, r in zip(queries, results[i])}
-        hold = IntervalHold(HoldConfig(interval=interval), needs=needs, env=env)
-        hold.set_instruction(ep.instruction)
-        held = []
+        values, stale_t = hold_trace(ep, queries, results[i], interval, needs, env)
         T = ep.num_ticks
-        for t in range(T):
-            stamp = int(ep.stamps_ns[t])
-            ready = hold.on_frame(stamp, ep.frames[t])
-            more, h = hold.on_tick(ep.episode, t, stamp, episode_start=(t == 0), episode_end=(t == T - 1))
-            held.append(h)
-            ready = ready + more + hold.on_oracle(ep.episode, t, float(ep.normalized_dense_rewards[t]))
-            for q in ready:
-                r = by_tick.get(q.tick)
-                hold.on_result(q, r, r is not None)
-        reward = np.array([h.value for h in held[1:]], np.float64)
-        stale = np.array([h.stale for h in held[1:]], bool)
-        completion = np.array([h.completion for h in held[1:]], np.float64)
+        reward = values[1:].copy()
+        stale = stale_t[1:].copy()
+        completion = np.full(T - 1, np.nan)
         term = by_tick.get(T - 1)
         if term is not None and term.valid and math.isfinite(term.value):
             reward[-1], stale[-1], completion[-1] = term.value, False, term.completion
