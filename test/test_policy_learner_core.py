@@ -418,3 +418,22 @@ def test_ppo_stops_an_iteration_early_when_the_policy_moves_too_far(tmp_path):
                         PPOConfig(learning_rate=1e-2, minibatch_size=16, update_epochs=8, target_kl=0.01))
     assert free["stopped_early"] == 0 and free["gradient_steps"] == 8 * 8
     assert capped["stopped_early"] == 1 and capped["gradient_steps"] < free["gradient_steps"]
+
+
+def test_critic_prefit_fits_the_discounted_returns(tmp_path):
+    from lrm_ros.core.learn.ppo import discounted_returns
+    from lrm_ros.core.learn.rl import prefit_critic
+    torch.manual_seed(0)
+    store = EpisodeStore(tmp_path / "s")
+    _record_episodes(store, 4, T=16, seed=7)
+    eps = [store.load(i) for i in store.complete_episodes()]
+    cfg, ppo = LearnerConfig(store_dir=str(tmp_path)), PPOConfig(value_prefit_epochs=60, minibatch_size=16)
+    target = np.concatenate([discounted_returns(e["reward"], e["done"], ppo.gamma) for e in eps])
+    model = TinyVLA(CFG)
+    before = np.mean((np.concatenate([e["value"] for e in eps]) - target) ** 2)
+    actor_before = [p.detach().clone() for p in model.actor.parameters()]
+    values, mse = prefit_critic(model, eps, cfg, ppo)
+    assert mse < 0.5 * before
+    np.testing.assert_allclose(np.concatenate(values), model(*model.split(torch.as_tensor(
+        np.concatenate([e["features"] for e in eps]))))[2].detach().numpy(), atol=1e-5)
+    assert all(torch.equal(a, b) for a, b in zip(actor_before, model.actor.parameters()))

@@ -67,3 +67,12 @@ def test_config_validation():
         PPOConfig(stale_rewards="ignore")
     with pytest.raises(ValueError, match="gamma"):
         PPOConfig(gamma=0.0)
+
+
+def test_discounted_returns_cut_at_episode_ends_and_bootstrap_otherwise():
+    from lrm_ros.core.learn.ppo import discounted_returns
+    r = [1.0, 1.0, 1.0, 1.0]
+    np.testing.assert_allclose(discounted_returns(r, [False, True, False, False], 0.5, last_value=2.0),
+                               [1.5, 1.0, 2.0, 2.0])
+    np.testing.assert_allclose(discounted_returns(r, [False, False, False, True], 0.5, last_value=9.0),
+                               [1.875, 1.75, 1.5, 1.0])

@@ -42,6 +42,11 @@ class PPOConfig:
     """stop an iteration's updates once a minibatch's approximate KL to the data-collecting
     policy exceeds 1.5 x this (0 = never): with the small action spreads behaviour cloning
     leaves, a few Adam steps can otherwise move the policy far outside the clip range"""
+    value_prefit_epochs: int = 10
+    """before each iteration's GAE, passes of value regression onto the batch's discounted
+    returns (0 = off). Behaviour cloning leaves the critic untrained; advantages from an
+    untrained critic are mostly noise, and PPO then walks the imitation policy away from what
+    it does well"""
     iterations: int = 30
     """RL iterations (the LRM paper: 30)"""
     stale_rewards: str = "skip"
@@ -56,6 +61,8 @@ class PPOConfig:
             raise ValueError(f"clip_coef must be > 0, got {self.clip_coef}")
         if self.stale_rewards not in STALE_MODES:
             raise ValueError(f"stale_rewards must be one of {STALE_MODES}, got {self.stale_rewards!r}")
+        if self.value_prefit_epochs < 0:
+            raise ValueError(f"value_prefit_epochs must be >= 0, got {self.value_prefit_epochs}")
         if self.target_kl < 0:
             raise ValueError(f"target_kl must be >= 0 (0 = off), got {self.target_kl}")
         if self.update_epochs < 1 or self.minibatch_size < 1 or self.iterations < 1:
@@ -112,6 +119,21 @@ def gae_direct(rewards, values, dones, last_value: float, last_done: bool,
             weight *= gamma * lam
         adv[t] = total
     return adv
+
+
+def discounted_returns(rewards, dones, gamma: float, last_value: float = 0.0) -> np.ndarray:
+    """Monte-Carlo returns within episodes: G_t = r_t + gamma G_{t+1}, cut at dones; the
+    step after the last one is worth `last_value` unless the last step is done."""
+    rewards = np.asarray(rewards, np.float64)
+    dones = np.asarray(dones, bool)
+    out = np.zeros(len(rewards))
+    g = float(last_value)
+    for t in reversed(range(len(rewards))):
+        if dones[t]:
+            g = 0.0
+        g = rewards[t] + gamma * g
+        out[t] = g
+    return out
 
 
 def stale_weights(stale, mode: str) -> np.ndarray:

@@ -24,12 +24,13 @@ import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
 from lrm_ros.core.learn.episode_store import EpisodeInfo, EpisodeStore
-from lrm_ros.core.learn.ppo import PPOConfig, compute_gae, gaussian_kl, ppo_losses, stale_weights
+from lrm_ros.core.learn.ppo import (PPOConfig, compute_gae, discounted_returns, gaussian_kl, ppo_losses,
+                                   stale_weights)
 
 ALGORITHMS = ("ppo", "filtered_bc")
 REWARD_TRANSFORMS = ("value", "delta")
@@ -245,12 +246,48 @@ def _torch():
     return torch
 
 
-def _episode_arrays(episodes: Sequence[dict], cfg: LearnerConfig, ppo: PPOConfig) -> Dict[str, np.ndarray]:
+def prefit_critic(model, episodes: Sequence[dict], cfg: LearnerConfig, ppo: PPOConfig,
+                  seed: int = 0) -> Tuple[List[np.ndarray], float]:
+    """Regress the critic onto the episodes' discounted returns (`ppo.value_prefit_epochs`
+    passes); returns the refitted values per episode and the final mean squared error."""
+    torch = _torch()
+    feats = np.concatenate([e["features"] for e in episodes]).astype(np.float32)
+    rets = np.concatenate([discounted_returns(step_rewards(e["reward"], cfg.reward_transform, cfg.reward_scale),
+                                              e["done"], ppo.gamma,
+                                              0.0 if e["done"][-1] else float(e["value"][-1]))
+                           for e in episodes]).astype(np.float32)
+    x, y = torch.as_tensor(feats), torch.as_tensor(rets)
+    params = list(model.critic.parameters())
+    optim = torch.optim.Adam(params, lr=1e-3)
+    rng = np.random.default_rng(seed)
+    mse = float("nan")
+    for _ in range(ppo.value_prefit_epochs):
+        order = rng.permutation(len(y))
+        for start in range(0, len(y), ppo.minibatch_size):
+            idx = torch.as_tensor(order[start:start + ppo.minibatch_size])
+            _, _, v = model(*model.split(x[idx]))
+            loss = ((v - y[idx]) ** 2).mean()
+            optim.zero_grad()
+            loss.backward()
+            optim.step()
+    with torch.no_grad():
+        v_all = model(*model.split(x))[2].numpy().astype(np.float64)
+        mse = float(np.mean((v_all - rets) ** 2))
+    out, start = [], 0
+    for e in episodes:
+        out.append(v_all[start:start + len(e["reward"])])
+        start += len(e["reward"])
+    return out, mse
+
+
+def _episode_arrays(episodes: Sequence[dict], cfg: LearnerConfig, ppo: PPOConfig,
+                    refit: Optional[Sequence[np.ndarray]] = None) -> Dict[str, np.ndarray]:
+    """Flat training arrays; advantages from the recorded values, or from `refit` ones."""
     parts: Dict[str, list] = {k: [] for k in ("features", "raw_action", "log_prob", "adv", "ret",
                                                "weight", "stale")}
-    for ep in episodes:
+    for i, ep in enumerate(episodes):
         rewards = step_rewards(ep["reward"], cfg.reward_transform, cfg.reward_scale)
-        values = ep["value"].astype(np.float64)
+        values = ep["value"].astype(np.float64) if refit is None else refit[i]
         dones = ep["done"].astype(bool)
         complete = bool(ep["meta"].get("complete", False)) and bool(dones[-1])
         adv, ret = compute_gae(rewards, values, dones, last_value=0.0 if complete else float(values[-1]),
@@ -269,7 +306,10 @@ def ppo_update(model, init_model, episodes: Sequence[dict], cfg: LearnerConfig, 
                seed: int = 0) -> Dict[str, float]:
     """One PPO iteration over the given episodes (dicts as EpisodeStore.load returns)."""
     torch = _torch()
-    data = _episode_arrays(episodes, cfg, ppo)
+    refit, prefit_mse = None, float("nan")
+    if ppo.value_prefit_epochs and episodes:
+        refit, prefit_mse = prefit_critic(model, episodes, cfg, ppo, seed)
+    data = _episode_arrays(episodes, cfg, ppo, refit)
     n = len(data["log_prob"])
     if n == 0:
         raise ValueError("ppo_update: no steps in the given episodes")
@@ -311,6 +351,7 @@ def ppo_update(model, init_model, episodes: Sequence[dict], cfg: LearnerConfig, 
     model.eval()
     stats = {k: v / max(1, steps) for k, v in sums.items()}
     stats.update(steps=float(n), gradient_steps=float(steps), stopped_early=float(stopped_early),
+                 value_prefit_mse=prefit_mse,
                  stale_fraction=float(np.mean(data["stale"])),
                  stale_skipped=float(np.sum(data["weight"] == 0)),
                  mean_step_reward=float(np.mean(np.concatenate(
