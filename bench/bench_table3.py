@@ -176,7 +176,7 @@ def main(argv=None) -> int:
     ap.add_argument("--interval", type=int, default=10, help="K of the interval-hold")
     ap.add_argument("--max-ticks", type=int, default=0, help="0 = the task's recommended limit")
     ap.add_argument("--checkpoint", default="", help="IL policy ('' = the shipped tiny_vla)")
-    ap.add_argument("--lr", type=float, default=3e-4)
+    ap.add_argument("--lr", type=float, default=2e-5)
     ap.add_argument("--kl-coef", type=float, default=0.05)
     ap.add_argument("--minibatch", type=int, default=64)
     ap.add_argument("--update-epochs", type=int, default=4)

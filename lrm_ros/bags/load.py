@@ -274,6 +274,16 @@ def _assemble(ticks, frames, joints, oracle, commands, instructions, held, resul
     for group in groups:
         last = group[-1][1]
         stamps = [s for s, _ in group]
+        tick_nos = [int(m.tick) for _, m in group]
+        if tick_nos[0] != 0:
+            contents.problems.append(f"episode {last.episode}: recording starts at tick {tick_nos[0]} "
+                                     "(joined mid-episode); episode skipped")
+            continue
+        if tick_nos != list(range(len(tick_nos))):
+            gaps = sorted(set(range(tick_nos[-1] + 1)) - set(tick_nos))
+            contents.problems.append(f"episode {last.episode}: control/tick missing for ticks "
+                                     f"{gaps[:8]}{'...' if len(gaps) > 8 else ''}; episode skipped")
+            continue
         imgs, late = [], 0
         for s in stamps:
             img = frames.get(s)

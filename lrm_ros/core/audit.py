@@ -35,7 +35,7 @@ NAN = float("nan")
 END_SUCCESS = 1
 
 
-def hold_trace(ep, queries, results, interval: int, needs=(), env: str = "audit"):
+def hold_trace(ep, queries, results, interval: int, needs=(), env: str = "audit", ended: bool = True):
     """The held value and stale flag the online node publishes at each tick of `ep`, given
     the results of its queries (answered within a tick, as a fast backend does)."""
     by_tick = {q.tick: r for q, r in zip(queries, results)}
@@ -47,7 +47,8 @@ def hold_trace(ep, queries, results, interval: int, needs=(), env: str = "audit"
     for t in range(T):
         stamp = int(ep.stamps_ns[t])
         ready = hold.on_frame(stamp, ep.frames[t])
-        more, h = hold.on_tick(int(ep.episode), t, stamp, episode_start=(t == 0), episode_end=(t == T - 1))
+        more, h = hold.on_tick(int(ep.episode), t, stamp, episode_start=(t == 0),
+                               episode_end=(t == T - 1 and ended))
         values[t], stale[t] = h.value, h.stale
         ready = ready + more + hold.on_oracle(int(ep.episode), t, float(oracle[t]))
         for q in ready:
@@ -219,7 +220,7 @@ def audit(bags: Sequence[Path | str], out_dir: Path | str, *, backend=None, inte
                     a.sources["recorded"] = rec
                 k = interval or _recorded_interval(rec) or 10
                 if backend is not None:
-                    qs = episode_queries(ep, f"a{len(episodes)}", k, needs)
+                    qs = episode_queries(ep, f"a{len(episodes)}", k, needs, ended=bool(ep.episode_end))
                     work.append((len(episodes), qs))
                     raw_eps.append((len(episodes), ep, k))
                 ticks = rec.query_ticks if rec is not None and rec.query_ticks.size else \
@@ -229,7 +230,7 @@ def audit(bags: Sequence[Path | str], out_dir: Path | str, *, backend=None, inte
     if backend is not None and work:
         res = score_episodes(backend, work, progress=progress)
         for (i, qs), (_, ep, k) in zip(work, raw_eps):
-            held, stale = hold_trace(ep, qs, res[i], k, needs)
+            held, stale = hold_trace(ep, qs, res[i], k, needs, ended=bool(ep.episode_end))
             vals = np.array([r.value if r.valid else NAN for r in res[i]], np.float64)
             episodes[i].sources["rescored"] = Source(
                 f"re-scored ({getattr(backend, 'model_id', backend.name)})", held, stale,

@@ -103,9 +103,11 @@ def _thumb(frame: np.ndarray) -> np.ndarray:
 
 
 def episode_queries(ep: Any, env: str, interval: int, needs: Sequence[str],
-                    max_frames: int = HoldConfig.max_frames, reverse: bool = False) -> List[RewardQuery]:
+                    max_frames: int = HoldConfig.max_frames, reverse: bool = False,
+                    ended: bool = True) -> List[RewardQuery]:
     """The queries the online interval-hold makes for a recorded episode (ticks K, 2K, ...
-    and the terminal tick). ``reverse`` replays the frames backwards in time."""
+    and the terminal tick). ``reverse`` replays the frames backwards in time; ``ended``
+    False: the recording stops before the episode ended (no terminal query)."""
     hold = IntervalHold(HoldConfig(interval=interval, max_frames=max_frames), needs=frozenset(needs), env=env)
     hold.set_instruction(ep.instruction)
     frames = ep.frames[::-1] if reverse else ep.frames
@@ -115,7 +117,8 @@ def episode_queries(ep: Any, env: str, interval: int, needs: Sequence[str],
     for i in range(T):
         stamp = int(ep.stamps_ns[i])
         out += hold.on_frame(stamp, np.array(frames[i]))   # a copy: never a view of the episode
-        ready, _ = hold.on_tick(ep.episode, i, stamp, episode_start=(i == 0), episode_end=(i == T - 1))
+        ready, _ = hold.on_tick(ep.episode, i, stamp, episode_start=(i == 0),
+                                episode_end=(i == T - 1 and ended))
         out += ready
         out += hold.on_oracle(ep.episode, i, float(oracle[i]))
     return out

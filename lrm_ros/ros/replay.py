@@ -127,7 +127,8 @@ def run_replay(argv: Optional[List[str]] = None) -> int:
                     pubs[(i, rel)] = mon.node.create_publisher(_msg_class(msgtype), topic, qos)
             # every publisher matched by the graph's subscriber and our monitor's: nothing
             # published is lost to discovery
-            ready = mon.wait_for(lambda: all(pub.get_subscription_count() >= 2 for (_, rel), pub in pubs.items()
+            need = 3 if a.record else 2          # (+ the recorder)
+            ready = mon.wait_for(lambda: all(pub.get_subscription_count() >= need for (_, rel), pub in pubs.items()
                                              if rel in ("control/tick", "task/instruction")
                                              or rel == a.camera_topic.strip("/")), 120)
             if not ready:
