@@ -24,7 +24,7 @@ BUILD_DIR = ROOT / "build" / "cmake"
 STAGE = ROOT / "build" / "cmake-stage"
 PY_DIR = f"lib/python{sys.version_info.major}.{sys.version_info.minor}/site-packages"
 NODES = ["maniskill_bridge", "camera_ingest", "scripted_policy", "reward_model", "vla_policy",
-         "learner", "bag_recorder"]
+         "learner", "bag_recorder", "robot_bridge"]
 
 
 def _cmake_build():

@@ -437,3 +437,26 @@ def test_critic_prefit_fits_the_discounted_returns(tmp_path):
     np.testing.assert_allclose(np.concatenate(values), model(*model.split(torch.as_tensor(
         np.concatenate([e["features"] for e in eps]))))[2].detach().numpy(), atol=1e-5)
     assert all(torch.equal(a, b) for a, b in zip(actor_before, model.actor.parameters()))
+
+
+def test_learning_gate_holds_updates_while_paused_or_rewards_are_stale(tmp_path):
+    from lrm_ros.core.learn.rl import LearningGate
+    g = LearningGate(max_stale_fraction=0.5, window=20)
+    assert g.reason() == ""
+    g.on_pause("env1", True)
+    assert "robot paused in ['env1']" in g.reason()
+    g.on_pause("env1", False)
+    for i in range(20):
+        g.on_held("env0", stale=i % 4 != 0)          # 75% stale
+    assert "rewards stale in ['env0'] (75%" in g.reason()
+    for _ in range(20):
+        g.on_held("env0", stale=False)
+    assert g.reason() == "" and g.stale_fraction("env0") == 0.0
+    # a pause closes the episodes in progress as incomplete
+    store = EpisodeStore(tmp_path)
+    asm = EpisodeAssembler("env0", store, clock=Clock())
+    _feed(asm, 0, 4, rewards=[0, 0.1, 0.2, 0.3, 0.4], drop_result=True, shuffle=False)
+    asm.on_tick(1, 0, True, False, 0)
+    asm.abort_open("robot paused")
+    (aborted,) = store.incomplete_episodes()
+    assert aborted.meta["abort_reason"] == "robot paused"

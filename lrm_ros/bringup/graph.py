@@ -160,9 +160,15 @@ def resolve(graph: dict, overrides: Optional[Mapping[str, str]] = None) -> List[
             files, params = [], {}
             for entry in node.get("parameters", []):
                 if "file" in entry and len(entry) == 1:
-                    path = (config_dir / entry["file"]).resolve()
+                    name = str(_substitute(entry["file"], args, index or 0, env_ns) or "")
+                    if not name:
+                        continue          # an optional file argument left empty
+                    path = (config_dir / name).resolve()
+                    if not path.exists() and Path(name).expanduser().exists():
+                        path = Path(name).expanduser().resolve()    # the user's own file
                     if not path.exists():
-                        raise GraphError(f"parameter file {path} (node {node['name']}) is missing")
+                        raise GraphError(f"parameter file {name} (node {node['name']}) is missing: "
+                                         f"looked in {config_dir} and {Path.cwd()}")
                     files.append(str(path))
                 else:
                     params.update(_substitute(entry, args, index or 0, env_ns))

@@ -12,10 +12,10 @@ import math
 import threading
 
 from rclpy.node import Node
-from std_msgs.msg import String
+from std_msgs.msg import Bool, String
 
 from lrm_ros.core.learn.ppo import PPOConfig
-from lrm_ros.core.learn.rl import EpisodeAssembler, Learner, LearnerConfig
+from lrm_ros.core.learn.rl import EpisodeAssembler, Learner, LearnerConfig, LearningGate
 from lrm_ros.msg import ControlTick, HeldReward, PolicyStep, PolicyUpdate, RewardQueryResult
 from lrm_ros.nodes.runtime import run_node
 from lrm_ros.ros.diagnostics import DiagnosticsPublisher
@@ -38,6 +38,8 @@ class LearnerNode(Node):
                 f"killed learner; {len(rec.corrupt_chunks)} corrupt chunk(s) set aside")
         self.lock = threading.Lock()
         self.assemblers = {}
+        self.gate = LearningGate(cfg.max_stale_fraction, cfg.stale_window)
+        self._gate_reason = ""
         self.pub_update = self.create_publisher(PolicyUpdate, "learner/policy_update", LATCHED)
         self.pub_stats = self.create_publisher(String, "learner/stats", LATCHED)
         for env in cfg.envs:
@@ -55,8 +57,9 @@ class LearnerNode(Node):
                                          "value": m.value, "version": m.policy_version,
                                          "deterministic": m.deterministic}), RELIABLE)
             self.create_subscription(HeldReward, p + "reward/held",
-                                     lambda m, a=asm: self._locked(a.on_held, m.episode, m.tick, m.value,
-                                                                   m.completion, m.stale), RELIABLE)
+                                     lambda m, a=asm, e=env: self._locked(self._on_held, a, e, m), RELIABLE)
+            self.create_subscription(Bool, p + "safety/pause",
+                                     lambda m, a=asm, e=env: self._locked(self._on_pause, a, e, m.data), LATCHED)
             self.create_subscription(RewardQueryResult, p + "reward/result",
                                      lambda m, a=asm: self._locked(
                                          a.on_result, m.episode, m.query_tick,
@@ -84,6 +87,15 @@ class LearnerNode(Node):
                 self.get_logger().error(f"recording failed: {exc}", throttle_duration_sec=2.0)
                 self.last_error = str(exc)
 
+    def _on_held(self, asm, env, m) -> None:
+        self.gate.on_held(env, m.stale)
+        asm.on_held(m.episode, m.tick, m.value, m.completion, m.stale)
+
+    def _on_pause(self, asm, env, paused: bool) -> None:
+        self.gate.on_pause(env, paused)
+        if paused:
+            asm.abort_open("robot paused")
+
     def _on_timer(self) -> None:
         with self.lock:
             for asm in self.assemblers.values():
@@ -91,8 +103,16 @@ class LearnerNode(Node):
         if self.training is not None and not self.training.is_alive():
             self.training = None
             self._checked = -1            # episodes finished while training may be enough
+        reason = self.gate.reason()
+        if reason != self._gate_reason:
+            self._gate_reason = reason
+            if reason:
+                self.get_logger().warn(f"updates held back: {reason}")
+            else:
+                self.get_logger().info("updates may run again")
+                self._checked = -1
         finished = sum(a.counters["episodes_complete"] for a in self.assemblers.values())
-        if self.training is None and finished != self._checked:
+        if self.training is None and finished != self._checked and not reason:
             # scanning the store costs a directory listing: only when an episode finished
             self._checked = finished
             self.usable = len(self.learner.usable_episodes())
@@ -133,7 +153,8 @@ class LearnerNode(Node):
         out = {"algorithm": self.config.algorithm, "iteration": self.learner.iteration,
                "version": self.learner.version, "training": self.training is not None,
                "usable_episodes": self.usable,
-               "failed_iterations": self.failed_iterations, "last_error": self.last_error}
+               "failed_iterations": self.failed_iterations, "last_error": self.last_error,
+               "held_back": self._gate_reason}
         for env, asm in self.assemblers.items():
             out.update({f"{env or 'self'}_{k}": v for k, v in asm.counters.items()})
         return out

@@ -6,7 +6,6 @@ executor never waits on the model."""
 import json
 import math
 
-from rclpy.node import Node
 from sensor_msgs.msg import Image
 from std_msgs.msg import Header, String
 
@@ -18,6 +17,7 @@ from lrm_ros.core.rewards.config import RewardNodeConfig
 from lrm_ros.msg import ControlTick, HeldReward, RewardQueryResult, SimOracle
 from lrm_ros.nodes.runtime import run_node
 from lrm_ros.ros.diagnostics import DiagnosticsPublisher
+from lrm_ros.ros.lifecycle import ManagedNode
 from lrm_ros.ros.image_msgs import image_msg_to_rgb
 from lrm_ros.ros.params import declare_config
 from lrm_ros.ros.qos import LATCHED, RELIABLE, SENSOR
@@ -37,10 +37,23 @@ def _json_safe(raw: dict) -> str:
         return "{}"
 
 
-class RewardModelNode(Node):
+class RewardModelNode(ManagedNode):
+    """A lifecycle node (lrm_ros.ros.lifecycle): the model loads in configure."""
+
     def __init__(self, **kwargs):
         super().__init__("reward_model", **kwargs)
-        self.config = cfg = declare_config(self, RewardNodeConfig)
+        self.config = declare_config(self, RewardNodeConfig)
+        self.backend = self.engine = None
+        self.model_id, self.signal = "", self.config.effective_signal
+        self.holds = {}
+        self._pub_held = {}
+        self._pub_result = {}
+        self.frames_dropped = 0
+        self.diagnostics = DiagnosticsPublisher(self, self._counters, self.config.diagnostics_period_s)
+        self.start()
+
+    def configure_node(self) -> None:
+        cfg = self.config
         self.get_logger().info(f"loading reward backend '{cfg.backend}' "
                                f"({cfg.model_path or 'built-in'}), signal {cfg.effective_signal}")
         if cfg.cpu_threads and cfg.backend != "oracle":
@@ -48,37 +61,44 @@ class RewardModelNode(Node):
             torch.set_num_threads(cfg.cpu_threads)
         self.backend = make_backend(cfg.backend, **cfg.backend_kwargs())
         self.model_id = self.backend.model_id
-        self.signal = cfg.effective_signal
         self.engine = RewardEngine(self.backend, cfg.engine_config(), self._on_result)
-        self.holds = {}
-        self._pub_held = {}
-        self._pub_result = {}
-        self.frames_dropped = 0
         for env in cfg.envs:
             p = f"{env}/" if env else ""
             hold = IntervalHold(cfg.hold_config(), self.backend.needs, env=env)
             self.holds[env] = hold
-            self._pub_held[env] = self.create_publisher(HeldReward, p + "reward/held", RELIABLE)
-            self._pub_result[env] = self.create_publisher(RewardQueryResult, p + "reward/result", RELIABLE)
-            self.create_subscription(Image, p + "camera/frame",
-                                     lambda m, env=env: self._on_frame(env, m), SENSOR)
-            self.create_subscription(ControlTick, p + "control/tick",
-                                     lambda m, env=env: self._on_tick(env, m), RELIABLE)
-            self.create_subscription(String, p + "task/instruction",
-                                     lambda m, env=env: self.holds[env].set_instruction(m.data), LATCHED)
+            self._pub_held[env] = self.track(self.create_publisher(HeldReward, p + "reward/held", RELIABLE))
+            self._pub_result[env] = self.track(self.create_publisher(RewardQueryResult, p + "reward/result",
+                                                                     RELIABLE))
+            self.track(self.create_subscription(Image, p + "camera/frame",
+                                                lambda m, env=env: self._on_frame(env, m), SENSOR))
+            self.track(self.create_subscription(ControlTick, p + "control/tick",
+                                                lambda m, env=env: self._on_tick(env, m), RELIABLE))
+            self.track(self.create_subscription(String, p + "task/instruction",
+                                                lambda m, env=env: self.holds[env].set_instruction(m.data),
+                                                LATCHED))
             if "oracle" in self.backend.needs:
-                self.create_subscription(SimOracle, p + "sim/oracle",
-                                         lambda m, env=env: self._submit(self.holds[env].on_oracle(
-                                             m.episode, m.tick, m.normalized_dense_reward)), RELIABLE)
-        self.diagnostics = DiagnosticsPublisher(self, self._counters, cfg.diagnostics_period_s)
+                self.track(self.create_subscription(
+                    SimOracle, p + "sim/oracle",
+                    lambda m, env=env: self.active and self._submit(self.holds[env].on_oracle(
+                        m.episode, m.tick, m.normalized_dense_reward)), RELIABLE))
         self.get_logger().info(f"reward model ready: {self.model_id}, K={cfg.interval}, "
                                f"envs {[e or '.' for e in cfg.envs]}")
+
+    def cleanup_node(self) -> None:
+        if self.engine is not None:
+            self.engine.close()
+        if self.backend is not None:
+            self.backend.close()
+        self.backend = self.engine = None
+        self.holds, self._pub_held, self._pub_result = {}, {}, {}
 
     def _submit(self, queries) -> None:
         for q in queries:
             self.engine.submit(q)
 
     def _on_frame(self, env: str, msg: Image) -> None:
+        if not self.active:
+            return
         try:
             frame = image_msg_to_rgb(msg)
         except ImageError as exc:
@@ -89,6 +109,8 @@ class RewardModelNode(Node):
         self._submit(self.holds[env].on_frame(_stamp_ns(msg.header), frame))
 
     def _on_tick(self, env: str, msg: ControlTick) -> None:
+        if not self.active:
+            return
         queries, held = self.holds[env].on_tick(msg.episode, msg.tick, _stamp_ns(msg.header),
                                                 msg.episode_start, msg.episode_end)
         self._submit(queries)
@@ -102,7 +124,9 @@ class RewardModelNode(Node):
 
     def _on_result(self, query, result, status, info) -> None:
         """Engine worker thread: update the hold, publish the raw outcome."""
-        hold = self.holds[query.env]
+        hold = self.holds.get(query.env)
+        if hold is None:           # cleaned up meanwhile
+            return
         hold.on_result(query, result, status == OK)
         msg = RewardQueryResult(episode=query.episode, query_tick=query.tick,
                                 model_id=self.model_id, signal=self.signal,
@@ -130,8 +154,9 @@ class RewardModelNode(Node):
 
     def _counters(self) -> dict:
         out = {"backend": self.config.backend, "model_id": self.model_id, "signal": self.signal,
-               "frames_dropped": self.frames_dropped}
-        out.update({f"engine_{k}": v for k, v in self.engine.stats().items()})
+               "frames_dropped": self.frames_dropped, "lifecycle_state": self.lifecycle_state}
+        if self.engine is not None:
+            out.update({f"engine_{k}": v for k, v in self.engine.stats().items()})
         for env, hold in self.holds.items():
             tag = env or "self"
             out.update({f"{tag}_queries": hold.queries, f"{tag}_results_ok": hold.results_ok,
@@ -141,8 +166,8 @@ class RewardModelNode(Node):
         return out
 
     def close(self) -> None:
-        self.engine.close()
-        self.backend.close()
+        if self.configured:
+            self.cleanup_node()
 
 
 def main(args=None) -> int:

@@ -4,7 +4,6 @@ the learner needs on `policy/step`. New checkpoints announced by the learner are
 when announced and swapped in at the next episode start (`lrm_ros.core.policy.runtime`)."""
 import math
 
-from rclpy.node import Node
 from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import Float64MultiArray, String
 
@@ -14,6 +13,7 @@ from lrm_ros.core.policy.runtime import (ObservationSync, PolicyNodeConfig, Poli
 from lrm_ros.msg import ControlTick, PolicyStep, PolicyUpdate
 from lrm_ros.nodes.runtime import run_node
 from lrm_ros.ros.diagnostics import DiagnosticsPublisher
+from lrm_ros.ros.lifecycle import ManagedNode
 from lrm_ros.core.image import ImageError
 from lrm_ros.ros.image_msgs import image_msg_to_rgb
 from lrm_ros.ros.params import declare_config
@@ -24,10 +24,22 @@ def _stamp_ns(header) -> int:
     return int(header.stamp.sec) * 1_000_000_000 + int(header.stamp.nanosec)
 
 
-class PolicyNode(Node):
+class PolicyNode(ManagedNode):
+    """A lifecycle node (lrm_ros.ros.lifecycle): the policy loads in configure."""
+
     def __init__(self, **kwargs):
         super().__init__("policy", **kwargs)
-        self.config = cfg = declare_config(self, PolicyNodeConfig)
+        self.config = declare_config(self, PolicyNodeConfig)
+        self.runtime = None
+        self.sync = ObservationSync(self.config.frame_wait_s)
+        self.instruction = ""
+        self.acted = self.errors = self.no_instruction = self.frames_dropped = 0
+        self.pub_status = self.create_publisher(String, "policy/status", LATCHED)
+        self.diagnostics = DiagnosticsPublisher(self, self._counters)
+        self.start()
+
+    def configure_node(self) -> None:
+        cfg = self.config
         if cfg.cpu_threads:
             import torch
             torch.set_num_threads(cfg.cpu_threads)
@@ -35,21 +47,20 @@ class PolicyNode(Node):
         self.runtime = PolicyRuntime(
             adapter, lambda path, sha: build_adapter(cfg, path, sha, share_from=self.runtime.adapter),
             version=int(adapter.meta.get("version", 0)), checkpoint=cfg.checkpoint)
-        self.sync = ObservationSync(cfg.frame_wait_s)
-        self.instruction = ""
-        self.acted = self.errors = self.no_instruction = self.frames_dropped = 0
-        self.pub_cmd = self.create_publisher(Float64MultiArray, "policy/command", RELIABLE)
-        self.pub_step = self.create_publisher(PolicyStep, "policy/step", RELIABLE)
-        self.pub_status = self.create_publisher(String, "policy/status", LATCHED)
-        self.create_subscription(ControlTick, "control/tick", self._on_tick, RELIABLE)
-        self.create_subscription(Image, "camera/frame", self._on_frame, SENSOR)
-        self.create_subscription(JointState, "joint_states", self._on_joints, RELIABLE)
-        self.create_subscription(String, "task/instruction", self._on_instruction, LATCHED)
+        self.pub_cmd = self.track(self.create_publisher(Float64MultiArray, "policy/command", RELIABLE))
+        self.pub_step = self.track(self.create_publisher(PolicyStep, "policy/step", RELIABLE))
+        self.track(self.create_subscription(ControlTick, "control/tick", self._on_tick, RELIABLE))
+        self.track(self.create_subscription(Image, "camera/frame", self._on_frame, SENSOR))
+        self.track(self.create_subscription(JointState, "joint_states", self._on_joints, RELIABLE))
+        self.track(self.create_subscription(String, "task/instruction", self._on_instruction, LATCHED))
         if cfg.update_topic:
-            self.create_subscription(PolicyUpdate, cfg.update_topic, self._on_update, LATCHED)
-        self.create_timer(0.02, lambda: self._act(self.sync.poll()))
-        self.diagnostics = DiagnosticsPublisher(self, self._counters)
-        self._status(f"running policy version {self.runtime.version} ({adapter.name})")
+            self.track(self.create_subscription(PolicyUpdate, cfg.update_topic, self._on_update, LATCHED))
+        self.track(self.create_timer(0.02, lambda: self._act(self.sync.poll())))
+        self._status(f"configured: policy version {self.runtime.version} ({adapter.name})")
+
+    def cleanup_node(self) -> None:
+        self.runtime = None           # the model and encoders go with it
+        self.sync = ObservationSync(self.config.frame_wait_s)
 
     def _status(self, text: str) -> None:
         self.get_logger().info(text)
@@ -75,6 +86,8 @@ class PolicyNode(Node):
                                              msg.episode_start, msg.episode_end)))
 
     def _on_update(self, msg: PolicyUpdate) -> None:
+        if self.runtime is None:
+            return
         ok, text = self.runtime.offer(msg.version, msg.checkpoint_path, msg.sha256)
         if ok:
             self.get_logger().info(text)
@@ -83,6 +96,8 @@ class PolicyNode(Node):
             self.pub_status.publish(String(data=text))
 
     def _act(self, ready) -> None:
+        if not self.active or self.runtime is None:
+            return
         for obs in ready:
             if obs.tick.tick == 0:
                 swapped = self.runtime.on_episode_start()
@@ -116,9 +131,11 @@ class PolicyNode(Node):
             self.acted += 1
 
     def _counters(self) -> dict:
-        return {"policy_version": self.runtime.version, "pending_version": self.runtime.pending_version,
-                "swaps": self.runtime.swaps, "checkpoints_refused": self.runtime.refused,
-                "last_refusal": self.runtime.last_refusal, "acted": self.acted,
+        rt = self.runtime
+        return {"lifecycle_state": self.lifecycle_state,
+                "policy_version": rt.version if rt else None, "pending_version": rt.pending_version if rt else None,
+                "swaps": rt.swaps if rt else 0, "checkpoints_refused": rt.refused if rt else 0,
+                "last_refusal": rt.last_refusal if rt else "", "acted": self.acted,
                 "errors": self.errors, "ticks_late_frame": self.sync.late,
                 "ticks_skipped_no_frame": self.sync.skipped, "ticks_superseded": self.sync.superseded,
                 "no_instruction": self.no_instruction, "frames_dropped": self.frames_dropped,

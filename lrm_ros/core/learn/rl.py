@@ -62,6 +62,10 @@ class LearnerConfig:
     success_threshold: float = field(default=0.5, metadata={"help": "completion >= this counts as success"})
     bc_epochs: int = field(default=10, metadata={"help": "filtered_bc: passes over the selected steps"})
     bc_lr: float = field(default=3e-4, metadata={"help": "filtered_bc: Adam learning rate"})
+    max_stale_fraction: float = field(default=0.5, metadata={"help": (
+        "no update starts while more than this fraction of an env's last stale_window held "
+        "rewards is stale (the reward model is failing or too slow)")})
+    stale_window: int = field(default=50, metadata={"help": "ticks the stale fraction is taken over"})
     keep_checkpoints: int = field(default=5, metadata={"help": "newest checkpoints kept on disk (0 = all)"})
     seed: int = field(default=0, metadata={"help": "minibatch shuffling seed"})
 
@@ -76,6 +80,8 @@ class LearnerConfig:
             raise ValueError("episodes_per_iteration and max_iterations must be >= 1")
         if self.max_policy_lag < 0 or self.result_wait_s < 0 or self.bc_epochs < 1:
             raise ValueError("max_policy_lag and result_wait_s must be >= 0, bc_epochs >= 1")
+        if not 0.0 <= self.max_stale_fraction <= 1.0 or self.stale_window < 1:
+            raise ValueError("max_stale_fraction must be in [0, 1] and stale_window >= 1")
         if not self.store_dir:
             raise ValueError("store_dir must name a directory for episodes and checkpoints")
 
@@ -226,9 +232,48 @@ class EpisodeAssembler:
         if self._eps.get(ep.episode) is ep:
             del self._eps[ep.episode]
 
+    def abort_open(self, reason: str) -> None:
+        """Close the episodes in progress as incomplete (e.g. the robot was paused)."""
+        for ep in list(self._eps.values()):
+            self._abort(ep, reason)
+
     def close(self, reason: str = "learner shut down") -> None:
         for ep in list(self._eps.values()):
             self._abort(ep, reason)
+
+
+class LearningGate:
+    """When the learner may start an update: not while a robot is paused (e-stop or operator)
+    nor while an environment's recent rewards are mostly stale."""
+
+    def __init__(self, max_stale_fraction: float = 0.5, window: int = 50):
+        self.max_stale, self.window = float(max_stale_fraction), int(window)
+        self.paused: Dict[str, bool] = {}
+        self._stale: Dict[str, List[bool]] = {}
+
+    def on_pause(self, env: str, paused: bool) -> None:
+        self.paused[env] = bool(paused)
+
+    def on_held(self, env: str, stale: bool) -> None:
+        h = self._stale.setdefault(env, [])
+        h.append(bool(stale))
+        del h[:-self.window]
+
+    def stale_fraction(self, env: str) -> float:
+        h = self._stale.get(env, [])
+        return sum(h) / len(h) if h else 0.0
+
+    def reason(self) -> str:
+        """'' when updates may run, else why not."""
+        paused = sorted(e for e, p in self.paused.items() if p)
+        if paused:
+            return f"robot paused in {paused}"
+        stale = sorted(e for e in self._stale if len(self._stale[e]) >= min(self.window, 10)
+                       and self.stale_fraction(e) > self.max_stale)
+        if stale:
+            return (f"rewards stale in {stale} ({', '.join(f'{self.stale_fraction(e):.0%}' for e in stale)} "
+                    f"of the last {self.window} ticks)")
+        return ""
 
 
 # ------------------------------------------------------------------------------------------

@@ -1,0 +1,167 @@
+"""The hardware graph (config/graphs/real_robot.yaml, what real_robot.launch.py starts) with
+real node processes. The robot itself cannot run here: this test is its drivers (a camera
+and a JointState publisher) and its controller (a subscriber on the command topic), the only
+fakes. Checks: operator-started episodes, safety (clipping, rate limit, pause stops commands
+at once), marking success, and the policy as a lifecycle node."""
+import os
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from lrm_ros.bringup.graph import load_graph, resolve
+from lrm_ros.bringup.runner import GraphRunner
+from lrm_ros.ros.env import ros_environment
+
+NS = "env0"
+PANDA = [f"panda_joint{i}" for i in range(1, 8)] + ["panda_finger_joint1", "panda_finger_joint2"]
+ROBOT_FILE = """/**:
+  ros__parameters:
+    control_rate_hz: 5.0
+    action_dim: 7
+    adapter: forward_command
+    command_topic: /fake_controller/commands
+    action_low: [-0.5]
+    action_high: [0.5]
+    max_delta: [0.2]
+    on_pause: zero
+    camera_topic: /fake_camera/color/image_raw
+    joint_states_topic: /fake/joint_states
+    max_episode_ticks: 1000
+    success_source: both
+    completion_threshold: 0.999
+"""
+
+
+@pytest.fixture(scope="module")
+def robot(tmp_path_factory):
+    from sensor_msgs.msg import JointState
+    from std_msgs.msg import Float64MultiArray
+    from lrm_ros.ros.image_msgs import rgb_to_image_msg
+    from lrm_ros.ros.monitor import GraphMonitor
+    from lrm_ros.ros.qos import RELIABLE, SENSOR
+    tmp = tmp_path_factory.mktemp("robot")
+    (tmp / "robot.yaml").write_text(ROBOT_FILE)
+    domain = 100 + (os.getpid() * 17 + 7) % 100
+    env = ros_environment(domain_id=domain)
+    os.environ["ROS_DOMAIN_ID"] = str(domain)
+    specs = resolve(load_graph("real_robot"), {"robot_params": str(tmp / "robot.yaml"),
+                                               "instruction": "push the red cube to the target",
+                                               "reward": "lite", "reward_interval": "3"})
+    assert sorted(s.executable for s in specs) == ["camera_ingest", "reward_model", "robot_bridge", "vla_policy"]
+    log = open(tmp / "nodes.log", "w")
+    mon = GraphMonitor([NS])
+    commands = []
+    mon.node.create_subscription(Float64MultiArray, "/fake_controller/commands",
+                                 lambda m: commands.append((time.monotonic(), list(m.data))), RELIABLE)
+    cam = mon.node.create_publisher(type(rgb_to_image_msg(np.zeros((2, 2, 3), np.uint8))),
+                                    "/fake_camera/color/image_raw", SENSOR)
+    joints = mon.node.create_publisher(JointState, "/fake/joint_states", SENSOR)
+    stop = threading.Event()
+
+    def drivers():
+        rng = np.random.default_rng(0)
+        frame = rng.integers(0, 255, (240, 320, 3), dtype=np.uint8)
+        while not stop.is_set():
+            stamp = mon.node.get_clock().now().to_msg()
+            msg = rgb_to_image_msg(frame)
+            msg.header.stamp, msg.header.frame_id = stamp, "camera_color_optical_frame"
+            cam.publish(msg)
+            js = JointState(name=PANDA, position=[0.0, 0.2, 0.0, -2.0, 0.0, 2.2, 0.8, 0.04, 0.04])
+            js.header.stamp = stamp
+            joints.publish(js)
+            time.sleep(0.05)
+
+    thread = threading.Thread(target=drivers, daemon=True)
+    thread.start()
+    runner = GraphRunner(specs, env=env, output=log).start()
+    try:
+        up = mon.wait_for(lambda: any("configured" in s for s in mon.records[NS].policy_status)
+                          and mon.subscribers(f"/{NS}/policy/command") >= 1, 120)
+        if not up:
+            log.flush()
+            pytest.fail("graph not up: " + "; ".join(runner.describe_death(p) for p in runner.dead())
+                        + Path(log.name).read_text()[-3000:])
+        yield {"mon": mon, "commands": commands, "runner": runner, "log": log}
+    finally:
+        stop.set()
+        runner.stop()
+        mon.close()
+        log.close()
+
+
+def _call(mon, name, srv_type, request=None, timeout=20.0):
+    client = mon.node.create_client(srv_type, name)
+    assert client.wait_for_service(timeout_sec=timeout), f"service {name} not available"
+    future = client.call_async(request or srv_type.Request())
+    deadline = time.monotonic() + timeout
+    while not future.done() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert future.done(), f"{name} did not answer"
+    return future.result()
+
+
+def test_operator_episodes_safety_and_lifecycle(robot):
+    from lifecycle_msgs.msg import Transition
+    from lifecycle_msgs.srv import ChangeState, GetState
+    from std_msgs.msg import Bool
+    from std_srvs.srv import Trigger
+    from lrm_ros.ros.qos import LATCHED
+    mon, commands = robot["mon"], robot["commands"]
+    rec = mon.records[NS]
+
+    # idle until the operator starts an episode
+    time.sleep(1.0)
+    assert rec.ticks == [] and commands == []
+    res = _call(mon, f"/{NS}/episode/start", Trigger)
+    assert res.success and "episode 0 started" in res.message
+    assert mon.wait_for(lambda: len(commands) >= 8, 60), (len(rec.ticks), robot["log"].name)
+    assert rec.ticks[0][:3] == (0, 0, True)
+    assert rec.instruction == "push the red cube to the target"
+    vals = np.array([c[1] for c in commands])
+    assert vals.shape[1] == 7 and np.all(np.abs(vals) <= 0.5 + 1e-9)          # clipped
+    assert np.all(np.abs(np.diff(vals, axis=0)) <= 0.2 + 1e-9)                 # rate limited
+
+    # pause: one stop command at once, then nothing while ticks go on
+    pause = mon.node.create_publisher(Bool, f"/{NS}/safety/pause", LATCHED)
+    n_ticks = len(rec.ticks)
+    t_pause = time.monotonic()
+    pause.publish(Bool(data=True))
+    assert mon.wait_for(lambda: any(c[0] > t_pause and c[1] == [0.0] * 7 for c in commands), 5)
+    time.sleep(1.5)
+    after = [c for c in commands if c[0] > t_pause]
+    assert after[0][1] == [0.0] * 7 and len(after) == 1, after
+    assert len(rec.ticks) >= n_ticks + 3                                        # ticks continue
+    pause.publish(Bool(data=False))
+    t_resume = time.monotonic()
+    assert mon.wait_for(lambda: sum(c[0] > t_resume for c in commands) >= 3, 20)
+
+    # the policy is a lifecycle node: deactivated, it stops acting; activated, it acts again
+    get = _call(mon, f"/{NS}/policy/get_state", GetState)
+    assert get.current_state.label == "active"
+    res = _call(mon, f"/{NS}/policy/change_state", ChangeState,
+                ChangeState.Request(transition=Transition(id=Transition.TRANSITION_DEACTIVATE)))
+    assert res.success
+    time.sleep(0.6)
+    t_off = time.monotonic()
+    time.sleep(1.5)
+    assert not [c for c in commands if c[0] > t_off]
+    assert _call(mon, f"/{NS}/policy/get_state", GetState).current_state.label == "inactive"
+    res = _call(mon, f"/{NS}/policy/change_state", ChangeState,
+                ChangeState.Request(transition=Transition(id=Transition.TRANSITION_ACTIVATE)))
+    assert res.success
+    t_on = time.monotonic()
+    assert mon.wait_for(lambda: sum(c[0] > t_on for c in commands) >= 2, 20)
+
+    # the operator marks success: the next tick ends the episode as a success
+    res = _call(mon, f"/{NS}/episode/mark_success", Trigger)
+    assert res.success
+    assert mon.wait_for(lambda: any(t[3] for t in rec.ticks), 10)
+    end = [t for t in rec.ticks if t[3]][0]
+    assert end[0] == 0 and end[4] == 1
+    n = len(rec.ticks)
+    time.sleep(1.0)
+    assert len(rec.ticks) == n                                                  # idle again
+    assert not _call(mon, f"/{NS}/episode/stop", Trigger).success               # nothing to stop
