@@ -29,7 +29,8 @@ from lrm_ros.ros.env import apply_ros_environment, ros_environment
 
 def run_case(name, args, model_dir, domain, log):
     from lrm_ros.ros.monitor import GraphMonitor
-    overrides = {"policy": "zero", "mode": "realtime", "num_envs": "1",
+    # wall-clock stamps: the bench measures when the bridge really published
+    overrides = {"policy": "zero", "mode": "realtime", "num_envs": "1", "use_sim_time": "false",
                  "reward": "none" if name == "idle" else args.backend,
                  "reward_model_path": model_dir, "reward_interval": str(args.interval)}
     specs = resolve(load_graph("sim"), overrides)

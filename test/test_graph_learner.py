@@ -117,3 +117,16 @@ def test_the_learner_store_resumes_after_the_graph_stops(run):
     ep = learner.store.load(complete[0])
     assert ep["features"].shape[1] == 1280 + 384 + 9 and ep["done"][-1]
     assert learner.store.pending_episodes() == []      # stop closed or recovery handled them
+
+
+def test_the_sim_graph_runs_on_simulated_time(run):
+    """use_sim_time (the sim graph's default): stamps are the env's simulated time, starting
+    at 1 s and advancing one control period (20 Hz) per step, whatever the wall clock did."""
+    import numpy as np
+    monitor, *_ = run
+    stamps = np.array([t[7] for t in monitor.records[NS].ticks], dtype=np.int64)
+    assert stamps.size > 10 and stamps.min() >= 1_000_000_000 and stamps.max() < 10**6 * 10**9
+    d = np.diff(stamps)
+    assert np.all(d >= 0)                        # re-announced episode ends repeat their stamp
+    steps = d[d > 1000]
+    assert np.all(np.abs(steps - 50_000_000) <= 1), np.unique(steps)[:5]

@@ -222,7 +222,8 @@ def test_argument_values_reach_the_parameters_with_yaml_types():
     assert bridge["seed"] == 7 and bridge["max_episode_ticks"] == 20
     assert isinstance(bridge["seed"], int)
     ingest = _by(specs, "camera_ingest")[0].parameters
-    assert ingest == {"width": 96, "height": 96}
+    assert ingest == {"width": 96, "height": 96, "use_sim_time": True}
+    assert bridge["publish_clock"] is True                   # simulated time by default
     policy = _by(specs, "scripted_policy")[0].parameters
     assert policy["kind"] == "zero" and policy["seed"] == 7
 

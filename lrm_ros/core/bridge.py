@@ -54,6 +54,9 @@ class BridgeConfig:
     fallback: str = field(default="hold", metadata=_help(
         "action used when a command is missing or rejected: hold (last good one) or zero"))
     auto_reset: bool = field(default=True, metadata=_help("reset on success, failure or time limit"))
+    publish_clock: bool = field(default=False, metadata=_help(
+        "simulated time: stamp messages with this env's simulated time (ticks x period) and, "
+        "for env_index 0, publish it on /clock, which nodes with use_sim_time follow"))
     diagnostics_period_s: float = field(default=1.0, metadata=_help("period of /diagnostics"))
 
     def __post_init__(self):

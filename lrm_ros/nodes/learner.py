@@ -18,7 +18,7 @@ from lrm_ros.core.learn.ppo import PPOConfig
 from lrm_ros.core.learn.rl import EpisodeAssembler, Learner, LearnerConfig, LearningGate
 from lrm_ros.msg import ControlTick, HeldReward, PolicyStep, PolicyUpdate, RewardQueryResult
 from lrm_ros.nodes.runtime import run_node
-from lrm_ros.ros.diagnostics import DiagnosticsPublisher
+from lrm_ros.ros.diagnostics import DiagnosticsPublisher, wall_timer
 from lrm_ros.ros.params import declare_config
 from lrm_ros.ros.qos import LATCHED, RELIABLE
 
@@ -70,7 +70,7 @@ class LearnerNode(Node):
         self.usable = 0
         self.last_error = ""
         self.failed_iterations = 0
-        self.create_timer(0.25, self._on_timer)
+        wall_timer(self, 0.25, self._on_timer)
         self.diagnostics = DiagnosticsPublisher(self, self._counters)
         if self.learner.resumed and self.learner.version > 0:
             self.get_logger().info(f"resumed at iteration {self.learner.iteration}, policy version "

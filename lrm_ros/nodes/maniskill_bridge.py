@@ -11,7 +11,9 @@ import threading
 import time
 from typing import Optional
 
+from builtin_interfaces.msg import Time
 from rclpy.node import Node
+from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import CameraInfo, Image, JointState
 from std_msgs.msg import Float64MultiArray, Header, String
 from std_srvs.srv import Trigger
@@ -44,6 +46,9 @@ class ManiSkillBridge(Node):
         self.pub_instruction = self.create_publisher(String, "task/instruction", LATCHED)
         self.create_subscription(Float64MultiArray, "policy/command", self._on_command, RELIABLE)
         self.create_service(Trigger, "episode/reset", self._on_reset)
+        self.pub_clock = (self.create_publisher(Clock, "/clock", 10)
+                          if self.config.publish_clock and self.config.env_index == 0 else None)
+        self._last_sim_ns = 0
         self.pub_instruction.publish(String(data=self.sim.instruction))
 
         self.episode = -1
@@ -98,7 +103,17 @@ class ManiSkillBridge(Node):
 
     # --- stepping thread -------------------------------------------------------------------
     def _stamp(self):
-        return self.get_clock().now().to_msg()
+        if not self.config.publish_clock:
+            return self.get_clock().now().to_msg()
+        # simulated time of this env: 1 s + ticks x period; an observation without a step
+        # (the one after a reset) gets 1 ns more, so stamps stay unique keys within the env
+        ns = 1_000_000_000 + int(round(self.ticks_total * self.config.period_s * 1e9))
+        ns = max(ns, self._last_sim_ns + 1)
+        self._last_sim_ns = ns
+        t = Time(sec=ns // 1_000_000_000, nanosec=ns % 1_000_000_000)
+        if self.pub_clock is not None:
+            self.pub_clock.publish(Clock(clock=t))
+        return t
 
     def _publish(self, obs, step=None, end_reason: int = ControlTick.END_NONE,
                  republish_end: bool = False) -> None:

@@ -12,7 +12,7 @@ from lrm_ros.core.policy.runtime import (ObservationSync, PolicyNodeConfig, Poli
                                          build_adapter)
 from lrm_ros.msg import ControlTick, PolicyStep, PolicyUpdate
 from lrm_ros.nodes.runtime import run_node
-from lrm_ros.ros.diagnostics import DiagnosticsPublisher
+from lrm_ros.ros.diagnostics import DiagnosticsPublisher, wall_timer
 from lrm_ros.ros.lifecycle import ManagedNode
 from lrm_ros.core.image import ImageError
 from lrm_ros.ros.image_msgs import image_msg_to_rgb
@@ -55,7 +55,7 @@ class PolicyNode(ManagedNode):
         self.track(self.create_subscription(String, "task/instruction", self._on_instruction, LATCHED))
         if cfg.update_topic:
             self.track(self.create_subscription(PolicyUpdate, cfg.update_topic, self._on_update, LATCHED))
-        self.track(self.create_timer(0.02, lambda: self._act(self.sync.poll())))
+        self.track(wall_timer(self, 0.02, lambda: self._act(self.sync.poll())))
         self._status(f"configured: policy version {self.runtime.version} ({adapter.name})")
 
     def cleanup_node(self) -> None:

@@ -5,6 +5,13 @@ from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rclpy.node import Node
 
 
+def wall_timer(node: Node, period_s: float, callback):
+    """A timer on the steady clock: it keeps firing in wall time when the node uses
+    simulated time (use_sim_time), which only the stamps should follow."""
+    from rclpy.clock import Clock, ClockType
+    return node.create_timer(period_s, callback, clock=Clock(clock_type=ClockType.STEADY_TIME))
+
+
 class DiagnosticsPublisher:
     """Publishes `values()` (a flat dict) every `period_s` as one DiagnosticStatus named
     after the node's fully qualified name. `level()` may return WARN/ERROR with a message."""
@@ -15,7 +22,7 @@ class DiagnosticsPublisher:
         self._values = values
         self._level = level
         self._pub = node.create_publisher(DiagnosticArray, "/diagnostics", 10)
-        self._timer = node.create_timer(period_s, self.publish)
+        self._timer = wall_timer(node, period_s, self.publish)
 
     def publish(self) -> None:
         level, message = self._level()
