@@ -149,9 +149,14 @@ def test_operator_episodes_safety_and_lifecycle(robot):
     time.sleep(1.5)
     assert not [c for c in commands if c[0] > t_off]
     assert _call(mon, f"/{NS}/policy/get_state", GetState).current_state.label == "inactive"
-    res = _call(mon, f"/{NS}/policy/change_state", ChangeState,
-                ChangeState.Request(transition=Transition(id=Transition.TRANSITION_ACTIVATE)))
-    assert res.success
+    # cleanup frees the model; configure loads it again
+    for tid, label in ((Transition.TRANSITION_CLEANUP, "unconfigured"),
+                       (Transition.TRANSITION_CONFIGURE, "inactive"),
+                       (Transition.TRANSITION_ACTIVATE, "active")):
+        res = _call(mon, f"/{NS}/policy/change_state", ChangeState,
+                    ChangeState.Request(transition=Transition(id=tid)))
+        assert res.success, label
+        assert _call(mon, f"/{NS}/policy/get_state", GetState).current_state.label == label
     t_on = time.monotonic()
     assert mon.wait_for(lambda: sum(c[0] > t_on for c in commands) >= 2, 20)
 
