@@ -27,7 +27,7 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 
-from lrm_ros.core.evaluate import (METRIC_KEYS, EpisodeScores, _clean, _fmt, _parse_value, _thumb,
+from lrm_ros.core.evaluate import (METRIC_KEYS, EpisodeScores, _clean, _fmt, _thumb, backend_from_args,
                                    compute_metrics, episode_queries, score_episodes)
 from lrm_ros.core.hold import HoldConfig, IntervalHold
 
@@ -333,22 +333,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     a = p.parse_args(argv)
     backend = None
     if a.backend != "none":
-        from lrm_ros.core.rewards import make_backend
-        config: Dict[str, Any] = {}
-        if a.model_path:
-            config["model_path"] = a.model_path
-        if a.signal:
-            config["signal"] = a.signal
-        for kv in a.set:
-            k, sep, v = kv.partition("=")
-            if not sep:
-                print(f"error: --set takes KEY=VALUE, got {kv!r}", file=sys.stderr)
-                return 2
-            config[k] = _parse_value(v)
         try:
-            backend = make_backend(a.backend, **config)
-        except (ValueError, TypeError, FileNotFoundError, OSError, ImportError) as e:
-            print(f"error: cannot create the {a.backend!r} backend: {type(e).__name__}: {e}", file=sys.stderr)
+            backend = backend_from_args(a.backend, a.model_path, a.signal, a.set)
+        except ValueError as e:
+            print(f"error: {e}", file=sys.stderr)
             return 2
     try:
         report = audit(a.bags, a.out, backend=backend, interval=a.interval, namespaces=a.namespace,

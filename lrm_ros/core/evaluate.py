@@ -491,6 +491,26 @@ def _parse_value(text: str):
         return text
 
 
+def backend_from_args(name: str, model_path: str = "", signal: str = "", sets: Sequence[str] = ()):
+    """A backend from command-line options (`--set KEY=VALUE` takes JSON values); ValueError
+    with the reason when the options or the backend are bad."""
+    from lrm_ros.core.rewards import make_backend
+    config: Dict[str, Any] = {}
+    if model_path:
+        config["model_path"] = model_path
+    if signal:
+        config["signal"] = signal
+    for kv in sets:
+        k, sep, v = kv.partition("=")
+        if not sep or not k:
+            raise ValueError(f"--set takes KEY=VALUE, got {kv!r}")
+        config[k] = _parse_value(v)
+    try:
+        return make_backend(name, **config)
+    except (ValueError, TypeError, FileNotFoundError, OSError, ImportError) as e:
+        raise ValueError(f"cannot create the {name!r} backend with {config}: {type(e).__name__}: {e}") from None
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     p = argparse.ArgumentParser(prog="python -m lrm_ros.core.evaluate",
                                 description="Evaluate a reward backend offline on episode bags.")
@@ -511,24 +531,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     if a.interval < 1:
         print("error: --interval must be >= 1", file=sys.stderr)
         return 2
-    config: Dict[str, Any] = {}
-    if a.model_path:
-        config["model_path"] = a.model_path
-    if a.signal:
-        config["signal"] = a.signal
-    for kv in a.set:
-        k, sep, v = kv.partition("=")
-        if not sep or not k:
-            print(f"error: --set takes KEY=VALUE, got {kv!r}", file=sys.stderr)
-            return 2
-        config[k] = _parse_value(v)
-    from lrm_ros.core.rewards import make_backend
-
     try:
-        backend = make_backend(a.backend, **config)
-    except (ValueError, TypeError, FileNotFoundError, OSError, ImportError) as e:
-        print(f"error: cannot create the {a.backend!r} backend with {config}: {type(e).__name__}: {e}",
-              file=sys.stderr)
+        backend = backend_from_args(a.backend, a.model_path, a.signal, a.set)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
         return 2
     try:
         report = evaluate(a.bags, backend, a.out, interval=a.interval, batch_size=a.batch_size,
