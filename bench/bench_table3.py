@@ -95,8 +95,13 @@ def run_config(name: str, a) -> dict:
         history.append(row)
         bar.set_postfix(train_success=f"{row['train_success']:.2f}", ret=f"{row['mean_return']:.1f}")
     train_s = time.monotonic() - t0
-    ev = evaluate_policy(sim, adapter, range(a.eval_seed, a.eval_seed + a.eval_episodes),
-                         deterministic=True, desc=f"{name} eval")
+    if iterations:
+        from lrm_ros.core.policy.tiny_vla import save_policy
+        save_policy(model, Path(a.out) / f"{name}_policy.pt", {"config": name, "iterations": iterations})
+    seeds = range(a.eval_seed, a.eval_seed + a.eval_episodes)
+    ev = evaluate_policy(sim, adapter, seeds, deterministic=True, desc=f"{name} eval")
+    if a.eval_stochastic:
+        ev["stochastic"] = evaluate_policy(sim, adapter, seeds, deterministic=False, desc=f"{name} eval (sampled)")
     sim.close()
     return {"config": name, "task": a.task, "iterations": iterations,
             "episodes_per_iteration": a.episodes_per_iteration, "interval": a.interval,
@@ -173,6 +178,8 @@ def main(argv=None) -> int:
     ap.add_argument("--episodes-per-iteration", type=int, default=8)
     ap.add_argument("--eval-episodes", type=int, default=50)
     ap.add_argument("--eval-seed", type=int, default=10_000)
+    ap.add_argument("--eval-stochastic", action="store_true",
+                    help="also evaluate the sampling policy (as trained), not only its mean")
     ap.add_argument("--interval", type=int, default=10, help="K of the interval-hold")
     ap.add_argument("--max-ticks", type=int, default=0, help="0 = the task's recommended limit")
     ap.add_argument("--checkpoint", default="", help="IL policy ('' = the shipped tiny_vla)")
