@@ -1,7 +1,7 @@
 """`lrm-ros demo` (`make demo`): the main job on the embedded defaults, through the graph.
 
 Three bring-ups of the simulated graph (2 x ManiSkill PushCube-v1 in lockstep, camera
-ingest, the shipped tiny_vla policy, the shipped lite reward model):
+ingest, the shipped tiny_vla policy, the shipped lite reward model's completion signal):
   1. evaluate the imitation-learned policy (deterministic) for --eval-episodes per env;
   2. learn: the PPO learner records every episode and runs --iterations updates from the
      held lite rewards; the policies swap each new checkpoint in between episodes;
@@ -176,7 +176,10 @@ Same episode seeds. {report['note']}</p>
 def run_demo(ns) -> int:
     graph = load_graph("sim")
     user = parse_launch_arguments(ns.arguments)
-    base = {"num_envs": "2", "env_id": "PushCube-v1", "reward": "lite", "policy": "tiny_vla"}
+    # completion: the lite signal PPO improved the policy with (bench_table3: 0.30 -> 0.58 on
+    # PushCube); progress rises with time on failures too and PPO learns to wait
+    base = {"num_envs": "2", "env_id": "PushCube-v1", "reward": "lite", "policy": "tiny_vla",
+            "reward_signal": "completion"}
     base.update(user)
     args = argument_defaults(graph)
     args.update(base)
