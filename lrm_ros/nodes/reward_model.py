@@ -20,7 +20,7 @@ from lrm_ros.ros.diagnostics import DiagnosticsPublisher
 from lrm_ros.ros.lifecycle import ManagedNode
 from lrm_ros.ros.image_msgs import image_msg_to_rgb
 from lrm_ros.ros.params import declare_config
-from lrm_ros.ros.qos import LATCHED, RELIABLE, SENSOR
+from lrm_ros.ros.qos import LATCHED, RELIABLE, SENSOR_QUEUE
 
 _STATUS = {OK: RewardQueryResult.STATUS_OK, TIMEOUT: RewardQueryResult.STATUS_TIMEOUT,
            ERROR: RewardQueryResult.STATUS_ERROR}
@@ -70,7 +70,7 @@ class RewardModelNode(ManagedNode):
             self._pub_result[env] = self.track(self.create_publisher(RewardQueryResult, p + "reward/result",
                                                                      RELIABLE))
             self.track(self.create_subscription(Image, p + "camera/frame",
-                                                lambda m, env=env: self._on_frame(env, m), SENSOR))
+                                                lambda m, env=env: self._on_frame(env, m), SENSOR_QUEUE))
             self.track(self.create_subscription(ControlTick, p + "control/tick",
                                                 lambda m, env=env: self._on_tick(env, m), RELIABLE))
             self.track(self.create_subscription(String, p + "task/instruction",

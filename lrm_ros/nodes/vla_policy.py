@@ -17,7 +17,7 @@ from lrm_ros.ros.lifecycle import ManagedNode
 from lrm_ros.core.image import ImageError
 from lrm_ros.ros.image_msgs import image_msg_to_rgb
 from lrm_ros.ros.params import declare_config
-from lrm_ros.ros.qos import LATCHED, RELIABLE, SENSOR
+from lrm_ros.ros.qos import LATCHED, RELIABLE, SENSOR_QUEUE
 
 
 def _stamp_ns(header) -> int:
@@ -50,7 +50,7 @@ class PolicyNode(ManagedNode):
         self.pub_cmd = self.track(self.create_publisher(Float64MultiArray, "policy/command", RELIABLE))
         self.pub_step = self.track(self.create_publisher(PolicyStep, "policy/step", RELIABLE))
         self.track(self.create_subscription(ControlTick, "control/tick", self._on_tick, RELIABLE))
-        self.track(self.create_subscription(Image, "camera/frame", self._on_frame, SENSOR))
+        self.track(self.create_subscription(Image, "camera/frame", self._on_frame, SENSOR_QUEUE))
         self.track(self.create_subscription(JointState, "joint_states", self._on_joints, RELIABLE))
         self.track(self.create_subscription(String, "task/instruction", self._on_instruction, LATCHED))
         if cfg.update_topic:
