@@ -44,8 +44,11 @@ def recorded(tmp_path_factory):
     mon = GraphMonitor(["env0"])
     runner = GraphRunner(specs, env=env, output=log).start()
     try:
-        ok = mon.wait_for(lambda: sum(1 for t in mon.records["env0"].ticks if t[3]) >= 5, 240)
-        assert ok, Path(log.name).read_text()[-3000:]
+        # the recorder finds topics once a second, so count what it recorded, not what ran:
+        # 50 recorded ticks are about 7 episodes of 7 ticks
+        ok = mon.wait_for(lambda: int(mon.node_diagnostics("/bag_recorder").get(
+            "count:/env0/control/tick", 0)) >= 50, 300)
+        assert ok, (mon.node_diagnostics("/bag_recorder"), Path(log.name).read_text()[-3000:])
     finally:
         runner.stop()
         mon.close()
@@ -158,7 +161,7 @@ def test_a_truncated_bag_without_metadata_gives_partial_results(recorded, tmp_pa
     shutil.copytree(recorded["bag"], bag)
     (bag / "metadata.yaml").unlink()                       # the recorder was killed
     mcap = next(bag.glob("*.mcap"))
-    os.truncate(mcap, int(mcap.stat().st_size * 0.6))      # ... mid-write
+    os.truncate(mcap, int(mcap.stat().st_size * 0.8))      # ... mid-write
     contents = load_bag(bag, namespace="env0")
     assert contents.storage == "mcap-direct" and contents.episodes
     assert any("directly" in p for p in contents.problems)
