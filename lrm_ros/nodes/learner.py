@@ -116,7 +116,7 @@ class LearnerNode(Node):
             # scanning the store costs a directory listing: only when an episode finished
             self._checked = finished
             self.usable = len(self.learner.usable_episodes())
-            if self.learner.ready():
+            if self.learner.ready(self.usable):
                 self.training = threading.Thread(target=self._train, daemon=True)
                 self.training.start()
 

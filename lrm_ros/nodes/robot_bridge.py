@@ -81,9 +81,10 @@ class RobotBridgeNode(Node):
         self.counters["joint_states"] += 1
 
     def _joint_view(self):
-        """(names, positions) in the configured order, or (None, None)."""
+        """(names, positions, velocities) in the configured order, or Nones; velocities are
+        empty when the driver sends none."""
         if self.joints is None:
-            return None, None
+            return None, None, None
         msg = self.joints[0]
         names = list(self.config.joint_names) or list(msg.name)
         index = {n: i for i, n in enumerate(msg.name)}
@@ -91,15 +92,17 @@ class RobotBridgeNode(Node):
         if missing:
             self.get_logger().error(f"joint_states lacks {missing}; set joint_names to the robot's joints",
                                     throttle_duration_sec=5.0)
-            return None, None
-        return names, np.array([msg.position[index[n]] for n in names])
+            return None, None, None
+        order = [index[n] for n in names]
+        vel = [float(msg.velocity[i]) for i in order] if len(msg.velocity) == len(msg.name) else []
+        return names, np.array([msg.position[i] for i in order]), vel
 
     def _on_held(self, msg: HeldReward) -> None:
         self.control.on_held(msg.episode, msg.completion, msg.stale)
 
     def _on_pause(self, msg: Bool) -> None:
         if self.safety.set_paused(msg.data):
-            names, q = self._joint_view()
+            names, q, _ = self._joint_view()
             stop = self.adapter.stop(names or [], q)
             if stop is not None:
                 self._send(stop)
@@ -118,7 +121,7 @@ class RobotBridgeNode(Node):
             if why != "paused":
                 self.get_logger().warn(f"command refused: {why}", throttle_duration_sec=2.0)
             return
-        names, q = self._joint_view()
+        names, q, _ = self._joint_view()
         try:
             self._send(self.adapter.command(action, names or [], q))
         except ValueError as exc:
@@ -161,14 +164,10 @@ class RobotBridgeNode(Node):
         img = copy.copy(self.image[0])
         img.header = Header(stamp=header.stamp, frame_id=self.image[0].header.frame_id)
         self.pub_image.publish(img)
-        names, q = self._joint_view()
-        src = self.joints[0]
-        js = JointState(header=Header(stamp=header.stamp, frame_id=src.header.frame_id))
+        names, q, vel = self._joint_view()
+        js = JointState(header=Header(stamp=header.stamp, frame_id=self.joints[0].header.frame_id))
         if names is not None:
-            index = {n: i for i, n in enumerate(src.name)}
-            js.name = names
-            js.position = [float(src.position[index[n]]) for n in names]
-            js.velocity = [float(src.velocity[index[n]]) for n in names] if len(src.velocity) == len(src.name) else []
+            js.name, js.position, js.velocity = names, [float(v) for v in q], vel
         self.pub_joints.publish(js)
         self.pub_tick.publish(ControlTick(header=header, episode=tick.episode, tick=tick.tick,
                                           episode_start=tick.episode_start, episode_end=tick.episode_end,

@@ -107,6 +107,7 @@ def run_replay(argv: Optional[List[str]] = None) -> int:
     apply_ros_environment(domain_id=domain)
     from lrm_ros.ros.monitor import GraphMonitor
     from lrm_ros.ros.qos import LATCHED, RELIABLE, SENSOR
+    from rclpy.serialization import deserialize_message
     a.out.mkdir(parents=True, exist_ok=True)
     log_path = a.out / "nodes.log"
     n_ticks = sum(1 for _, rel, *_ in msgs if rel == "control/tick")
@@ -117,12 +118,12 @@ def run_replay(argv: Optional[List[str]] = None) -> int:
         mon = GraphMonitor(names, node_name="lrm_replay")
         runner = GraphRunner(specs, env=env, output=log).start()
         pubs: Dict[Tuple[int, str], object] = {}
+        camera_in = a.camera_topic.strip("/")           # the recorded camera goes to the ingest's input
+        camera_out = overrides["camera_input"]
         try:
             for i, rel, msgtype, _, _ in msgs:
                 if (i, rel) not in pubs:
-                    topic = f"/{names[i]}/" + ("camera/image_raw/compressed" if rel == a.camera_topic.strip("/")
-                                               and compressed else "camera/image_raw" if rel == a.camera_topic.strip("/")
-                                               else rel)
+                    topic = f"/{names[i]}/" + (camera_out if rel == camera_in else rel)
                     qos = LATCHED if rel == "task/instruction" else SENSOR if rel.startswith("camera") else RELIABLE
                     pubs[(i, rel)] = mon.node.create_publisher(_msg_class(msgtype), topic, qos)
             # every publisher matched by the graph's subscriber and our monitor's: nothing
@@ -130,7 +131,7 @@ def run_replay(argv: Optional[List[str]] = None) -> int:
             need = 3 if a.record else 2          # (+ the recorder)
             ready = mon.wait_for(lambda: all(pub.get_subscription_count() >= need for (_, rel), pub in pubs.items()
                                              if rel in ("control/tick", "task/instruction")
-                                             or rel == a.camera_topic.strip("/")), 120)
+                                             or rel == camera_in), 120)
             if not ready:
                 raise RuntimeError("the replay graph did not come up: " +
                                    "; ".join(runner.describe_death(pr) for pr in runner.dead()))
@@ -147,9 +148,7 @@ def run_replay(argv: Optional[List[str]] = None) -> int:
                         continue
                     bar.update(1)
                     if a.rate <= 0:
-                        tick = _msg_class(msgtype)
-                        from rclpy.serialization import deserialize_message
-                        m = deserialize_message(raw, tick)
+                        m = deserialize_message(raw, _msg_class(msgtype))
                         rec_i = mon.records[names[i]]
                         # a due query must get this tick's frame: wait for its result, so the
                         # next tick cannot make the reward node fall back to an older frame

@@ -509,8 +509,10 @@ class Learner:
     def done(self) -> bool:
         return self.iteration >= self.cfg.max_iterations
 
-    def ready(self) -> bool:
-        return not self.done and len(self.usable_episodes()) >= self.cfg.episodes_per_iteration
+    def ready(self, usable: Optional[int] = None) -> bool:
+        """Whether an update can run; `usable`: a count of usable episodes just taken."""
+        n = len(self.usable_episodes()) if usable is None else usable
+        return not self.done and n >= self.cfg.episodes_per_iteration
 
     def train_iteration(self) -> IterationResult:
         from lrm_ros.core.policy.tiny_vla import save_policy
