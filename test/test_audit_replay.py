@@ -127,6 +127,9 @@ def test_offline_scoring_equals_live_rescoring(replayed, audited):
         offline.update({(ep["episode"], t): v for t, v in zip(s["query_ticks"], s["query_values"])})
     common = set(live) & set(offline)
     assert len(common) >= 0.9 * len(offline) and len(common) >= 4, (sorted(live), sorted(offline))
+    # lockstep: the reward node itself reports that every query got its own tick's frame
+    counters = replayed["report"]["reward_node"]
+    assert counters["env0_frames_late"] == 0 and counters["env0_frames_missing"] == 0, counters
     for k in common:
         assert abs(live[k] - offline[k]) < 1e-4, (k, live[k], offline[k])
     # and every replayed tick got a held reward

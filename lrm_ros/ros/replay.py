@@ -56,6 +56,31 @@ def load_messages(path: Path, namespaces: List[str], camera_topic: str):
     return out, contents.problems
 
 
+def graph_connected(mon, names: List[str]) -> bool:
+    """The reward model is active and subscribed to every env's camera/frame (a frame the
+    ingest publishes before that is lost, and the episode's first frame is what the
+    progress signal compares with)."""
+    if mon.node_diagnostics("/reward_model").get("lifecycle_state") != "active":
+        return False
+    for n in names:
+        infos = mon.node.get_subscriptions_info_by_topic(f"/{n}/camera/frame")
+        if not any(i.node_name == "reward_model" for i in infos):
+            return False
+    return True
+
+
+def reward_node_counters(mon, names: List[str]) -> Dict[str, int]:
+    """The reward model's own count of queries that did not get their tick's frame."""
+    d = mon.node_diagnostics("/reward_model")
+    out = {}
+    for n in names:
+        for k in ("frames_late", "frames_missing", "results_failed"):
+            v = d.get(f"{n}_{k}")
+            if v is not None:
+                out[f"{n}_{k}"] = int(float(v))
+    return out
+
+
 def run_replay(argv: Optional[List[str]] = None) -> int:
     p = argparse.ArgumentParser(prog="lrm-ros replay", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -114,6 +139,7 @@ def run_replay(argv: Optional[List[str]] = None) -> int:
     print(f"[replay] {bag}: namespaces {namespaces} -> {names}, {n_ticks} ticks, rate "
           f"{a.rate or 'as fast as scored'}; node output -> {log_path}", flush=True)
     code = 0
+    counters: Dict[str, int] = {}
     with open(log_path, "w") as log:
         mon = GraphMonitor(names, node_name="lrm_replay")
         runner = GraphRunner(specs, env=env, output=log).start()
@@ -131,10 +157,13 @@ def run_replay(argv: Optional[List[str]] = None) -> int:
             need = 3 if a.record else 2          # (+ the recorder)
             ready = mon.wait_for(lambda: all(pub.get_subscription_count() >= need for (_, rel), pub in pubs.items()
                                              if rel in ("control/tick", "task/instruction")
-                                             or rel == camera_in), 120)
+                                             or rel == camera_in)
+                                 and graph_connected(mon, names), 120)
             if not ready:
-                raise RuntimeError("the replay graph did not come up: " +
-                                   "; ".join(runner.describe_death(pr) for pr in runner.dead()))
+                raise RuntimeError("the replay graph did not come up: " + (
+                    "; ".join(runner.describe_death(pr) for pr in runner.dead()) or
+                    f"the reward model is not active or not subscribed to camera/frame "
+                    f"(reward_model diagnostics: {mon.node_diagnostics('/reward_model') or 'none'})"))
             time.sleep(1.0)     # discovery of our publishers by the nodes
             t_start, log0 = time.monotonic(), msgs[0][3]
             with tqdm(total=n_ticks, desc="replaying", unit="tick", file=sys.stdout) as bar:
@@ -173,6 +202,15 @@ def run_replay(argv: Optional[List[str]] = None) -> int:
                     break
                 last = n
                 mon.wait_for(lambda: sum(len(mon.records[n_].results) for n_ in names) > last, 3.0)
+            d0 = mon.node_diagnostics("/reward_model")        # one more report after the last result
+            mon.wait_for(lambda: mon.node_diagnostics("/reward_model") is not d0, 3.0)
+            counters = reward_node_counters(mon, names)
+            off = {k: v for k, v in counters.items() if v and not k.endswith("results_failed")}
+            if off:
+                print(f"[replay] warning: the reward model scored some queries without their tick's "
+                      f"frame ({off}); those values can differ from `lrm-ros audit`", file=sys.stderr)
+                if a.rate <= 0:
+                    code = code or 1
         except RuntimeError as exc:
             print(f"[replay] FAILED: {exc}", file=sys.stderr)
             code = 2
@@ -182,7 +220,7 @@ def run_replay(argv: Optional[List[str]] = None) -> int:
             runner.stop()
             mon.close()
     report = {"bag": str(bag), "namespaces": dict(zip(names, namespaces)), "problems": problems,
-              "arguments": overrides, "envs": {}}
+              "arguments": overrides, "reward_node": counters, "envs": {}}
     for n in names:
         r = mon.records[n]
         report["envs"][n] = {"held": [list(h[:6]) for h in r.held],
