@@ -6,7 +6,7 @@ import time
 import numpy as np
 import pytest
 
-from lrm_ros.core.bridge import BridgeConfig, CommandError, CommandGate, validate_command
+from lrm_ros.core.bridge import BridgeConfig, CommandError, CommandGate, StartupWait, validate_command
 
 
 def test_config_defaults_are_valid_and_derive_the_sim_config():
@@ -27,6 +27,7 @@ def test_config_defaults_are_valid_and_derive_the_sim_config():
     ({"max_episode_ticks": -1}, ["max_episode_ticks"]),
     ({"camera_width": 2}, ["camera size"]),
     ({"publish_phase": 1.0}, ["publish_phase"]),
+    ({"start_wait_s": -1.0}, ["start_wait_s"]),
 ])
 def test_config_rejects_bad_values_with_a_message_naming_the_field(kwargs, words):
     with pytest.raises(ValueError) as info:
@@ -93,3 +94,44 @@ def test_gate_realtime_take_uses_newest_or_counts_a_miss():
     assert fallback and action.tolist() == [0.2] and gate.missed == 1
     gate.reset_episode()
     assert gate.take()[0].tolist() == [0.0]
+
+
+class _Clock:
+    def __init__(self):
+        self.t = 100.0
+
+    def __call__(self):
+        return self.t
+
+
+def test_startup_waits_for_a_policy_and_settled_subscribers_then_starts():
+    clock = _Clock()
+    w = StartupWait(10.0, need_policy=True, settle_s=0.5, clock=clock)
+    assert not w.ready(policy_present=False, subscribers=0)
+    clock.t += 1.0
+    assert not w.ready(False, 2)                 # subscribers but no policy yet
+    clock.t += 1.0
+    assert w.ready(True, 2) and not w.timed_out  # policy there, 2 subscribers for 1 s
+    # a subscriber arriving restarts the settling time
+    w = StartupWait(10.0, need_policy=True, settle_s=0.5, clock=clock)
+    assert not w.ready(True, 1)
+    clock.t += 0.4
+    assert not w.ready(True, 2)
+    clock.t += 0.4
+    assert not w.ready(True, 2)
+    clock.t += 0.2
+    assert w.ready(True, 2)
+
+
+def test_startup_without_a_policy_times_out_and_realtime_needs_no_policy():
+    clock = _Clock()
+    w = StartupWait(3.0, need_policy=True, clock=clock)
+    for _ in range(5):
+        assert not w.ready(False, 1)
+        clock.t += 0.5
+    clock.t += 0.6
+    assert w.ready(False, 1) and w.timed_out
+    w = StartupWait(3.0, need_policy=False, settle_s=0.5, clock=clock)
+    assert not w.ready(False, 1)
+    clock.t += 0.5
+    assert w.ready(False, 1) and not w.timed_out

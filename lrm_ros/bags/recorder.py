@@ -244,7 +244,8 @@ class RecorderConfig:
     extra_topics: Tuple[str, ...] = field(default=(), metadata=_h(
         "absolute topic names recorded as they are, in addition to the above"))
     discovery_period_s: float = field(default=1.0, metadata=_h(
-        "how often to look for wanted topics that have appeared (they are subscribed once)"))
+        "how often to look for wanted topics that have appeared, after the first minute (every "
+        "0.1 s until then); each is subscribed once"))
     diagnostics_period_s: float = field(default=1.0, metadata=_h("period of /diagnostics"))
 
     def __post_init__(self):

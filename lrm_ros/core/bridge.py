@@ -13,6 +13,7 @@ rejected and counted; a tick whose command is missing uses the configured fallba
 """
 import math
 import threading
+import time
 from dataclasses import dataclass, field
 from typing import Optional, Sequence, Tuple
 
@@ -58,6 +59,11 @@ class BridgeConfig:
         "simulated time: stamp messages with this env's simulated time (ticks x period) and, "
         "for env_index 0, publish it on /clock, which nodes with use_sim_time follow"))
     diagnostics_period_s: float = field(default=1.0, metadata=_help("period of /diagnostics"))
+    start_wait_s: float = field(default=15.0, metadata=_help(
+        "before the first tick, wait up to this long for a policy (a node that publishes "
+        "policy/command and subscribes control/tick; lockstep only) and for the set of "
+        "control/tick subscribers to settle, so nobody misses the first episode's tick 0; "
+        "0 = start at once"))
 
     def __post_init__(self):
         if self.mode not in MODES:
@@ -81,6 +87,8 @@ class BridgeConfig:
             raise ValueError(f"env_index must be >= 0, got {self.env_index}")
         if self.diagnostics_period_s <= 0:
             raise ValueError("diagnostics_period_s must be > 0")
+        if not (self.start_wait_s >= 0 and math.isfinite(self.start_wait_s)):
+            raise ValueError(f"start_wait_s must be >= 0 seconds (0 = start at once), got {self.start_wait_s}")
 
     @property
     def period_s(self) -> float:
@@ -197,3 +205,30 @@ class CommandGate:
         with self._cond:
             self._pending = None
             self._last_good = np.zeros(self.action_dim)
+
+
+class StartupWait:
+    """When the first tick may go out: a tick published before its subscribers are matched is
+    lost (control/tick is volatile), and with it the first episode's tick 0 for the policy,
+    the reward model and the recorder. Ready once a policy is present (when `need_policy`)
+    and the number of matched control/tick subscribers has not changed for `settle_s` (the
+    nodes of a graph come up at about the same time); or when `wait_s` has passed
+    (`timed_out`)."""
+
+    def __init__(self, wait_s: float, need_policy: bool, settle_s: float = 1.0, clock=time.monotonic):
+        self.wait_s, self.need_policy, self.settle_s, self._clock = wait_s, need_policy, settle_s, clock
+        self._t0 = clock()
+        self._count = -1
+        self._since = self._t0
+        self.timed_out = False
+
+    def ready(self, policy_present: bool, subscribers: int) -> bool:
+        now = self._clock()
+        if now - self._t0 >= self.wait_s:
+            self.timed_out = True
+            return True
+        if subscribers != self._count:
+            self._count, self._since = subscribers, now
+        if subscribers < 1 or (self.need_policy and not policy_present):
+            return False
+        return now - self._since >= self.settle_s

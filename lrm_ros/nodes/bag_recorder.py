@@ -1,13 +1,15 @@
 """bag_recorder: records the graph's topics into a rosbag2 (mcap) bag, without `ros2 bag`.
 
-Topics come up after the recorder: every `discovery_period_s` it looks at the ROS graph and
-subscribes (once) to each wanted topic that has a publisher, with `raw=True` so the CDR bytes
-go into the bag untouched (lrm_ros.bags.recorder.BagRecorder). The QoS follows the
+Topics come up after the recorder: it looks at the ROS graph every 0.1 s for the first
+minute (while the graph starts), then every `discovery_period_s` (wall clock), and subscribes
+(once) to each wanted topic that has a publisher, with `raw=True` so the CDR bytes go into the
+bag untouched (lrm_ros.bags.recorder.BagRecorder). The QoS follows the
 publishers: best effort if any publisher is, transient local (latched topics such as
 task/instruction) if all are. A topic whose type the bag typestore does not know is skipped
 and reported in the log and on /diagnostics. Shutdown (Ctrl-C) closes the bag.
 """
 import importlib
+import time
 
 from diagnostic_msgs.msg import DiagnosticStatus
 from rclpy.node import Node
@@ -15,10 +17,12 @@ from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPo
 
 from lrm_ros.bags.recorder import BagRecorder, RecorderConfig
 from lrm_ros.nodes.runtime import run_node
-from lrm_ros.ros.diagnostics import DiagnosticsPublisher
+from lrm_ros.ros.diagnostics import DiagnosticsPublisher, wall_timer
 from lrm_ros.ros.params import declare_config
 
 DEPTH = 100
+FAST_DISCOVERY_S = 60.0          # after start-up, look for topics every ...
+FAST_DISCOVERY_PERIOD_S = 0.1    # ... this many seconds
 
 
 def message_class(msgtype: str):
@@ -69,7 +73,11 @@ class BagRecorderNode(Node):
         self._subs = []
         self.write_errors = 0
         self._closed = False
-        self.create_timer(cfg.discovery_period_s, self._discover)
+        # Topics appear while the graph starts: look often then, so the first messages are
+        # not lost to a slow poll; afterwards every discovery_period_s.
+        self._fast_until = time.monotonic() + FAST_DISCOVERY_S
+        self._last_discovery = 0.0
+        wall_timer(self, min(FAST_DISCOVERY_PERIOD_S, cfg.discovery_period_s), self._discover)
         self.diagnostics = DiagnosticsPublisher(self, self._counters, cfg.diagnostics_period_s,
                                                 level=self._level)
         self.get_logger().info(f"recording {len(self.wanted)} topic(s) of envs "
@@ -79,6 +87,10 @@ class BagRecorderNode(Node):
     def _discover(self) -> None:
         if self._closed:
             return
+        now = time.monotonic()
+        if now > self._fast_until and now - self._last_discovery < self.config.discovery_period_s - 0.05:
+            return
+        self._last_discovery = now
         graph = dict(self.get_topic_names_and_types())
         for topic in self.wanted:
             if topic in self.subscribed or topic in self.recorder.skipped or topic not in graph:

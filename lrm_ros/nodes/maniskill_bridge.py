@@ -18,7 +18,7 @@ from sensor_msgs.msg import CameraInfo, Image, JointState
 from std_msgs.msg import Float64MultiArray, Header, String
 from std_srvs.srv import Trigger
 
-from lrm_ros.core.bridge import BridgeConfig, CommandError, CommandGate
+from lrm_ros.core.bridge import BridgeConfig, CommandError, CommandGate, StartupWait
 from lrm_ros.msg import ControlTick, SimOracle
 from lrm_ros.nodes.runtime import run_node
 from lrm_ros.ros.diagnostics import DiagnosticsPublisher
@@ -205,7 +205,34 @@ class ManiSkillBridge(Node):
             self.failed = True
             self.context.try_shutdown()
 
+    def _wait_for_consumers(self) -> None:
+        """Hold the first tick until a policy and the other subscribers of control/tick are
+        matched (BridgeConfig.start_wait_s)."""
+        lockstep = self.config.mode == "lockstep"
+        wait = StartupWait(self.config.start_wait_s, need_policy=lockstep)
+        tick_topic, cmd_topic = self.pub_tick.topic_name, self.resolve_topic_name("policy/command")
+        self.get_logger().info(f"waiting up to {self.config.start_wait_s:g} s for "
+                               + ("a policy and " if lockstep else "") + f"the subscribers of {tick_topic}")
+        policy = False
+        while not self._stop.is_set():
+            tick_nodes = {(i.node_namespace, i.node_name) for i in self.get_subscriptions_info_by_topic(tick_topic)}
+            policy = any((i.node_namespace, i.node_name) in tick_nodes
+                         for i in self.get_publishers_info_by_topic(cmd_topic))
+            if wait.ready(policy, self.pub_tick.get_subscription_count()):
+                break
+            self._stop.wait(0.05)
+        n = self.pub_tick.get_subscription_count()
+        if wait.timed_out:
+            self.get_logger().warn(f"starting after {self.config.start_wait_s:g} s with {n} subscriber(s) of "
+                                   f"{tick_topic}" + ("" if not lockstep or policy else
+                                                      f" and no policy on {cmd_topic} (commands fall back "
+                                                      f"to '{self.config.fallback}')"))
+        else:
+            self.get_logger().info(f"starting: {n} subscriber(s) of {tick_topic}")
+
     def _run(self) -> None:
+        if self.config.start_wait_s > 0:
+            self._wait_for_consumers()
         first = True
         realtime = self.config.mode == "realtime"
         deadline = time.monotonic()
