@@ -23,6 +23,10 @@ ROBOT_FILE = """/**:
     action_dim: 7
     adapter: forward_command
     command_topic: /fake_controller/commands
+    gripper_index: 6
+    gripper_topic: /fake_gripper/commands
+    gripper_closed: 0.0
+    gripper_open: 0.08
     action_low: [-0.5]
     action_high: [0.5]
     max_delta: [0.2]
@@ -53,9 +57,11 @@ def robot(tmp_path_factory):
     assert sorted(s.executable for s in specs) == ["camera_ingest", "reward_model", "robot_bridge", "vla_policy"]
     log = open(tmp / "nodes.log", "w")
     mon = GraphMonitor([NS])
-    commands = []
+    commands, gripper = [], []
     mon.node.create_subscription(Float64MultiArray, "/fake_controller/commands",
                                  lambda m: commands.append((time.monotonic(), list(m.data))), RELIABLE)
+    mon.node.create_subscription(Float64MultiArray, "/fake_gripper/commands",
+                                 lambda m: gripper.append((time.monotonic(), list(m.data))), RELIABLE)
     cam = mon.node.create_publisher(type(rgb_to_image_msg(np.zeros((2, 2, 3), np.uint8))),
                                     "/fake_camera/color/image_raw", SENSOR)
     joints = mon.node.create_publisher(JointState, "/fake/joint_states", SENSOR)
@@ -84,7 +90,7 @@ def robot(tmp_path_factory):
             log.flush()
             pytest.fail("graph not up: " + "; ".join(runner.describe_death(p) for p in runner.dead())
                         + Path(log.name).read_text()[-3000:])
-        yield {"mon": mon, "commands": commands, "runner": runner, "log": log}
+        yield {"mon": mon, "commands": commands, "gripper": gripper, "runner": runner, "log": log}
     finally:
         stop.set()
         runner.stop()
@@ -121,18 +127,24 @@ def test_operator_episodes_safety_and_lifecycle(robot):
     assert rec.ticks[0][:3] == (0, 0, True)
     assert rec.instruction == "push the red cube to the target"
     vals = np.array([c[1] for c in commands])
-    assert vals.shape[1] == 7 and np.all(np.abs(vals) <= 0.5 + 1e-9)          # clipped
+    assert vals.shape[1] == 6 and np.all(np.abs(vals) <= 0.5 + 1e-9)          # clipped
     assert np.all(np.abs(np.diff(vals, axis=0)) <= 0.2 + 1e-9)                 # rate limited
+    # action[6] drives the gripper: clipped to [-0.5, 0.5] -> positions in [0.02, 0.06]
+    grip = robot["gripper"]
+    assert mon.wait_for(lambda: len(grip) >= len(vals), 5), (len(grip), len(vals))
+    g = np.array([x[1] for x in grip])
+    assert g.shape[1] == 1 and np.all((g >= 0.02 - 1e-9) & (g <= 0.06 + 1e-9)), g.ravel()
 
     # pause: one stop command at once, then nothing while ticks go on
     pause = mon.node.create_publisher(Bool, f"/{NS}/safety/pause", LATCHED)
     n_ticks = len(rec.ticks)
     t_pause = time.monotonic()
     pause.publish(Bool(data=True))
-    assert mon.wait_for(lambda: any(c[0] > t_pause and c[1] == [0.0] * 7 for c in commands), 5)
+    assert mon.wait_for(lambda: any(c[0] > t_pause and c[1] == [0.0] * 6 for c in commands), 5)
     time.sleep(1.5)
     after = [c for c in commands if c[0] > t_pause]
-    assert after[0][1] == [0.0] * 7 and len(after) == 1, after
+    assert after[0][1] == [0.0] * 6 and len(after) == 1, after
+    assert not [x for x in robot["gripper"] if x[0] > t_pause + 0.2]          # the gripper keeps its hold
     assert len(rec.ticks) >= n_ticks + 3                                        # ticks continue
     pause.publish(Bool(data=False))
     t_resume = time.monotonic()

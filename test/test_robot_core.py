@@ -1,5 +1,7 @@
 """robot_bridge's ROS-free logic: the safety filter, the command adapters and the operator's
 episode control."""
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -47,6 +49,18 @@ def test_adapters_build_what_each_controller_takes():
     tw = CommandAdapter(RobotConfig(action_dim=7, adapter="twist", action_scale=0.1)).command(
         np.arange(7) / 10, names, q)
     assert tw.linear == pytest.approx((0.0, 0.01, 0.02)) and tw.angular == pytest.approx((0.03, 0.04, 0.05))
+    # a gripper component leaves the arm's command and becomes a position (-1 closed .. 1 open)
+    cfg = RobotConfig(action_dim=7, adapter="twist", action_scale=0.1, gripper_index=6,
+                      gripper_closed=0.0, gripper_open=0.08)
+    tw = CommandAdapter(cfg).command(np.array([0.1, 0.2, 0.3, 0.4, 0.5, 0.6, -1.0]), names, q)
+    assert tw.linear == pytest.approx((0.01, 0.02, 0.03)) and tw.gripper == pytest.approx(0.0)
+    assert CommandAdapter(cfg).command(np.array([0, 0, 0, 0, 0, 0, 0.5]), names, q).gripper == pytest.approx(0.06)
+    fwd = CommandAdapter(RobotConfig(action_dim=7, gripper_index=0, gripper_closed=1.0, gripper_open=0.0)).command(
+        np.array([1.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6]), names, q)
+    assert fwd.values == pytest.approx([0.1, 0.2, 0.3, 0.4, 0.5, 0.6]) and fwd.gripper == pytest.approx(0.0)
+    assert CommandAdapter(RobotConfig(action_dim=7, gripper_index=6)).stop(names, q).values == [0.0] * 6
+    assert CommandAdapter(RobotConfig(action_dim=7, gripper_index=6)).stop(names, q).gripper is None
+    assert CommandAdapter(RobotConfig(action_dim=6)).command(np.zeros(6), names, q).gripper is None
     # stop commands: zero twist; hold position for trajectories; zeros for forward commands
     assert CommandAdapter(RobotConfig(action_dim=6, adapter="twist")).stop(names, q).linear == (0, 0, 0)
     assert CommandAdapter(RobotConfig(action_dim=6, adapter="joint_trajectory")).stop(names, q).values == \
@@ -63,6 +77,10 @@ def test_config_errors_say_what_to_fix():
         RobotConfig(action_dim=3, action_low=(-1, -1))
     with pytest.raises(ValueError, match="twist adapter needs an action of at least 6"):
         RobotConfig(action_dim=3, adapter="twist")
+    with pytest.raises(ValueError, match="besides the gripper"):
+        RobotConfig(action_dim=6, adapter="twist", gripper_index=5)
+    with pytest.raises(ValueError, match="gripper_index must be an action component"):
+        RobotConfig(action_dim=7, gripper_index=7)
     with pytest.raises(ValueError, match="below action_high"):
         RobotConfig(action_low=(1.0,), action_high=(0.0,))
 
@@ -116,3 +134,15 @@ def test_success_from_the_completion_signal():
     assert not op.next_tick().episode_end
     auto = EpisodeControl(RobotConfig(auto_start=True, max_episode_ticks=1))
     assert [(t.episode, t.tick) for t in _run(auto, 4)] == [(0, 0), (0, 1), (1, 0), (1, 1)]
+
+
+@pytest.mark.parametrize("path", sorted((Path(__file__).resolve().parents[1] / "config" / "robots").glob("*.yaml"))
+                         + [Path(__file__).resolve().parents[1] / "config" / "params" / "robot_bridge.yaml"],
+                         ids=lambda p: p.name)
+def test_shipped_robot_files_are_valid_configs(path):
+    import yaml
+    params = yaml.safe_load(path.read_text())["/**"]["ros__parameters"]
+    known = set(RobotConfig.__dataclass_fields__)
+    assert set(params) <= known, set(params) - known           # no misspelt parameter
+    cfg = RobotConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in params.items()})
+    assert cfg.arm_dim >= 1

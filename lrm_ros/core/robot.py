@@ -8,6 +8,10 @@
   controller), `joint_trajectory` (trajectory_msgs/JointTrajectory: one point, the current
   joint positions plus the action as a delta, reached in one control period) or `twist`
   (geometry_msgs/TwistStamped for servoing: linear = action[0:3], angular = action[3:6]).
+  With `gripper_index` set, that action component (ManiSkill's convention: -1 closed, 1 open)
+  is taken out of the arm's command and sent on its own as a gripper position between
+  `gripper_closed` and `gripper_open` (Float64MultiArray, for a gripper's forward command
+  controller). A pause leaves the gripper as it is, so nothing held is dropped.
 - `EpisodeControl`: episodes on hardware are run by an operator: start, stop, reset, mark
   success; success can also come from the reward model's completion signal
   (`success_source`), after `completion_ticks` consecutive fresh held values >= the threshold.
@@ -57,6 +61,13 @@ class RobotConfig:
         "what is sent once when paused: zero (a zero command: velocity interfaces stop), hold "
         "(the current joint positions: position interfaces stay) or none")})
     twist_frame: str = field(default="base_link", metadata={"help": "frame_id of twist commands"})
+    gripper_index: int = field(default=-1, metadata={"help": (
+        "action component that drives the gripper (-1 closed .. 1 open, as ManiSkill's "
+        "pd_ee_delta_pose: component 6), sent on gripper_topic instead of to the arm; -1 = none")})
+    gripper_topic: str = field(default="/gripper_controller/commands", metadata={"help": (
+        "where gripper positions go (Float64MultiArray with one value, e.g. a forward command controller)")})
+    gripper_closed: float = field(default=0.0, metadata={"help": "gripper position sent for action -1"})
+    gripper_open: float = field(default=1.0, metadata={"help": "gripper position sent for action 1"})
     camera_topic: str = field(default="/camera/color/image_raw", metadata={"help": (
         "the camera driver's topic; a name ending in /compressed is a CompressedImage")})
     joint_states_topic: str = field(default="/joint_states", metadata={"help": "the robot's JointState topic"})
@@ -84,8 +95,15 @@ class RobotConfig:
             raise ValueError(f"success_source must be one of {SUCCESS_SOURCES}, got {self.success_source!r}")
         if self.action_dim < 1 or self.max_episode_ticks < 1 or self.completion_ticks < 1:
             raise ValueError("action_dim, max_episode_ticks and completion_ticks must be >= 1")
-        if self.adapter == "twist" and self.action_dim < 6:
-            raise ValueError(f"the twist adapter needs an action of at least 6 components, got {self.action_dim}")
+        if not -1 <= self.gripper_index < self.action_dim:
+            raise ValueError(f"gripper_index must be an action component (0..{self.action_dim - 1}) "
+                             f"or -1 for no gripper, got {self.gripper_index}")
+        if not (math.isfinite(self.gripper_open) and math.isfinite(self.gripper_closed)):
+            raise ValueError("gripper_open and gripper_closed must be finite positions")
+        if self.adapter == "twist" and self.arm_dim < 6:
+            raise ValueError(f"the twist adapter needs an action of at least 6 components besides the "
+                             f"gripper, got {self.arm_dim} (action_dim {self.action_dim}, gripper_index "
+                             f"{self.gripper_index})")
         lo = _broadcast("action_low", self.action_low, self.action_dim)
         hi = _broadcast("action_high", self.action_high, self.action_dim)
         if not np.all(lo < hi):
@@ -96,6 +114,11 @@ class RobotConfig:
     @property
     def period_s(self) -> float:
         return 1.0 / self.control_rate_hz
+
+    @property
+    def arm_dim(self) -> int:
+        """Action components that go to the arm's controller."""
+        return self.action_dim - (1 if self.gripper_index >= 0 else 0)
 
 
 class SafetyFilter:
@@ -152,6 +175,7 @@ class RobotCommand:
     linear: Tuple[float, float, float] = (0.0, 0.0, 0.0)
     angular: Tuple[float, float, float] = (0.0, 0.0, 0.0)
     duration_s: float = 0.0
+    gripper: Optional[float] = None          # gripper position to send with it (gripper_index)
 
 
 class CommandAdapter:
@@ -160,7 +184,19 @@ class CommandAdapter:
 
     def command(self, action: np.ndarray, joint_names: Sequence[str],
                 joint_positions: Optional[np.ndarray]) -> RobotCommand:
-        a = np.asarray(action, np.float64) * self.cfg.action_scale
+        a = np.asarray(action, np.float64)
+        gripper = None
+        g = self.cfg.gripper_index
+        if g >= 0:
+            opening = (float(np.clip(a[g], -1.0, 1.0)) + 1.0) / 2.0
+            gripper = self.cfg.gripper_closed + opening * (self.cfg.gripper_open - self.cfg.gripper_closed)
+            a = np.delete(a, g)
+        cmd = self._arm(a * self.cfg.action_scale, joint_names, joint_positions)
+        cmd.gripper = gripper
+        return cmd
+
+    def _arm(self, a: np.ndarray, joint_names: Sequence[str],
+             joint_positions: Optional[np.ndarray]) -> RobotCommand:
         kind = self.cfg.adapter
         if kind == "forward_command":
             return RobotCommand(kind, a.tolist())
@@ -186,7 +222,7 @@ class CommandAdapter:
             return RobotCommand(kind, q.tolist()) if kind == "forward_command" else RobotCommand(kind, [])
         if kind == "twist":
             return RobotCommand(kind, [])
-        return RobotCommand(kind, [0.0] * self.cfg.action_dim)
+        return RobotCommand(kind, [0.0] * self.cfg.arm_dim)
 
 
 @dataclass

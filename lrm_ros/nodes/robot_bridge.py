@@ -51,6 +51,8 @@ class RobotBridgeNode(Node):
         msg_type = {"forward_command": Float64MultiArray, "joint_trajectory": JointTrajectory,
                     "twist": TwistStamped}[cfg.adapter]
         self.pub_cmd = self.create_publisher(msg_type, cfg.command_topic, RELIABLE)
+        self.pub_gripper = (self.create_publisher(Float64MultiArray, cfg.gripper_topic, RELIABLE)
+                            if cfg.gripper_index >= 0 else None)
         self.create_subscription(img_type, cfg.camera_topic, self._on_image, SENSOR)
         self.create_subscription(JointState, cfg.joint_states_topic, self._on_joints, SENSOR)
         self.create_subscription(Float64MultiArray, "policy/command", self._on_command, RELIABLE)
@@ -64,7 +66,9 @@ class RobotBridgeNode(Node):
             self.pub_instruction.publish(String(data=cfg.instruction))
         self.create_timer(cfg.period_s, self._on_timer)
         self.diagnostics = DiagnosticsPublisher(self, self._counters)
-        self._status(f"ready: {cfg.control_rate_hz} Hz, {cfg.adapter} on {cfg.command_topic}; "
+        self._status(f"ready: {cfg.control_rate_hz} Hz, {cfg.adapter} on {cfg.command_topic}"
+                     + (f", gripper (action[{cfg.gripper_index}]) on {cfg.gripper_topic}"
+                        if cfg.gripper_index >= 0 else "") + "; "
                      + ("episodes start by themselves" if cfg.auto_start else "call episode/start"))
 
     # --- inputs ---------------------------------------------------------------------------
@@ -145,6 +149,8 @@ class RobotBridgeNode(Node):
             out.twist.angular.x, out.twist.angular.y, out.twist.angular.z = map(float, cmd.angular)
         self.pub_cmd.publish(out)
         self.counters["commands_sent"] += 1
+        if cmd.gripper is not None and self.pub_gripper is not None:
+            self.pub_gripper.publish(Float64MultiArray(data=[float(cmd.gripper)]))
 
     # --- ticks ----------------------------------------------------------------------------
     def _on_timer(self) -> None:
