@@ -69,6 +69,7 @@ def run_config(name: str, a) -> dict:
     if name in LITE or name == "filtered_bc":
         backend = make_backend("lite", signal="completion" if name == "filtered_bc" else name)
     lcfg = LearnerConfig(store_dir="unused", algorithm="filtered_bc" if name == "filtered_bc" else "ppo",
+                         success_absorbing=not a.no_success_absorbing,
                          success_threshold=a.success_threshold, bc_epochs=a.bc_epochs)
     ppo = PPOConfig(learning_rate=a.lr, kl_coef=a.kl_coef, minibatch_size=a.minibatch,
                     update_epochs=a.update_epochs)
@@ -104,6 +105,7 @@ def run_config(name: str, a) -> dict:
         ev["stochastic"] = evaluate_policy(sim, adapter, seeds, deterministic=False, desc=f"{name} eval (sampled)")
     sim.close()
     return {"config": name, "task": a.task, "iterations": iterations,
+            "success_absorbing": lcfg.success_absorbing,
             "episodes_per_iteration": a.episodes_per_iteration, "interval": a.interval,
             "eval": ev, "history": history, "train_s": train_s,
             "total_s": time.monotonic() - t0}
@@ -190,6 +192,8 @@ def main(argv=None) -> int:
     ap.add_argument("--bc-epochs", type=int, default=10)
     ap.add_argument("--success-threshold", type=float, default=0.5)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--no-success-absorbing", action="store_true",
+                    help="train on the plain held values (LearnerConfig.success_absorbing off)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", default=str(ROOT / "out" / "bench" / "table3"))
     ap.add_argument("--report", action="store_true", help="only merge the per-config results")

@@ -11,7 +11,7 @@ import torch
 from lrm_ros.core.learn.episode_store import EpisodeStore
 from lrm_ros.core.learn.rl import (EpisodeAssembler, Learner, LearnerConfig, episode_succeeded,
                                    filtered_bc_update, step_rewards)
-from lrm_ros.core.learn.ppo import PPOConfig
+from lrm_ros.core.learn.ppo import PPOConfig, discounted_returns
 from lrm_ros.core.policy.adapter import (PolicyAdapter, PolicyObservation, TinyVLAAdapter,
                                          adapter_class)
 from lrm_ros.core.policy.runtime import ObservationSync, PolicyNodeConfig, PolicyRuntime, TickInfo
@@ -460,3 +460,31 @@ def test_learning_gate_holds_updates_while_paused_or_rewards_are_stale(tmp_path)
     asm.abort_open("robot paused")
     (aborted,) = store.incomplete_episodes()
     assert aborted.meta["abort_reason"] == "robot paused"
+
+
+# ------------------------------------------------------------------------- success is absorbing
+def _ep(rewards, success):
+    n = len(rewards)
+    done = np.zeros(n, bool)
+    done[-1] = True
+    return {"reward": np.asarray(rewards, np.float32), "done": done,
+            "meta": {"complete": True, "extra": {"env_success": success}}}
+
+
+def test_a_quick_success_is_worth_more_than_a_slow_one_or_hovering():
+    from lrm_ros.core.learn.rl import training_rewards
+    cfg, gamma = LearnerConfig(store_dir="unused"), 0.99
+    ramp = lambda n: list(np.linspace(0.1, 0.8, n - 1)) + [1.0]          # noqa: E731
+    quick, slow = _ep(ramp(20), True), _ep(ramp(60), True)
+    hover = _ep([0.1] * 5 + [0.8] * 95, False)                              # near the goal, never there
+    ret = lambda ep, c=cfg: discounted_returns(training_rewards(ep, c, gamma), ep["done"], gamma)[0]  # noqa: E731
+    assert ret(quick) > ret(slow) > ret(hover)
+    r = training_rewards(quick, cfg, gamma)
+    assert r[-1] == pytest.approx(1.0 / (1 - gamma)) and np.allclose(r[:-1], quick["reward"][:-1])
+    assert np.allclose(training_rewards(hover, cfg, gamma), hover["reward"])       # failures unchanged
+    # without it, the plain held values pay hovering more than succeeding (what PPO then learns)
+    off = LearnerConfig(store_dir="unused", success_absorbing=False)
+    assert ret(hover, off) > ret(slow, off) and ret(slow, off) > ret(quick, off)
+    # potential-based (delta) rewards need nothing: a goal state pays no more change
+    delta = LearnerConfig(store_dir="unused", reward_transform="delta")
+    assert np.allclose(training_rewards(quick, delta, gamma), np.diff(np.concatenate([[0.0], quick["reward"]])))

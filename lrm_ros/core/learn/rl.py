@@ -54,6 +54,11 @@ class LearnerConfig:
     reward_transform: str = field(default="value", metadata={"help": (
         "value: step reward = held value; delta: its change (potential-based shaping)")})
     reward_scale: float = field(default=1.0, metadata={"help": "multiplies every step reward"})
+    success_absorbing: bool = field(default=True, metadata={"help": (
+        "value rewards: an episode that ended in success (END_SUCCESS) reached a goal state "
+        "that keeps paying its last reward, so its last step's return is r / (1 - gamma). "
+        "Without it the end of the episode at success forfeits the rewards a slower policy "
+        "would keep collecting, and PPO learns to put success off")})
     result_wait_s: float = field(default=10.0, metadata={"help": (
         "how long an ended episode waits for its terminal query result and missing messages")})
     success_source: str = field(default="completion", metadata={"help": (
@@ -286,6 +291,21 @@ def step_rewards(reward: np.ndarray, transform: str, scale: float) -> np.ndarray
     return scale * r
 
 
+def training_rewards(ep: dict, cfg: LearnerConfig, gamma: float) -> np.ndarray:
+    """The step rewards PPO trains on: `step_rewards`, and for `success_absorbing` the last
+    reward of a successful episode carried on forever (r / (1 - gamma)), so that reaching
+    the goal sooner is worth more than hovering near it (measured on the IL policy with the
+    oracle reward: without it quick successes scored below slow ones and some failures)."""
+    r = step_rewards(ep["reward"], cfg.reward_transform, cfg.reward_scale)
+    meta = ep.get("meta", {})
+    extra = meta.get("extra", meta)
+    if (cfg.success_absorbing and cfg.reward_transform == "value" and len(r) and gamma < 1
+            and bool(ep["done"][-1]) and bool(extra.get("env_success", False))):
+        r = r.copy()
+        r[-1] = r[-1] / (1.0 - gamma)
+    return r
+
+
 def _torch():
     import torch
     return torch
@@ -297,7 +317,7 @@ def prefit_critic(model, episodes: Sequence[dict], cfg: LearnerConfig, ppo: PPOC
     passes); returns the refitted values per episode and the final mean squared error."""
     torch = _torch()
     feats = np.concatenate([e["features"] for e in episodes]).astype(np.float32)
-    rets = np.concatenate([discounted_returns(step_rewards(e["reward"], cfg.reward_transform, cfg.reward_scale),
+    rets = np.concatenate([discounted_returns(training_rewards(e, cfg, ppo.gamma),
                                               e["done"], ppo.gamma,
                                               0.0 if e["done"][-1] else float(e["value"][-1]))
                            for e in episodes]).astype(np.float32)
@@ -331,7 +351,7 @@ def _episode_arrays(episodes: Sequence[dict], cfg: LearnerConfig, ppo: PPOConfig
     parts: Dict[str, list] = {k: [] for k in ("features", "raw_action", "log_prob", "adv", "ret",
                                                "weight", "stale")}
     for i, ep in enumerate(episodes):
-        rewards = step_rewards(ep["reward"], cfg.reward_transform, cfg.reward_scale)
+        rewards = training_rewards(ep, cfg, ppo.gamma)
         values = ep["value"].astype(np.float64) if refit is None else refit[i]
         dones = ep["done"].astype(bool)
         complete = bool(ep["meta"].get("complete", False)) and bool(dones[-1])
