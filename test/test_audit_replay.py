@@ -26,17 +26,14 @@ def _run(args, timeout=600):
 
 
 @pytest.fixture(scope="module")
-def recorded(tmp_path_factory):
+def recorded(tmp_path_factory, graph_domain):
     """A recorded run: sim graph, random policy, lite reward (K=3), 6-tick episodes."""
     from lrm_ros.bringup.graph import load_graph, resolve
     from lrm_ros.bringup.runner import GraphRunner
-    from lrm_ros.ros.env import ros_environment
     from lrm_ros.ros.monitor import GraphMonitor
     tmp = tmp_path_factory.mktemp("audit")
     bag = tmp / "run"
-    domain = 100 + (os.getpid() * 13 + 5) % 100
-    env = ros_environment(domain_id=domain)
-    os.environ["ROS_DOMAIN_ID"] = str(domain)
+    domain, env = graph_domain
     specs = resolve(load_graph("sim"), {"env_id": "PushCube-v1", "policy": "random", "reward": "lite",
                                         "reward_interval": str(K), "max_episode_ticks": "6",
                                         "record": "true", "record_path": str(bag), "reward_prefix": ""})

@@ -6,7 +6,6 @@ record:=true as real processes; after Ctrl-C the bag holds the ticks the monitor
 latched instruction, held rewards and the raw camera images.
 """
 import json
-import os
 import subprocess
 import sys
 import threading
@@ -216,18 +215,15 @@ def test_recorder_module_imports_no_ros():
 # --- the bag_recorder node in the sim graph -------------------------------------------------
 
 @pytest.fixture(scope="module")
-def recorded(tmp_path_factory):
+def recorded(tmp_path_factory, graph_domain):
     """Run the sim graph with record:=true until an episode has ended and rewards flowed;
     stop it (Ctrl-C) and hand over what the monitor saw, the runner's exit codes and the bag."""
     from lrm_ros.bringup.graph import load_graph, resolve
     from lrm_ros.bringup.runner import GraphRunner
-    from lrm_ros.ros.env import ros_environment
     from lrm_ros.ros.monitor import GraphMonitor
     tmp = tmp_path_factory.mktemp("recorder")
     bag = tmp / "bag"
-    domain = 100 + (os.getpid() * 11 + 7) % 100
-    env = ros_environment(domain_id=domain)
-    os.environ["ROS_DOMAIN_ID"] = str(domain)
+    domain, env = graph_domain
     specs = resolve(load_graph("sim"), {"policy": "random", "reward": "lite", "reward_interval": "3",
                                         "max_episode_ticks": str(MAX_TICKS), "reward_prefix": "",
                                         "record": "true", "record_path": str(bag)})

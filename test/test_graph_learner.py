@@ -5,7 +5,6 @@ keeps acting, and that the learner's store and state survive the graph for a res
 import dataclasses
 import json
 import math
-import os
 from collections import defaultdict
 from pathlib import Path
 
@@ -13,7 +12,6 @@ import pytest
 
 from lrm_ros.bringup.graph import load_graph, resolve
 from lrm_ros.bringup.runner import GraphRunner
-from lrm_ros.ros.env import ros_environment
 
 NS = "env0"
 ITERATIONS = 2
@@ -22,12 +20,10 @@ LEARN_S = 420.0
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory):
+def run(tmp_path_factory, graph_domain):
     from lrm_ros.ros.monitor import GraphMonitor
     tmp = tmp_path_factory.mktemp("learner")
-    domain = 100 + (os.getpid() * 11 + 3) % 100
-    env = ros_environment(domain_id=domain)
-    os.environ["ROS_DOMAIN_ID"] = str(domain)
+    domain, env = graph_domain
     specs = resolve(load_graph("sim"), {
         "env_id": "PushCube-v1", "policy": "tiny_vla", "reward": "lite", "reward_interval": "3",
         "max_episode_ticks": "8", "learner": "ppo", "learner_dir": str(tmp / "learner"),

@@ -8,14 +8,12 @@ real Qwen tokenizer; no real checkpoint can run here). This test acts as the pol
   out, the held value is flagged stale, and ticks go on regardless.
 """
 import dataclasses
-import os
 from pathlib import Path
 
 import pytest
 
 from lrm_ros.bringup.graph import NodeSpec, load_graph, resolve
 from lrm_ros.bringup.runner import GraphRunner
-from lrm_ros.ros.env import ros_environment
 
 K = 3
 MAX_TICKS = 10
@@ -30,13 +28,11 @@ def tiny_model(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def graph(tiny_model, tmp_path_factory):
+def graph(tiny_model, tmp_path_factory, graph_domain):
     from lrm_ros.msg import HeldReward, RewardQueryResult
     from lrm_ros.ros.monitor import GraphMonitor
     from lrm_ros.ros.qos import RELIABLE
-    domain = 100 + (os.getpid() * 11 + 5) % 100
-    env = ros_environment(domain_id=domain)
-    os.environ["ROS_DOMAIN_ID"] = str(domain)
+    domain, env = graph_domain
     specs = resolve(load_graph("sim"), {
         "num_envs": "2", "policy": "none", "reward": "topreward",
         "reward_model_path": tiny_model, "reward_interval": str(K),

@@ -3,7 +3,6 @@ real node processes. The robot itself cannot run here: this test is its drivers 
 and a JointState publisher) and its controller (a subscriber on the command topic), the only
 fakes. Checks: operator-started episodes, safety (clipping, rate limit, pause stops commands
 at once), marking success, and the policy as a lifecycle node."""
-import os
 import threading
 import time
 from pathlib import Path
@@ -13,7 +12,6 @@ import pytest
 
 from lrm_ros.bringup.graph import load_graph, resolve
 from lrm_ros.bringup.runner import GraphRunner
-from lrm_ros.ros.env import ros_environment
 
 NS = "env0"
 PANDA = [f"panda_joint{i}" for i in range(1, 8)] + ["panda_finger_joint1", "panda_finger_joint2"]
@@ -40,7 +38,7 @@ ROBOT_FILE = """/**:
 
 
 @pytest.fixture(scope="module")
-def robot(tmp_path_factory):
+def robot(tmp_path_factory, graph_domain):
     from sensor_msgs.msg import JointState
     from std_msgs.msg import Float64MultiArray
     from lrm_ros.ros.image_msgs import rgb_to_image_msg
@@ -48,9 +46,7 @@ def robot(tmp_path_factory):
     from lrm_ros.ros.qos import RELIABLE, SENSOR
     tmp = tmp_path_factory.mktemp("robot")
     (tmp / "robot.yaml").write_text(ROBOT_FILE)
-    domain = 100 + (os.getpid() * 17 + 7) % 100
-    env = ros_environment(domain_id=domain)
-    os.environ["ROS_DOMAIN_ID"] = str(domain)
+    domain, env = graph_domain
     specs = resolve(load_graph("real_robot"), {"robot_params": str(tmp / "robot.yaml"),
                                                "instruction": "push the red cube to the target",
                                                "reward": "lite", "reward_interval": "3"})

@@ -15,7 +15,6 @@ import pytest
 
 from lrm_ros.bringup.graph import load_graph, resolve
 from lrm_ros.bringup.runner import GraphRunner, stale_shm
-from lrm_ros.ros.env import ros_environment
 
 IMAGE_SIZE = 96          # not the default 224: proves the parameter reaches the node
 MAX_TICKS = 6
@@ -25,11 +24,9 @@ STARTUP_S = 120.0
 
 
 @pytest.fixture(scope="module")
-def graph(tmp_path_factory):
+def graph(tmp_path_factory, graph_domain):
     from lrm_ros.ros.monitor import GraphMonitor
-    domain = 100 + (os.getpid() * 7) % 100
-    env = ros_environment(domain_id=domain)
-    os.environ["ROS_DOMAIN_ID"] = str(domain)
+    domain, env = graph_domain
     specs = resolve(load_graph("sim"), {"policy": "none", "reward": "lite",
                                         "reward_signal": "tri", "reward_interval": "3",
                                         "image_size": str(IMAGE_SIZE),
