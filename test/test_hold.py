@@ -134,6 +134,31 @@ def test_a_lost_frame_falls_back_to_the_newest_older_one_after_the_wait():
     assert hold.frames_late == 1
 
 
+def test_a_lost_frame_takes_the_next_frame_of_its_episode_once_that_tick_is_seen():
+    hold = IntervalHold(HoldConfig(interval=K, frame_wait_ticks=2))
+    for t in range(3):
+        hold.on_frame(t, frame(t))
+        hold.on_tick(0, t, t)
+    assert hold.on_tick(0, 3, 3)[0] == []             # tick 3's frame is lost
+    assert hold.on_frame(4, frame(4)) == []           # not yet: tick 4 may be another episode's
+    ready, _ = hold.on_tick(0, 4, 4)
+    assert [q.tick for q in ready] == [3] and ready[0].frame[0, 0, 0] == 4
+    assert hold.frames_late == 1
+
+
+def test_a_lost_terminal_frame_never_takes_the_next_episode_s_frame():
+    hold = IntervalHold(HoldConfig(interval=K))
+    for t in range(5):
+        hold.on_frame(t, frame(t))
+        hold.on_tick(0, t, t)
+    assert hold.on_tick(0, 5, 5, episode_end=True)[0] == []    # terminal frame lost
+    assert hold.on_frame(1000, frame(99)) == []               # the next episode's first frame
+    ready, _ = hold.on_tick(1, 0, 1000, episode_start=True)
+    # the terminal query is still made when the episode is over, with its newest own frame
+    assert [(q.episode, q.tick) for q in ready] == [(0, 5)] and ready[0].frame[0, 0, 0] == 4
+    assert hold.frames_late == 1
+
+
 def test_no_frame_at_all_fails_the_query_and_marks_stale():
     hold = IntervalHold(HoldConfig(interval=K, frame_wait_ticks=0))
     for t in range(5):

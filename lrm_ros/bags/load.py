@@ -288,14 +288,19 @@ def _assemble(ticks, frames, joints, oracle, commands, instructions, held, resul
         for s in stamps:
             img = frames.get(s)
             if img is None:
-                i = int(np.searchsorted(frame_stamps, s, side="right")) - 1
-                if i >= 0:
+                # as the live reward node does (IntervalHold): the next frame of the episode,
+                # else the newest earlier one
+                i = int(np.searchsorted(frame_stamps, s, side="right"))
+                if i < len(frame_stamps) and frame_stamps[i] <= stamps[-1]:
                     img = frames[int(frame_stamps[i])]
+                    late += 1
+                elif i > 0:
+                    img = frames[int(frame_stamps[i - 1])]
                     late += 1
             imgs.append(img)
         if any(i is None for i in imgs):
-            contents.problems.append(f"episode {last.episode}: no camera frame at or before its first "
-                                     "tick; episode skipped")
+            contents.problems.append(f"episode {last.episode}: no camera frame for some of its ticks; "
+                                     "episode skipped")
             continue
         shapes = {i.shape for i in imgs}
         if len(shapes) > 1:
@@ -304,7 +309,7 @@ def _assemble(ticks, frames, joints, oracle, commands, instructions, held, resul
             continue
         if late:
             contents.problems.append(f"episode {last.episode}: {late} tick(s) without a frame of their "
-                                     "own stamp use the newest earlier frame")
+                                     "own stamp use the episode's next frame (or the newest earlier one)")
         js = [joints.get(s) for s in stamps]
         orc = [oracle.get(s) for s in stamps]
         cmd_stamps = stamps[:-1] if last.episode_end else stamps

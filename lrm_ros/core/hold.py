@@ -92,6 +92,7 @@ class _Episode:
     query_frames: List[Tuple[int, np.ndarray]] = field(default_factory=list)   # (tick, frame)
     pending: List[_Pending] = field(default_factory=list)
     last_tick: int = -1
+    last_stamp: int = -1        # stamp of the newest tick seen: frames after it are not this episode's
     result: Optional[RewardResult] = None
     result_tick: int = 0
     failed_since_result: bool = False
@@ -146,16 +147,22 @@ class IntervalHold:
                 episode_end: bool = False) -> Tuple[List[RewardQuery], Held]:
         with self._lock:
             ep = self._ep
+            flushed: List[RewardQuery] = []
             if ep is None or episode != ep.episode or (episode_start and tick == 0 and ep.last_tick > 0):
+                if ep is not None and ep.pending:
+                    # the episode is over: queries still waiting for a frame (a lost terminal
+                    # frame) take the best one the episode has, rather than none
+                    flushed = self._resolve_pending(force_tick=math.inf)
                 ep = self._ep = _Episode(episode=episode, instruction=self.instruction)
             ep.last_tick = max(ep.last_tick, tick)
+            ep.last_stamp = max(ep.last_stamp, stamp_ns)
             due = (tick == 0 or tick % self.config.interval == 0
                    or (episode_end and self.config.query_on_episode_end))
             if due and not (episode_end and any(p.tick == tick for p in ep.pending)):
                 ep.pending.append(_Pending(tick=tick, stamp_ns=stamp_ns,
                                            due_at_tick=tick + self.config.frame_wait_ticks,
                                            terminal=episode_end))
-            ready = self._resolve_pending(force_tick=tick)
+            ready = flushed + self._resolve_pending(force_tick=tick)
             return ready, self._held(ep, tick)
 
     def on_result(self, query: RewardQuery, result: Optional[RewardResult], ok: bool) -> bool:
@@ -198,8 +205,10 @@ class IntervalHold:
         frame = self._frames.get(stamp_ns)
         if frame is not None:
             return frame, True
-        newer = [s for s in self._frames if s > stamp_ns]
-        if newer:                     # the tick's own frame was lost: take the next one
+        # the tick's own frame was lost: take the next one of the same episode (not newer than
+        # its newest tick; `lrm-ros audit` reads bags the same way)
+        newer = [s for s in self._frames if stamp_ns < s <= self._ep.last_stamp]
+        if newer:
             return self._frames[min(newer)], False
         if exact_only:
             return None, False

@@ -16,6 +16,7 @@ import argparse
 import importlib
 import json
 import os
+import struct
 import sys
 import time
 from pathlib import Path
@@ -81,6 +82,41 @@ def reward_node_counters(mon, names: List[str]) -> Dict[str, int]:
     return out
 
 
+def header_stamp_ns(raw: bytes) -> Optional[int]:
+    """The header stamp of a serialized message that starts with a std_msgs/Header (Image,
+    CompressedImage, ControlTick): after the 4-byte CDR encapsulation, int32 sec, uint32 nanosec."""
+    if len(raw) < 12:
+        return None
+    sec, nsec = struct.unpack_from("<iI" if raw[1] == 1 else ">iI", raw, 4)
+    return sec * 1_000_000_000 + nsec
+
+
+def camera_stamps(msgs, camera_rel: str) -> Dict[int, set]:
+    """Per env index: the header stamps of the bag's camera images."""
+    stamps: Dict[int, set] = {}
+    for i, rel, _, _, raw in msgs:
+        if rel == camera_rel:
+            stamps.setdefault(i, set()).add(header_stamp_ns(raw))
+    return stamps
+
+
+def queries_without_frame(msgs, stamps: Dict[int, set], interval: int, tick_class) -> Dict[int, int]:
+    """Per env index: how many query points (tick 0, every K-th tick, episode ends) have no
+    camera image with their stamp in the bag. The reward model falls back to the episode's
+    next frame (or its newest earlier one) for these, as `lrm-ros audit` does, and counts each
+    as late."""
+    from rclpy.serialization import deserialize_message
+    out: Dict[int, int] = {}
+    for i, rel, _, _, raw in msgs:
+        if rel != "control/tick":
+            continue
+        m = deserialize_message(raw, tick_class)
+        if m.tick == 0 or m.tick % interval == 0 or m.episode_end:
+            if header_stamp_ns(raw) not in stamps.get(i, ()):
+                out[i] = out.get(i, 0) + 1
+    return out
+
+
 def run_replay(argv: Optional[List[str]] = None) -> int:
     p = argparse.ArgumentParser(prog="lrm-ros replay", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -136,6 +172,9 @@ def run_replay(argv: Optional[List[str]] = None) -> int:
     a.out.mkdir(parents=True, exist_ok=True)
     log_path = a.out / "nodes.log"
     n_ticks = sum(1 for _, rel, *_ in msgs if rel == "control/tick")
+    tick_type = next(t for _, rel, t, *_ in msgs if rel == "control/tick")
+    cam_stamps = camera_stamps(msgs, a.camera_topic.strip("/"))
+    absent = queries_without_frame(msgs, cam_stamps, interval, _msg_class(tick_type))
     print(f"[replay] {bag}: namespaces {namespaces} -> {names}, {n_ticks} ticks, rate "
           f"{a.rate or 'as fast as scored'}; node output -> {log_path}", flush=True)
     code = 0
@@ -180,14 +219,18 @@ def run_replay(argv: Optional[List[str]] = None) -> int:
                         m = deserialize_message(raw, _msg_class(msgtype))
                         rec_i = mon.records[names[i]]
                         # a due query must get this tick's frame: wait for its result, so the
-                        # next tick cannot make the reward node fall back to an older frame
+                        # next tick cannot make the reward node fall back to an older frame.
+                        # A tick the bag has no frame for is answered only once later ticks
+                        # (or the next episode) come: no waiting for it.
                         due = (m.tick > 0 and m.tick % interval == 0) or m.episode_end
                         stamp = m.header.stamp.sec * 1_000_000_000 + m.header.stamp.nanosec
+                        has_frame = stamp in cam_stamps.get(i, ())
                         ok = mon.wait_for(lambda: any(h[0] == m.episode and h[1] == m.tick
                                                       for h in rec_i.held[-50:]) and
-                                          any(f[0] == stamp for f in rec_i.frames[-50:]) and
-                                          (not due or any(x[0] == m.episode and x[1] == m.tick
-                                                          for x in rec_i.results[-50:])), a.timeout)
+                                          (not has_frame or any(f[0] == stamp for f in rec_i.frames[-50:])) and
+                                          (not due or not has_frame or
+                                           any(x[0] == m.episode and x[1] == m.tick
+                                               for x in rec_i.results[-50:])), a.timeout)
                         if not ok:
                             print(f"[replay] no reward for {names[i]} episode {m.episode} tick "
                                   f"{m.tick} within {a.timeout} s", file=sys.stderr)
@@ -205,12 +248,18 @@ def run_replay(argv: Optional[List[str]] = None) -> int:
             d0 = mon.node_diagnostics("/reward_model")        # one more report after the last result
             mon.wait_for(lambda: mon.node_diagnostics("/reward_model") is not d0, 3.0)
             counters = reward_node_counters(mon, names)
-            off = {k: v for k, v in counters.items() if v and not k.endswith("results_failed")}
-            if off:
-                print(f"[replay] warning: the reward model scored some queries without their tick's "
-                      f"frame ({off}); those values can differ from `lrm-ros audit`", file=sys.stderr)
-                if a.rate <= 0:
-                    code = code or 1
+            for i, n in enumerate(names):
+                counters[f"{n}_queries_without_recorded_frame"] = absent.get(i, 0)
+                off = counters.get(f"{n}_frames_late", 0) + counters.get(f"{n}_frames_missing", 0)
+                if off > absent.get(i, 0):
+                    print(f"[replay] warning: {n}: the reward model scored {off} queries without their "
+                          f"tick's frame, {absent.get(i, 0)} of them because the bag has none; the others "
+                          "can differ from `lrm-ros audit`", file=sys.stderr)
+                    if a.rate <= 0:
+                        code = code or 1
+                elif off:
+                    print(f"[replay] {n}: {off} queries had no frame in the bag and used the nearest one "
+                          "(as `lrm-ros audit` does)")
         except RuntimeError as exc:
             print(f"[replay] FAILED: {exc}", file=sys.stderr)
             code = 2
