@@ -9,13 +9,14 @@ One `IntervalHold` per environment. It is driven by three events, from any threa
 Queries are due at tick K, 2K, ... of an episode and (by default) at its terminal tick. The
 frame of a query tick is the one whose stamp equals the tick's (the bridge stamps both
 alike); since frames travel through the ingest node they can arrive after the tick, so a due
-query waits (without blocking anything) for its frame, up to `frame_wait_ticks` ticks, then
-uses the newest frame not newer than the tick, or fails (the oracle backend's sim/oracle
-value is waited for the same way: topics are not ordered across each other). Snapshots per
-query: the current
-frame; the frame of the previous query point (K ticks earlier: contrastive); the episode's
-first frame (progress); all query-point frames so far (TOPReward), each only when the
-backend needs it.
+query waits (without blocking anything) for its frame. A frame that was lost is replaced by
+the episode's next frame as soon as a later tick of the episode has been seen, else (after
+`frame_wait_ticks` ticks, or when the episode is over: a lost terminal frame) by the newest
+earlier one, or the query fails; `lrm-ros audit` reads bags the same way. The oracle
+backend's sim/oracle value is waited for the same way: topics are not ordered across each
+other. Snapshots per query: the current frame; the frame of the previous query point (K
+ticks earlier: contrastive); the episode's first frame (progress); all query-point frames so
+far (TOPReward), each only when the backend needs it.
 
 The held value is the last good result. A failed, invalid or timed-out query keeps the last
 good value and marks it stale until the next good result; a held value older than
@@ -40,7 +41,8 @@ class HoldConfig:
     initial_value: float = field(default=0.0, metadata={"help": "value held before an episode's first result"})
     query_on_episode_end: bool = field(default=True, metadata={"help": "also query the terminal tick of an episode"})
     frame_wait_ticks: int = field(default=2, metadata={"help": (
-        "how many ticks a due query may wait for its frame before using the newest older one")})
+        "how many ticks a due query may wait for its frame before using the newest older one "
+        "(a later frame of the episode is taken as soon as its tick has been seen)")})
     max_frames: int = field(default=64, metadata={"help": (
         "most query-point frames kept per episode for TOPReward (older ones are thinned out)")})
 
