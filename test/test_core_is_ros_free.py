@@ -1,4 +1,4 @@
-"""lrm_ros.core must import no ROS: nodes convert messages, call core, publish."""
+"""lrm_ros.core (and the bag writer) must import no ROS: nodes convert messages, call core, publish."""
 import pkgutil
 import subprocess
 import sys
@@ -9,6 +9,7 @@ import lrm_ros.core
 def test_every_core_module_imports_without_rclpy_or_messages():
     names = [m.name for m in pkgutil.walk_packages(lrm_ros.core.__path__, "lrm_ros.core.")]
     assert "lrm_ros.core.bridge" in names and "lrm_ros.core.image" in names
+    names.append("lrm_ros.bags.recorder")        # the bag writer, usable without ROS too
     code = (
         "import importlib, sys\n"
         f"for name in {names!r}:\n"

@@ -18,7 +18,7 @@ from typing import Dict, Iterator, List, Optional, Tuple
 
 import numpy as np
 
-from lrm_ros.bags.reader import BagFormatError, Episode
+from lrm_ros.bags.reader import BagFormatError, Episode, _stamp
 from lrm_ros.bags.types import make_typestore
 
 NAN = float("nan")
@@ -44,10 +44,6 @@ def _ns_topic(ns: str, name: str) -> str:
 
 def _norm(topic: str) -> str:
     return topic if topic.startswith("/") else "/" + topic
-
-
-def _stamp(msg) -> int:
-    return int(msg.header.stamp.sec) * 1_000_000_000 + int(msg.header.stamp.nanosec)
 
 
 def _register_msgdef(ts, msgtype: str, text: str, encoding: str = "ros2msg") -> None:

@@ -27,8 +27,8 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 
-from lrm_ros.core.evaluate import (METRIC_KEYS, EpisodeScores, _clean, _fmt, _thumb, backend_from_args,
-                                   compute_metrics, episode_queries, score_episodes)
+from lrm_ros.core.evaluate import (METRIC_KEYS, EpisodeScores, _clean, _fmt, _thumb, add_backend_arguments,
+                                   backend_from_args, compute_metrics, episode_queries, score_episodes)
 from lrm_ros.core.hold import HoldConfig, IntervalHold
 
 NAN = float("nan")
@@ -316,11 +316,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     p = argparse.ArgumentParser(prog="lrm-ros audit", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("bags", nargs="+", help="bag directories (or .mcap files)")
-    p.add_argument("--backend", default="none", help="re-score with: lite | vlm | topreward | oracle | none")
-    p.add_argument("--model-path", default="")
-    p.add_argument("--signal", default="")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="other backend settings (JSON values)")
+    add_backend_arguments(p, "re-score with: lite | vlm | topreward | oracle | none", default="none")
     p.add_argument("--interval", type=int, default=0, help="K for re-scoring (0: as recorded, else 10)")
     p.add_argument("--namespace", action="append", default=[],
                    help="namespace(s) to audit, e.g. env0 (default: every one with control/tick)")

@@ -511,15 +511,20 @@ def backend_from_args(name: str, model_path: str = "", signal: str = "", sets: S
         raise ValueError(f"cannot create the {name!r} backend with {config}: {type(e).__name__}: {e}") from None
 
 
-def main(argv: Optional[List[str]] = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m lrm_ros.core.evaluate",
-                                description="Evaluate a reward backend offline on episode bags.")
-    p.add_argument("--bags", nargs="+", required=True, help="bags, or folders of bags (e.g. data/demos)")
-    p.add_argument("--backend", required=True, help="oracle | lite | vlm | topreward (registry name)")
+def add_backend_arguments(p: argparse.ArgumentParser, backend_help: str, **backend_kwargs) -> None:
+    """--backend, --model-path, --signal, --set: what `backend_from_args` takes."""
+    p.add_argument("--backend", help=backend_help, **backend_kwargs)
     p.add_argument("--model-path", default="", help="model checkpoint / directory for the backend")
     p.add_argument("--signal", default="", help="signal for backends that have one (vlm: tri, progress, ...)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="other backend settings (JSON values), e.g. --set device=\"cuda\"")
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m lrm_ros.core.evaluate",
+                                description="Evaluate a reward backend offline on episode bags.")
+    p.add_argument("--bags", nargs="+", required=True, help="bags, or folders of bags (e.g. data/demos)")
+    add_backend_arguments(p, "oracle | lite | vlm | topreward (registry name)", required=True)
     p.add_argument("--interval", type=int, default=10, help="K: query every K ticks (as online)")
     p.add_argument("--batch-size", type=int, default=0, help="queries per score_batch (0: the backend's max)")
     p.add_argument("--max-episodes", type=int, default=0, help="per bag (0: all)")

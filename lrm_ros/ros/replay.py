@@ -100,17 +100,15 @@ def camera_stamps(msgs, camera_rel: str) -> Dict[int, set]:
     return stamps
 
 
-def queries_without_frame(msgs, stamps: Dict[int, set], interval: int, tick_class) -> Dict[int, int]:
+def queries_without_frame(msgs, ticks: Dict[int, object], stamps: Dict[int, set],
+                          interval: int) -> Dict[int, int]:
     """Per env index: how many query points (tick 0, every K-th tick, episode ends) have no
-    camera image with their stamp in the bag. The reward model falls back to the episode's
-    next frame (or its newest earlier one) for these, as `lrm-ros audit` does, and counts each
-    as late."""
-    from rclpy.serialization import deserialize_message
+    camera image with their stamp in the bag (`ticks`: message index -> decoded ControlTick).
+    The reward model falls back to the episode's next frame (or its newest earlier one) for
+    these, as `lrm-ros audit` does, and counts each as late."""
     out: Dict[int, int] = {}
-    for i, rel, _, _, raw in msgs:
-        if rel != "control/tick":
-            continue
-        m = deserialize_message(raw, tick_class)
+    for k, m in ticks.items():
+        i, raw = msgs[k][0], msgs[k][4]
         if m.tick == 0 or m.tick % interval == 0 or m.episode_end:
             if header_stamp_ns(raw) not in stamps.get(i, ()):
                 out[i] = out.get(i, 0) + 1
@@ -171,10 +169,11 @@ def run_replay(argv: Optional[List[str]] = None) -> int:
     from rclpy.serialization import deserialize_message
     a.out.mkdir(parents=True, exist_ok=True)
     log_path = a.out / "nodes.log"
-    n_ticks = sum(1 for _, rel, *_ in msgs if rel == "control/tick")
-    tick_type = next(t for _, rel, t, *_ in msgs if rel == "control/tick")
+    ticks = {k: deserialize_message(raw, _msg_class(t)) for k, (_, rel, t, _, raw) in enumerate(msgs)
+             if rel == "control/tick"}
+    n_ticks = len(ticks)
     cam_stamps = camera_stamps(msgs, a.camera_topic.strip("/"))
-    absent = queries_without_frame(msgs, cam_stamps, interval, _msg_class(tick_type))
+    absent = queries_without_frame(msgs, ticks, cam_stamps, interval)
     print(f"[replay] {bag}: namespaces {namespaces} -> {names}, {n_ticks} ticks, rate "
           f"{a.rate or 'as fast as scored'}; node output -> {log_path}", flush=True)
     code = 0
@@ -206,7 +205,7 @@ def run_replay(argv: Optional[List[str]] = None) -> int:
             time.sleep(1.0)     # discovery of our publishers by the nodes
             t_start, log0 = time.monotonic(), msgs[0][3]
             with tqdm(total=n_ticks, desc="replaying", unit="tick", file=sys.stdout) as bar:
-                for i, rel, msgtype, logtime, raw in msgs:
+                for k, (i, rel, _, logtime, raw) in enumerate(msgs):
                     if a.rate > 0:
                         delay = (logtime - log0) / 1e9 / a.rate - (time.monotonic() - t_start)
                         if delay > 0:
@@ -216,7 +215,7 @@ def run_replay(argv: Optional[List[str]] = None) -> int:
                         continue
                     bar.update(1)
                     if a.rate <= 0:
-                        m = deserialize_message(raw, _msg_class(msgtype))
+                        m = ticks[k]
                         rec_i = mon.records[names[i]]
                         # a due query must get this tick's frame: wait for its result, so the
                         # next tick cannot make the reward node fall back to an older frame.

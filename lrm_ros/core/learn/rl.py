@@ -414,15 +414,14 @@ def ppo_update(model, init_model, episodes: Sequence[dict], cfg: LearnerConfig, 
             for k, val in losses.items():
                 sums[k] = sums.get(k, 0.0) + float(val.detach())
     model.eval()
+    rewards = [step_rewards(e["reward"], cfg.reward_transform, cfg.reward_scale) for e in episodes]
     stats = {k: v / max(1, steps) for k, v in sums.items()}
     stats.update(steps=float(n), gradient_steps=float(steps), stopped_early=float(stopped_early),
                  value_prefit_mse=prefit_mse,
                  stale_fraction=float(np.mean(data["stale"])),
                  stale_skipped=float(np.sum(data["weight"] == 0)),
-                 mean_step_reward=float(np.mean(np.concatenate(
-                     [step_rewards(e["reward"], cfg.reward_transform, cfg.reward_scale) for e in episodes]))),
-                 mean_return=float(np.mean([step_rewards(e["reward"], cfg.reward_transform,
-                                                         cfg.reward_scale).sum() for e in episodes])))
+                 mean_step_reward=float(np.mean(np.concatenate(rewards))),
+                 mean_return=float(np.mean([r.sum() for r in rewards])))
     return stats
 
 
