@@ -59,6 +59,9 @@ def test_lora_training_reduces_loss_and_the_backend_loads_the_adapter(tiny, tmp_
     tuned = make_backend("vlm", model_path=tiny, adapter_path=str(tmp_path / "adapter"),
                          signal="completion", max_pixels=64 * 64)
     done, not_done = tuned.score_batch(queries)
+    # the adapter records the profile it was trained with; the backend then defaults to it
+    assert json.loads((tmp_path / "adapter" / "lrm_ros_sft.json").read_text())["prompts"] == "lrm_ros"
+    assert tuned.prompts.profile == "lrm_ros"
     assert done.valid and not_done.valid, (done.raw, not_done.raw)
     assert (done.completion, not_done.completion) == (1.0, 0.0)
     base = make_backend("vlm", model_path=tiny, signal="completion", max_pixels=64 * 64)

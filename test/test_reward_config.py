@@ -18,6 +18,17 @@ def test_defaults_and_derived_configs():
     assert vlm.backend_kwargs() == {"max_batch": 8, "model_path": "/m", "signal": "tri",
                                     "use_first_frame": True, "adapter_path": "/a"}
     assert RewardNodeConfig(backend="topreward", model_path="/m").effective_signal == "topreward"
+    three = RewardNodeConfig(backend="vlm", model_path="/m", signal="tri",
+                             adapter_progress="/p", adapter_completion="/c",
+                             adapter_contrastive="/x", tri_combination="released",
+                             prompts_path="lrm_released")
+    assert three.backend_kwargs() == {
+        "max_batch": 8, "model_path": "/m", "signal": "tri", "use_first_frame": True,
+        "adapter_progress": "/p", "adapter_completion": "/c", "adapter_contrastive": "/x",
+        "tri_combination": "released", "prompts": "lrm_released"}
+    top = RewardNodeConfig(backend="topreward", model_path="/m", topreward_video_fps=1.0)
+    assert top.backend_kwargs() == {"max_batch": 8, "model_path": "/m", "logp_min": -25.0,
+                                    "logp_max": -5.0, "video_fps": 1.0}
 
 
 @pytest.mark.parametrize("kwargs, words", [
@@ -28,6 +39,7 @@ def test_defaults_and_derived_configs():
     ({"interval": 0}, ["interval"]),
     ({"timeout_s": 0.0}, ["timeout_s"]),
     ({"envs": ("env0", "env0")}, ["envs", "distinct"]),
+    ({"tri_combination": "avg"}, ["tri_combination", "released", "mean_parsed"]),
 ])
 def test_bad_parameters_say_what_is_wrong(kwargs, words):
     with pytest.raises(ValueError) as info:

@@ -160,7 +160,7 @@ def test_vlm_to_result_from_answers(tiny_model):
 @pytest.mark.parametrize("kwargs, match", [
     (dict(signal="bogus"), "signal must be one of"),
     (dict(model_path=""), "model_path is empty"),
-    (dict(max_new_tokens=0), "max_new_tokens"),
+    (dict(max_new_tokens=-1), "max_new_tokens"),
     (dict(max_batch=0), "max_batch"),
     (dict(min_pixels=100, max_pixels=50), "min_pixels"),
     (dict(dtype="int8"), "dtype"),
@@ -191,10 +191,11 @@ def test_missing_model_error_names_the_parameter(tmp_path, monkeypatch):
 
 # -- topreward --------------------------------------------------------------------------------
 
-def test_topreward_answer_token_and_prompt(tiny_model):
+def test_topreward_answer_token_and_prompt_lrm_ros_profile(tiny_model):
     from lrm_ros.core.rewards.topreward import TOPRewardBackend, TopRewardConfig
     path, model, proc = tiny_model
-    be = TOPRewardBackend(TopRewardConfig(model_path=path), model=model, processor=proc)
+    be = TOPRewardBackend(TopRewardConfig(model_path=path, prompts="lrm_ros"), model=model,
+                          processor=proc)
     assert be.answer_id == 2514            # "True" right after "<|im_start|>assistant\n"
     assert be.negative_id == 4049
     text = proc.render(be._messages("pick the cube.", 2))
@@ -203,12 +204,18 @@ def test_topreward_answer_token_and_prompt(tiny_model):
     assert text.count("<|image_pad|>") == 2
 
 
-def test_topreward_cached_equals_uncached(tiny_model):
+@pytest.mark.parametrize("profile, size", [("lrm_ros", 224), ("topreward_official", 64),
+                                           ("topreward_official", 224)])
+def test_topreward_cached_equals_uncached(tiny_model, profile, size):
     from lrm_ros.core.rewards import make_backend
     path, model, proc = tiny_model
-    cached = make_backend("topreward", model_path=path, model=model, processor=proc, max_episodes=4)
-    plain = make_backend("topreward", model_path=path, model=model, processor=proc, cache=False)
-    frames = {"a": _frames(6, 10), "b": _frames(6, 20)}
+    cached = make_backend("topreward", model_path=path, model=model, processor=proc,
+                          max_episodes=4, prompts=profile)
+    plain = make_backend("topreward", model_path=path, model=model, processor=proc, cache=False,
+                         prompts=profile)
+    rng = np.random.default_rng(size)
+    frames = {e: [rng.integers(0, 256, (size, size, 3), dtype=np.uint8) for _ in range(6)]
+              for e in "ab"}
     instr = {"a": "pick up the cube", "b": "put the peg into the hole on the side"}
 
     def q(env, n, episode=0):
@@ -242,18 +249,21 @@ def test_topreward_cached_equals_uncached(tiny_model):
     assert r.raw["log_p_true"] == pytest.approx(plain.score_batch([q("a", 5)])[0].raw["log_p_true"], abs=1e-4)
     # LRU bound
     for ep in range(1, 6):
-        cached.score_batch([q("b", 1, episode=ep)])
+        cached.score_batch([q("b", 2, episode=ep)])
     assert len(cached.cached_episodes()) == 4
 
 
 def test_topreward_value_maps():
     from lrm_ros.core.rewards.topreward import affine_value, minmax_normalize_episode
-    assert affine_value(-5.0, -10.0, 0.0) == 0.5
-    assert affine_value(-20.0, -10.0, 0.0) == 0.0 and affine_value(0.5, -10.0, 0.0) == 1.0
+    from lrm_ros.core.rewards.topreward import TopRewardConfig
+    assert (TopRewardConfig().logp_min, TopRewardConfig().logp_max) == (-25.0, -5.0)   # LRM's
+    assert affine_value(-15.0, -25.0, -5.0) == 0.5
+    assert affine_value(-30.0, -25.0, -5.0) == 0.0 and affine_value(-1.0, -25.0, -5.0) == 1.0
     assert math.isnan(affine_value(float("nan"), -10.0, 0.0))
     assert minmax_normalize_episode([-3.0, -1.0, -2.0]) == [0.0, 1.0, 0.5]
     out = minmax_normalize_episode([-1.0, float("nan"), -1.0])
-    assert out[0] == 0.0 and math.isnan(out[1])
+    assert out[0] == 1.0 and math.isnan(out[1])        # constant: 1, as the official code
+    assert minmax_normalize_episode([-4.0]) == [1.0]
     assert minmax_normalize_episode([]) == []
 
 

@@ -1,15 +1,17 @@
 """LoRA supervised fine-tuning of a Qwen-VL into an LRM reward model (the `vlm` backend).
 
 Labelled examples (progress / completion / contrastive, see lrm_ros.core.data) are rendered
-with the very prompts the `vlm` backend asks at run time (config/prompts/lrm.yaml), and the
-answer the backend's parsers expect is the training target:
+with the very prompts the `vlm` backend asks at run time (a prompt profile; lrm_ros's own,
+config/prompts/lrm_ros.yaml, by default), and the answer the backend's parsers expect is the
+training target:
 
   contrastive  {"more_complete_image": 2}     (1 = the earlier image, 2 = the current one)
   progress     {"completion_progress": 0.7}
   completion   {"task_completed": "yes"}
 
 Only the answer tokens (and the closing <|im_end|>) carry loss. The result is a peft
-adapter directory that the `vlm` backend loads with `adapter_path`.
+adapter directory that the `vlm` backend loads with `adapter_path`; its lrm_ros_sft.json
+names the profile it was trained with, which the backend then uses by default.
 
 Here it runs on the tiny random Qwen3-VL (tests); on a GPU machine, for Qwen3-VL-8B:
 
@@ -120,7 +122,8 @@ class SFTEncoder:
         texts, images, prompt_lens = [], [], []
         for s in batch:
             prompt = getattr(self.prompts, prompt_name(s.signal, s.images))
-            messages, ims = build_messages(prompt, s.instruction, s.images, self.prompts.system)
+            messages, ims = build_messages(prompt, s.instruction, s.images, self.prompts.system,
+                                           self.prompts.instruction)
             text = proc.render(messages)
             n_tok = proc.tokens_per_image(proc.preprocess_images(ims)[1]) if ims else []
             prompt_lens.append(len(proc.encode_text(text, n_tok).ids))
@@ -157,7 +160,12 @@ def train_lora(model_path: str, samples: Sequence[SFTSample], out_dir: str,
     lora.target_modules = r".*language_model.*\.(" + "|".join(cfg.target_modules) + r")$"
     peft_model = get_peft_model(model, lora)
     peft_model.train()
-    encoder = SFTEncoder(processor, load_prompts(prompts_path or None))
+    prompts = load_prompts(prompts_path or None)
+    if prompts.answer_format != "lrm_ros":
+        raise ValueError(f"train_lora: profile {prompts.profile!r} reads answers in the "
+                         f"{prompts.answer_format!r} format; lrm_ros trains adapters in its own "
+                         f"answer format only (use a profile with answer_format: lrm_ros)")
+    encoder = SFTEncoder(processor, prompts)
     params = [p for p in peft_model.parameters() if p.requires_grad]
     optim = torch.optim.AdamW(params, lr=cfg.lr)
     steps_per_epoch = math.ceil(len(samples) / cfg.batch_size)
@@ -188,7 +196,8 @@ def train_lora(model_path: str, samples: Sequence[SFTSample], out_dir: str,
     tmp = out.with_name(out.name + ".tmp")
     peft_model.save_pretrained(str(tmp))
     (tmp / "lrm_ros_sft.json").write_text(json.dumps({
-        "base_model": str(model_path), "samples": len(samples), "steps": step,
+        "base_model": str(model_path), "prompts": prompts_path or prompts.profile,
+        "samples": len(samples), "steps": step,
         "final_loss": losses[-1], "lora": {"rank": cfg.rank, "alpha": cfg.alpha,
                                             "target_modules": list(cfg.target_modules)}}, indent=2))
     if out.exists():

@@ -61,6 +61,19 @@ def tri_value(progress: float, completion: float, contrastive: float) -> float:
     return sum(parts) / len(parts) if parts else NAN
 
 
+def tri_value_released(progress: float, completion: float, contrastive: Optional[float],
+                       weights: Tuple[float, float, float] = (1 / 3, 1 / 3, 1 / 3)) -> float:
+    """LRM's published "tri" reward (envs/vlm_maniskill_env.py of the LRM code): the weighted
+    sum w_c * (contrastive + 1) / 2 + w_p * progress + w_d * completion, weights in the
+    order (contrastive, progress, completion). contrastive None = not asked (the first query
+    of an episode), which counts 0, not 0.5; NaN progress/completion (unparseable) count 0."""
+    w_c, w_p, w_d = weights
+    c = 0.0 if contrastive is None or math.isnan(contrastive) else (contrastive + 1.0) / 2.0
+    p = 0.0 if math.isnan(progress) else progress
+    d = 0.0 if math.isnan(completion) else completion
+    return w_c * c + w_p * p + w_d * d
+
+
 class RewardBackend(ABC):
     """Scores batches of queries. Implementations must be safe to call from one worker thread
     (the engine's); they need not be thread-safe."""

@@ -21,17 +21,34 @@ class RewardNodeConfig:
     model_path: str = field(default="", metadata=_h(
         "vlm/topreward: local directory of a Hugging Face Qwen-VL checkpoint, or a hub id already "
         "in the local Hugging Face cache; lite: checkpoint file ('' = the one shipped)"))
-    adapter_path: str = field(default="", metadata=_h("vlm: optional local LoRA adapter directory"))
+    adapter_path: str = field(default="", metadata=_h(
+        "vlm: optional LoRA adapters: one adapter directory (merged into the model), or a "
+        "directory with progress/, completion/ and contrastive/ adapters (the published LRM "
+        "layout; switched per signal)"))
+    adapter_progress: str = field(default="", metadata=_h(
+        "vlm: the progress signal's LoRA adapter directory (instead of adapter_path)"))
+    adapter_completion: str = field(default="", metadata=_h(
+        "vlm: the completion signal's LoRA adapter directory (instead of adapter_path)"))
+    adapter_contrastive: str = field(default="", metadata=_h(
+        "vlm: the contrastive signal's LoRA adapter directory (instead of adapter_path)"))
     signal: str = field(default="", metadata=_h(
         "lite/vlm: progress, completion, contrastive or tri ('' = progress); ignored by "
         "topreward and oracle"))
     use_first_frame: bool = field(default=True, metadata=_h(
         "progress: show the episode's first frame as well as the current one"))
-    prompts_path: str = field(default="", metadata=_h("vlm/topreward: prompt templates YAML ('' = built-in)"))
-    topreward_logp_min: float = field(default=-10.0, metadata=_h(
-        "topreward: log P(True) mapped to 0 (online affine map, clipped)"))
-    topreward_logp_max: float = field(default=0.0, metadata=_h(
-        "topreward: log P(True) mapped to 1"))
+    prompts_path: str = field(default="", metadata=_h(
+        "vlm/topreward: prompt profile (lrm_released, lrm_ros, topreward_official) or a YAML "
+        "file; '' = the backend's default (vlm: lrm_released with adapters from elsewhere, "
+        "else lrm_ros; topreward: topreward_official)"))
+    tri_combination: str = field(default="", metadata=_h(
+        "vlm tri: released (LRM's weighted sum) or mean_parsed (mean of what parsed); '' = "
+        "the prompt profile's"))
+    topreward_logp_min: float = field(default=-25.0, metadata=_h(
+        "topreward: log P(True) mapped to 0 (online affine map, clipped; LRM's -25)"))
+    topreward_logp_max: float = field(default=-5.0, metadata=_h(
+        "topreward: log P(True) mapped to 1 (LRM's -5)"))
+    topreward_video_fps: float = field(default=0.0, metadata=_h(
+        "topreward with frames as a video: the frame rate of the timestamps (0 = the profile's)"))
     envs: Tuple[str, ...] = field(default=("",), metadata=_h(
         "environment namespaces served by this node, e.g. ['env0', 'env1'] (topics env0/camera/frame, "
         "...); [''] = the node's own namespace"))
@@ -66,6 +83,12 @@ class RewardNodeConfig:
         if not self.topreward_logp_min < self.topreward_logp_max <= 0.0:
             raise ValueError("need topreward_logp_min < topreward_logp_max <= 0 (log-probabilities), "
                              f"got {self.topreward_logp_min}, {self.topreward_logp_max}")
+        if self.tri_combination and self.tri_combination not in ("released", "mean_parsed"):
+            raise ValueError(f"tri_combination must be released or mean_parsed (or '' for the "
+                             f"prompt profile's), got {self.tri_combination!r}")
+        if self.topreward_video_fps < 0:
+            raise ValueError(f"topreward_video_fps must be > 0 (0 = the profile's), got "
+                             f"{self.topreward_video_fps}")
         if self.cpu_threads < 0:
             raise ValueError(f"cpu_threads must be >= 0 (0 = all cores), got {self.cpu_threads}")
         if not self.envs or len(set(self.envs)) != len(self.envs):
@@ -95,11 +118,18 @@ class RewardNodeConfig:
         if self.backend in ("vlm", "lite"):
             kwargs["signal"] = self.effective_signal
             kwargs["use_first_frame"] = self.use_first_frame
-        if self.backend == "vlm" and self.adapter_path:
+        if self.backend == "vlm":
+            for name in ("adapter_path", "adapter_progress", "adapter_completion",
+                         "adapter_contrastive", "tri_combination"):
+                if getattr(self, name):
+                    kwargs[name] = getattr(self, name)
+        if self.backend == "topreward" and self.adapter_path:
             kwargs["adapter_path"] = self.adapter_path
         if self.backend in ("vlm", "topreward") and self.prompts_path:
             kwargs["prompts"] = self.prompts_path
         if self.backend == "topreward":
             kwargs["logp_min"] = self.topreward_logp_min
             kwargs["logp_max"] = self.topreward_logp_max
+            if self.topreward_video_fps:
+                kwargs["video_fps"] = self.topreward_video_fps
         return kwargs

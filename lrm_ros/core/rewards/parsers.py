@@ -289,3 +289,126 @@ def _clip(text: Any, n: int = 60) -> str:
 
 PARSERS = {"contrastive": parse_contrastive, "progress": parse_progress,
            "completion": parse_completion}
+
+
+# -- the released LRM answer format (answer_format: lrm_released) ---------------------------
+# The rules of the published LRM reward server (vlm_reward/vlm_reward_server.py in
+# physical-superintelligence-lab/Large-Reward-Models: extract_progress_score,
+# extract_comparison_result and the completion check), fallbacks included, with one
+# difference: where the server turns "nothing found" into a score of 0, these return an
+# explicit invalid result (ok=False, the server's score as the value), so that it is counted.
+# How a combination treats that value is the tri setting's business (vlm.py).
+
+_FIRST_OBJECT = re.compile(r"\{[^}]+\}")
+_PROGRESS_KEY_RE = re.compile(r'"completion_progress"\s*:\s*"?(NA|([0-9.]+))"?', re.I)
+_PROGRESS_FALLBACKS = (
+    r"\b(0(\.[0-9]+)?|1(\.0)?)\b", r"Progress[:\s]*([0-9]*\.?[0-9]+)",
+    r"progress[:\s]*([0-9]*\.?[0-9]+)", r"Score[:\s]*([0-9]*\.?[0-9]+)",
+    r"score[:\s]*([0-9]*\.?[0-9]+)", r"([0-9]*\.?[0-9]+)\s*$", r"^([0-9]*\.?[0-9]+)")
+_COMPLETION_RE = re.compile(r'"task_completed"\s*:\s*"(yes|no)"', re.I)
+_CONTRASTIVE_RE = re.compile(r'"more_complete_image"\s*:\s*"(Image[AB])"')
+
+
+def _clamp01(x: float) -> float:
+    return max(0.0, min(1.0, x))
+
+
+def parse_progress_released(text: str) -> Parsed:
+    """{ "completion_progress": v } -> v clamped to [0, 1] ("NA" -> 0). The first {...} as
+    JSON; else the key by regex; else the server's bare-number patterns, in its order."""
+    if not isinstance(text, str):
+        return NAN, False, "progress: not a string"
+    m = _FIRST_OBJECT.search(text)
+    if m:
+        try:
+            obj = json.loads(m.group(0))
+            if isinstance(obj, dict) and "completion_progress" in obj:
+                v = obj["completion_progress"]
+                if v in ("NA", "na"):
+                    return 0.0, True, "NA read as 0"
+                x = float(v)
+                if math.isfinite(x):
+                    return _finish(_clamp01(x), [] if 0.0 <= x <= 1.0 else [f"clamped {x:g}"])
+        except (ValueError, TypeError, RecursionError):
+            pass
+    m = _PROGRESS_KEY_RE.search(text)
+    if m:
+        if m.group(1).upper() == "NA":
+            return 0.0, True, "NA read as 0"
+        try:
+            x = float(m.group(2))
+            return _finish(_clamp01(x), ["key by regex"])
+        except ValueError:
+            pass
+    for pat in _PROGRESS_FALLBACKS:
+        m = re.search(pat, text)
+        if m:
+            try:
+                x = float(m.group(1))
+            except ValueError:
+                continue
+            return _finish(_clamp01(x), [f"no JSON: number by pattern {pat!r}"])
+    return 0.0, False, "progress: unparseable answer %r" % _clip(text)
+
+
+def parse_completion_released(text: str) -> Parsed:
+    """{ "task_completed": "yes" | "no" } -> 1 / 0: the LAST such match decides; else a
+    bare "yes" without any "no" -> 1, any "no" -> 0 (substring tests, as published)."""
+    if not isinstance(text, str):
+        return 0.0, False, "completion: not a string"
+    hits = _COMPLETION_RE.findall(text)
+    if hits:
+        return _finish(1.0 if hits[-1].lower() == "yes" else 0.0,
+                       [] if len(hits) == 1 else [f"{len(hits)} answers: the last decides"])
+    low = text.lower()
+    if "yes" in low and "no" not in low:
+        return 1.0, True, "no JSON: 'yes' in the text"
+    if "no" in low:
+        return 0.0, True, "no JSON: 'no' in the text"
+    return 0.0, False, "completion: unparseable answer %r" % _clip(text)
+
+
+def parse_contrastive_released(text: str) -> Parsed:
+    """{ "more_complete_image": "ImageB" } -> +1 (now), "ImageA" -> -1 (the previous query's
+    frame); else the key by regex; else whichever of ImageA/ImageB is mentioned last."""
+    if not isinstance(text, str):
+        return 0.0, False, "contrastive: not a string"
+    choice, notes = None, []
+    m = _FIRST_OBJECT.search(text)
+    if m:
+        try:
+            obj = json.loads(m.group(0))
+            if isinstance(obj, dict) and obj.get("more_complete_image") in ("ImageA", "ImageB"):
+                choice = obj["more_complete_image"]
+        except (ValueError, TypeError, RecursionError):
+            pass
+    if choice is None:
+        m = _CONTRASTIVE_RE.search(text)
+        if m:
+            choice, notes = m.group(1), ["key by regex"]
+    if choice is None:
+        a, b = text.rfind("ImageA"), text.rfind("ImageB")
+        if a >= 0 or b >= 0:
+            choice, notes = ("ImageB" if b > a else "ImageA"), ["no JSON: the image named last"]
+    if choice is None:
+        return 0.0, False, "contrastive: unparseable answer %r" % _clip(text)
+    return _finish(1.0 if choice == "ImageB" else -1.0, notes)
+
+
+RELEASED_PARSERS = {"contrastive": parse_contrastive_released,
+                    "progress": parse_progress_released,
+                    "completion": parse_completion_released}
+
+#: answer_format -> signal -> parser
+PARSERS_BY_FORMAT = {"lrm_ros": PARSERS, "lrm_released": RELEASED_PARSERS}
+
+#: the key whose closed JSON object ends an answer (stop_on_json)
+ANSWER_KEYS = {"contrastive": "more_complete_image", "progress": "completion_progress",
+               "completion": "task_completed"}
+
+
+def has_closed_answer(text: str, signal: str) -> bool:
+    """True once `text` holds a closed {...} object that names the signal's key: the answer
+    is complete and the rest of the generation would not be read."""
+    key = ANSWER_KEYS[signal]
+    return any(key in obj for obj in _balanced_objects(text))

@@ -82,8 +82,8 @@ class ModelNotFoundError(FileNotFoundError):
 
 
 def _hint(param: str, what: str) -> str:
-    if param == "adapter_path":
-        return (f"Set the node parameter `adapter_path` to a local directory holding a peft LoRA "
+    if param.startswith("adapter"):
+        return (f"Set the node parameter `{param}` to a local directory holding a peft LoRA "
                 f"adapter (adapter_config.json + adapter_model.safetensors), or leave it empty "
                 f"for the base model. Got: {what!r}.")
     return (f"Set the node parameter `model_path` to a local directory holding the model "
@@ -100,7 +100,7 @@ def resolve_local(path_or_id: str, param: str = "model_path") -> Path:
     if not path_or_id:
         raise ModelNotFoundError(f"lrm_ros: no model given. {_hint(param, path_or_id)}")
     p = Path(os.path.expanduser(path_or_id))
-    marker = "adapter_config.json" if param == "adapter_path" else "config.json"
+    marker = "adapter_config.json" if param.startswith("adapter") else "config.json"
     if p.is_dir():
         if (p / marker).is_file():
             return p
@@ -133,9 +133,15 @@ class QwenVLProcessor:
     """Chat rendering + tokenization + image preprocessing for Qwen-VL models, without the
     video processor (and so without torchvision)."""
 
-    def __init__(self, tokenizer, image_processor, chat_template: Optional[str] = None):
+    def __init__(self, tokenizer, image_processor, chat_template: Optional[str] = None,
+                 video_pixels: Tuple[int, int] = (0, 0)):
         self.tokenizer = tokenizer
         self.image_processor = image_processor
+        # video frames: resized by the video rule (below), then patched like images
+        self.video_min_pixels, self.video_max_pixels = (
+            int(video_pixels[0] or QWEN3VL_VIDEO_MIN_PIXELS),
+            int(video_pixels[1] or QWEN3VL_VIDEO_MAX_PIXELS))
+        self._frame_processor = None
         self.chat_template = chat_template or getattr(tokenizer, "chat_template", None) or CHAT_TEMPLATE
         tid = tokenizer.convert_tokens_to_ids
         self.image_token = "<|image_pad|>"
@@ -188,6 +194,97 @@ class QwenVLProcessor:
     def tokens_per_image(self, grid_thw) -> List[int]:
         return [int(g.prod()) // (self.merge_size ** 2) for g in grid_thw]
 
+    # -- videos (Qwen3-VL) -----------------------------------------------------------------
+    # What Qwen3-VL's video processor does, without torchvision: the frame count is padded to
+    # an even number by repeating the last frame (as qwen-vl-utils and the TOPReward code do
+    # before the processor sees the frames); all frames are resized to one size chosen by the
+    # video rule (`video_size`: multiples of 32 px, bounds on frames x height x width); two
+    # consecutive frames make one temporal patch. Each pair becomes
+    #     "<{t:.1f} seconds><|vision_start|>" + <|video_pad|> x (h/32 * w/32) + "<|vision_end|>"
+    # with t the mean time of its two frames (frame i at i / fps), replacing the chat
+    # template's <|vision_start|><|video_pad|><|vision_end|> (Qwen3VLProcessor in transformers
+    # 4.57, which the published TOPReward and LRM code ran with).
+    VIDEO_TRIPLE = "<|vision_start|><|video_pad|><|vision_end|>"
+
+    @property
+    def temporal_patch_size(self) -> int:
+        return int(getattr(self.image_processor, "temporal_patch_size", 2) or 2)
+
+    def video_size(self, n_frames: int, height: int, width: int) -> Tuple[int, int]:
+        """(height, width) every frame of an n-frame video is resized to (transformers'
+        Qwen3-VL video smart_resize: factor = patch x merge = 32)."""
+        import math
+        factor = int(self.image_processor.patch_size) * self.merge_size
+        tf = self.temporal_patch_size
+        if height < factor or width < factor:
+            scale = max(factor / height, factor / width)
+            height, width = int(height * scale), int(width * scale)
+        h_bar = round(height / factor) * factor
+        w_bar = round(width / factor) * factor
+        t_bar = max(tf, round(n_frames / tf) * tf)
+        if t_bar * h_bar * w_bar > self.video_max_pixels:
+            beta = math.sqrt((n_frames * height * width) / self.video_max_pixels)
+            h_bar = max(factor, math.floor(height / beta / factor) * factor)
+            w_bar = max(factor, math.floor(width / beta / factor) * factor)
+        elif t_bar * h_bar * w_bar < self.video_min_pixels:
+            beta = math.sqrt(self.video_min_pixels / (n_frames * height * width))
+            h_bar = math.ceil(height * beta / factor) * factor
+            w_bar = math.ceil(width * beta / factor) * factor
+        return int(h_bar), int(w_bar)
+
+    def video_timestamps(self, n_frames: int, fps: float) -> List[float]:
+        """Mean time of each temporal patch's frames (frame i at i / fps; an odd count repeats
+        its last index)."""
+        tf = self.temporal_patch_size
+        idx = list(range(n_frames))
+        idx += [n_frames - 1] * (-n_frames % tf)
+        return [(idx[i] + idx[i + tf - 1]) / 2.0 / fps for i in range(0, len(idx), tf)]
+
+    def video_text(self, timestamps: Sequence[float], tokens_per_pair: int) -> str:
+        return "".join(f"<{t:.1f} seconds><|vision_start|>" + "<|video_pad|>" * tokens_per_pair
+                       + "<|vision_end|>" for t in timestamps)
+
+    def preprocess_pairs(self, pairs: Sequence[Tuple[np.ndarray, np.ndarray]],
+                         size: Tuple[int, int]):
+        """Temporal patches (two frames each) resized to `size` -> (pixel_values_videos,
+        video_grid_thw with one (1, h/16, w/16) row per pair)."""
+        import torch
+        from PIL import Image
+        if not pairs:
+            return None, None
+        if self._frame_processor is None:   # patches frames already at a valid size as they are
+            ip = self.image_processor
+            self._frame_processor = type(ip)(
+                patch_size=ip.patch_size, temporal_patch_size=ip.temporal_patch_size,
+                merge_size=ip.merge_size, image_mean=ip.image_mean, image_std=ip.image_std,
+                min_pixels=1, max_pixels=1 << 40)
+        h, w = size
+        frames = []
+        for a, b in pairs:
+            for f in (a, b):
+                f = np.asarray(f)
+                if f.shape[:2] != (h, w):
+                    f = np.asarray(Image.fromarray(f).resize((w, h), Image.BICUBIC))
+                frames.append(f)
+        out = self._frame_processor(images=frames, return_tensors="np")
+        pv = np.asarray(out["pixel_values"])
+        grid = np.asarray(out["image_grid_thw"])
+        ps = int(self.image_processor.patch_size)
+        if not (grid[:, 1:] == grid[0, 1:]).all() or (int(grid[0, 1]) * ps, int(grid[0, 2]) * ps) != (h, w):
+            raise RuntimeError(f"video frames of size {size} were not patched as they are "
+                               f"(grids {grid[:, 1:].tolist()})")
+        n = int(grid[0].prod())
+        tf = self.temporal_patch_size
+        C = 3
+        p = pv.shape[1] // (C * tf)
+        rows = pv.reshape(len(frames), n, C, tf, p)
+        # each frame was patched as a still (its patch holds the frame tf times): take one
+        # copy from each frame of the pair
+        video = np.concatenate([rows[0::2, :, :, :1], rows[1::2, :, :, :1]], axis=3)
+        video = video.reshape(len(pairs) * n, C * tf * p)
+        thw = np.tile(grid[:1], (len(pairs), 1))
+        return torch.from_numpy(np.ascontiguousarray(video)), torch.from_numpy(thw).long()
+
     # -- whole batches -------------------------------------------------------------------
     def __call__(self, texts: Sequence[str], images: Sequence[Sequence[np.ndarray]],
                  padding_side: str = "left") -> Dict[str, object]:
@@ -224,6 +321,24 @@ class QwenVLProcessor:
         return self.tokenizer.decode(ids, skip_special_tokens=skip_special_tokens)
 
 
+#: Qwen3-VL's image processor defaults (its preprocessor_config.json: size.shortest_edge /
+#: size.longest_edge), used when a checkpoint says nothing
+QWEN3VL_MIN_PIXELS = 65536
+QWEN3VL_MAX_PIXELS = 16777216
+#: Qwen3-VL-8B-Instruct's video_preprocessor_config.json size bounds (frames x h x w)
+QWEN3VL_VIDEO_MIN_PIXELS = 4096
+QWEN3VL_VIDEO_MAX_PIXELS = 25165824
+
+
+def checkpoint_pixels(cfg: dict) -> Tuple[int, int]:
+    """(min_pixels, max_pixels) a processor config asks for: min_pixels/max_pixels keys
+    (Qwen2-VL style) or size.shortest_edge/longest_edge (Qwen3-VL style)."""
+    size = cfg.get("size") or {}
+    lo = cfg.get("min_pixels") or size.get("shortest_edge") or size.get("min_pixels")
+    hi = cfg.get("max_pixels") or size.get("longest_edge") or size.get("max_pixels")
+    return int(lo or QWEN3VL_MIN_PIXELS), int(hi or QWEN3VL_MAX_PIXELS)
+
+
 def _make_image_processor(model_dir: Path, min_pixels: Optional[int], max_pixels: Optional[int]):
     from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
     cfg = {}
@@ -237,8 +352,11 @@ def _make_image_processor(model_dir: Path, min_pixels: Optional[int], max_pixels
                                   "image_mean", "image_std") if k in cfg}
     if "patch_size" not in kwargs:  # no config: Qwen3-VL's values
         kwargs.update(patch_size=16, image_mean=[0.5] * 3, image_std=[0.5] * 3)
-    kwargs["min_pixels"] = int(min_pixels or DEFAULT_MIN_PIXELS)
-    kwargs["max_pixels"] = int(max_pixels or DEFAULT_MAX_PIXELS)
+    # 0/None = the checkpoint's own bounds (what the stock processor would use), else
+    # Qwen3-VL's defaults
+    own_min, own_max = checkpoint_pixels(cfg)
+    kwargs["min_pixels"] = int(min_pixels or own_min)
+    kwargs["max_pixels"] = int(max_pixels or own_max)
     if kwargs["min_pixels"] > kwargs["max_pixels"]:
         raise ValueError(f"image min_pixels {kwargs['min_pixels']} > max_pixels {kwargs['max_pixels']}")
     return Qwen2VLImageProcessorPil(**kwargs)
@@ -254,13 +372,22 @@ def _read_chat_template(model_dir: Path) -> Optional[str]:
     return None
 
 
+def _video_pixels(model_dir: Path) -> Tuple[int, int]:
+    f = model_dir / "video_preprocessor_config.json"
+    if f.is_file():
+        size = json.loads(f.read_text()).get("size") or {}
+        return int(size.get("shortest_edge") or 0), int(size.get("longest_edge") or 0)
+    return 0, 0
+
+
 def load_processor(model_path: str, min_pixels: Optional[int] = None,
                    max_pixels: Optional[int] = None) -> QwenVLProcessor:
     from transformers import AutoTokenizer
     model_dir = resolve_local(model_path, "model_path")
     tok = AutoTokenizer.from_pretrained(str(model_dir), local_files_only=True)
     return QwenVLProcessor(tok, _make_image_processor(model_dir, min_pixels, max_pixels),
-                           chat_template=_read_chat_template(model_dir) or tok.chat_template)
+                           chat_template=_read_chat_template(model_dir) or tok.chat_template,
+                           video_pixels=_video_pixels(model_dir))
 
 
 def load_qwen_vl(model_path: str, adapter_path: str = "", dtype="auto", device: str = "cpu",
@@ -285,18 +412,129 @@ def load_qwen_vl(model_path: str, adapter_path: str = "", dtype="auto", device: 
     model = cls.from_pretrained(str(model_dir), dtype=dtype, local_files_only=True)
     if adapter_dir is not None:
         from peft import PeftModel
-        model = PeftModel.from_pretrained(model, str(adapter_dir), local_files_only=True)
+        model = PeftModel.from_pretrained(model, str(adapter_dir), local_files_only=True,
+                                          config=_adapter_config(adapter_dir, model))
+        verify_adapter(model, "default", adapter_dir)
         model = model.merge_and_unload()  # plain model: same forward, no adapter overhead
     model.to(device)
     model.eval()
     return model, load_processor(str(model_dir), min_pixels, max_pixels)
 
 
-def load_from_config(cfg):
-    """(model, processor) for a backend config with model_path, adapter_path, dtype, device,
-    min_pixels and max_pixels (the vlm and topreward backends)."""
+def load_from_config(cfg, min_pixels: Optional[int] = None, max_pixels: Optional[int] = None):
+    """(model, processor) for a backend config with model_path, adapter_path, dtype, device
+    (the vlm and topreward backends); pixel bounds as resolved by the backend."""
     return load_qwen_vl(cfg.model_path, cfg.adapter_path, dtype=cfg.dtype, device=cfg.device,
-                        min_pixels=cfg.min_pixels, max_pixels=cfg.max_pixels)
+                        min_pixels=min_pixels, max_pixels=max_pixels)
+
+
+# -- several LoRA adapters on one base model ----------------------------------------------
+
+ADAPTER_SIGNALS = ("progress", "completion", "contrastive")
+
+
+def find_adapters(adapter_path: str = "", per_signal: Optional[Dict[str, str]] = None
+                  ) -> Dict[str, Path]:
+    """signal -> adapter directory. Explicit per-signal paths win; else `adapter_path` is one
+    adapter (it holds adapter_config.json: key "*") or a folder with one adapter per signal
+    in sub-folders named progress/, completion/, contrastive/ (how the LRM adapters are
+    published). {} = no adapter."""
+    out: Dict[str, Path] = {}
+    per_signal = {k: v for k, v in (per_signal or {}).items() if v}
+    for sig, path in per_signal.items():
+        if sig not in ADAPTER_SIGNALS:
+            raise ValueError(f"unknown adapter signal {sig!r}; known: {ADAPTER_SIGNALS}")
+        out[sig] = resolve_local(path, f"adapter_{sig}")
+    if out or not adapter_path:
+        if adapter_path:
+            raise ValueError("give either adapter_path or the per-signal adapter_<signal> "
+                             "paths, not both")
+        return out
+    p = Path(os.path.expanduser(adapter_path))
+    subs = {s: p / s for s in ADAPTER_SIGNALS if (p / s / "adapter_config.json").is_file()}
+    if p.is_dir() and not (p / "adapter_config.json").is_file() and subs:
+        return subs
+    return {"*": resolve_local(adapter_path, "adapter_path")}
+
+
+def adapter_profile(adapters: Dict[str, Path]) -> str:
+    """The prompt profile an adapter set was trained with: the one named in the
+    `lrm_ros_sft.json` beside it (written by lrm_ros's own LoRA training), else
+    "lrm_released" (an adapter from elsewhere, e.g. the published LRM ones)."""
+    for path in adapters.values():
+        f = Path(path) / "lrm_ros_sft.json"
+        if f.is_file():
+            try:
+                return str(json.loads(f.read_text()).get("prompts") or "lrm_ros")
+            except (ValueError, TypeError, AttributeError):
+                raise ValueError(f"{f}: not a JSON object naming its \"prompts\" profile") from None
+    return "lrm_released"
+
+
+def _adapter_config(adapter_dir: Path, model):
+    """The adapter's peft config, with modules_to_save that peft can wrap: an entry naming a
+    module inside another listed module (the published progress adapter lists both the
+    vision tower `visual` and its `merger`) is dropped, its weights being part of the outer
+    module's saved copy."""
+    from peft import PeftConfig
+    cfg = PeftConfig.from_pretrained(str(adapter_dir))
+    mts = list(getattr(cfg, "modules_to_save", None) or [])
+    if len(mts) > 1:
+        names = [n for n, _ in model.named_modules()]
+
+        def owners(entry):
+            return [n for n in names if n == entry or n.endswith("." + entry)]
+
+        keep = []
+        for e in mts:
+            inside = all(any(o.startswith(outer + ".") for other in mts if other != e
+                             for outer in owners(other)) for o in owners(e)) and owners(e)
+            if not inside:
+                keep.append(e)
+        cfg.modules_to_save = keep
+    return cfg
+
+
+def verify_adapter(peft_model, name: str, adapter_dir: Path) -> None:
+    """Every tensor of the adapter's file is in the model, unchanged: raises otherwise (a
+    key layout that does not match the model leaves LoRA weights at their initial values
+    without an error from peft)."""
+    import torch
+    from peft.utils import get_peft_model_state_dict
+    f = Path(adapter_dir) / "adapter_model.safetensors"
+    if not f.is_file():
+        return  # a .bin adapter: nothing cheap to compare against
+    from safetensors.torch import load_file
+    saved = load_file(str(f))
+    got = get_peft_model_state_dict(peft_model, adapter_name=name)
+    missing = [k for k in saved if k not in got]
+    differ = [k for k in saved if k in got and not torch.equal(
+        saved[k].to(got[k].dtype).cpu(), got[k].detach().cpu())]
+    if missing or differ:
+        raise ValueError(
+            f"lrm_ros: LoRA adapter {adapter_dir} did not load into the model: "
+            f"{len(missing)} of its {len(saved)} tensors have no place in the model "
+            f"(e.g. {missing[:2]}), {len(differ)} differ after loading (e.g. {differ[:2]}). "
+            f"Was it trained on this base model (check `model_path`)?")
+
+
+def load_adapters(model, adapters: Dict[str, Path]):
+    """A peft model holding each adapter under its signal's name (not merged), switched with
+    `set_adapter`. Each adapter is checked with verify_adapter."""
+    from peft import PeftModel
+    names = list(adapters)
+    first = names[0]
+    peft_model = PeftModel.from_pretrained(model, str(adapters[first]), adapter_name=first,
+                                           is_trainable=False, local_files_only=True,
+                                           config=_adapter_config(adapters[first], model))
+    for name in names[1:]:
+        peft_model.add_adapter(name, _adapter_config(adapters[name], model))
+        peft_model.load_adapter(str(adapters[name]), adapter_name=name, is_trainable=False,
+                                local_files_only=True)
+    for name in names:
+        verify_adapter(peft_model, name, adapters[name])
+    peft_model.eval()
+    return peft_model
 
 
 # -- the tiny test model ------------------------------------------------------------------
@@ -392,6 +630,12 @@ def make_tiny_qwen3vl(directory, size: str = "tiny", seed: int = 0) -> str:
         "temporal_patch_size": 2, "merge_size": 2, "image_mean": [0.5, 0.5, 0.5],
         "image_std": [0.5, 0.5, 0.5], "do_rescale": True, "do_normalize": True,
         "size": {"shortest_edge": DEFAULT_MIN_PIXELS, "longest_edge": DEFAULT_MAX_PIXELS},
+    }, indent=2))
+    (directory / "video_preprocessor_config.json").write_text(json.dumps({
+        "video_processor_type": "Qwen3VLVideoProcessor", "patch_size": 16,
+        "temporal_patch_size": 2, "merge_size": 2, "image_mean": [0.5, 0.5, 0.5],
+        "image_std": [0.5, 0.5, 0.5],
+        "size": {"shortest_edge": QWEN3VL_VIDEO_MIN_PIXELS, "longest_edge": QWEN3VL_VIDEO_MAX_PIXELS},
     }, indent=2))
     (directory / "README.md").write_text(
         "Random-weight Qwen3-VL (%s) written by lrm_ros.core.rewards.qwen.make_tiny_qwen3vl.\n"
