@@ -4,7 +4,9 @@ requests; no assertions). Random-weight Qwen3-VL models with the real Qwen token
 weights exist on these machines): the ratios measure the serving machinery, not quality.
 
   (a) TOPReward over one 16-frame episode (a growing prefix, one query per frame):
-      prefix KV cache vs recomputing the whole prompt at each query.       goal >= 4x
+      prefix KV cache vs recomputing the whole prompt at each query, for each prompt
+      profile: topreward_official (the frames as one Qwen3-VL video, two frames per
+      temporal patch; the default) and lrm_ros (one image per frame).      goal >= 4x
   (b) VLM ("tri": 3 prompts per query), 12 envs querying at the same tick: the batched
       RewardEngine vs one-prompt-at-a-time serving (a request/response reward server answering
       each signal of each env with its own generate call).                goal >= 6x
@@ -65,15 +67,16 @@ def timed(fn, repeats: int):
     return statistics.median(times), out
 
 
-def bench_topreward(path, model, proc, n_frames: int, repeats: int):
+def bench_topreward(path, model, proc, n_frames: int, repeats: int, prompts: str):
     from lrm_ros.core.rewards import make_backend
     from lrm_ros.core.rewards.base import RewardQuery
     rng = np.random.default_rng(0)
     frames = [rng.integers(0, 256, (224, 224, 3), dtype=np.uint8) for _ in range(n_frames)]
     queries = [RewardQuery(env="env0", episode=0, tick=10 * n, instruction="pick up the red cube",
                            frame=frames[n - 1], frames=tuple(frames[:n])) for n in range(1, n_frames + 1)]
-    cached = make_backend("topreward", model_path=path, model=model, processor=proc)
-    plain = make_backend("topreward", model_path=path, model=model, processor=proc, cache=False)
+    common = dict(model_path=path, model=model, processor=proc, prompts=prompts)
+    cached = make_backend("topreward", **common)
+    plain = make_backend("topreward", cache=False, **common)
 
     def episode(be):
         be.end_episode("env0", 0)
@@ -82,9 +85,15 @@ def bench_topreward(path, model, proc, n_frames: int, repeats: int):
     episode(cached), episode(plain)     # warm-up
     t_cached, lp_c = timed(lambda: episode(cached), repeats)
     t_plain, lp_p = timed(lambda: episode(plain), repeats)
-    tokens_per_frame = proc.tokens_per_image(proc.preprocess_images(frames[:1])[1])[0]
+    if cached.video:   # a pair of frames shares one temporal patch
+        units = cached._units(frames[:2], [b"", b""])
+        tokens_per_frame = proc.tokens_per_image(cached._pixels(units, 0)[1])[0] / 2
+    else:
+        tokens_per_frame = proc.tokens_per_image(proc.preprocess_images(frames[:1])[1])[0]
     return {
+        "prompts": prompts, "frames_as": "video" if cached.video else "images",
         "frames": n_frames, "visual_tokens_per_frame": tokens_per_frame,
+        "tokens_cached": cached.stats["tokens_cached"], "tokens_run_cached": cached.stats["tokens_run"],
         "episode_s_cached": t_cached, "episode_s_uncached": t_plain,
         "per_query_ms_cached": 1e3 * t_cached / n_frames,
         "per_query_ms_uncached": 1e3 * t_plain / n_frames,
@@ -110,7 +119,8 @@ def bench_vlm(path, model, proc, n_envs: int, repeats: int, max_new_tokens: int)
         f = [rng.integers(0, 256, (224, 224, 3), dtype=np.uint8) for _ in range(3)]
         queries.append(RewardQuery(env=f"env{i}", episode=0, tick=20, instruction=instructions[i % 6],
                                    frame=f[2], previous_frame=f[1], first_frame=f[0]))
-    common = dict(model_path=path, model=model, processor=proc, max_new_tokens=max_new_tokens)
+    common = dict(model_path=path, model=model, processor=proc, max_new_tokens=max_new_tokens,
+                  prompts="lrm_ros")
     tri = make_backend("vlm", signal="tri", max_batch=n_envs, **common)
     single = {sig: make_backend("vlm", signal=sig, max_batch=1, **common)
               for sig in ("contrastive", "progress", "completion")}
@@ -162,6 +172,8 @@ def main(argv=None):
     ap.add_argument("--max-new-tokens", type=int, default=16)
     ap.add_argument("--max-pixels", type=int, default=224 * 224)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--topreward-prompts", nargs="+", default=["topreward_official", "lrm_ros"],
+                    help="TOPReward prompt profiles to measure in (a)")
     ap.add_argument("--out", default=str(ROOT / "out" / "bench" / "rewards.json"))
     args = ap.parse_args(argv)
     import torch
@@ -172,12 +184,16 @@ def main(argv=None):
         size_b = args.model_size or "small"
         path, model, proc = build(size_a, args.device, args.max_pixels, Path(tmp) / "a")
         build_s = time.perf_counter() - t
-        a = bench_topreward(path, model, proc, args.frames, args.repeats)
-        a["model_size"] = size_a
-        print(f"(a) TOPReward {a['frames']}-frame episode ({a['visual_tokens_per_frame']} visual tokens/frame, "
-              f"{size_a} model): "
-              f"cached {a['per_query_ms_cached']:.1f} ms/query vs uncached {a['per_query_ms_uncached']:.1f} "
-              f"ms/query -> {a['speedup']:.1f}x (goal >= 4x); max |dlogP| {a['max_abs_logp_diff']:.2e}")
+        a = {}
+        for prompts in args.topreward_prompts:
+            r = bench_topreward(path, model, proc, args.frames, args.repeats, prompts)
+            r["model_size"] = size_a
+            a[prompts] = r
+            print(f"(a) TOPReward {r['frames']}-frame episode, {prompts} (frames as {r['frames_as']}, "
+                  f"{r['visual_tokens_per_frame']:g} visual tokens/frame, {size_a} model): "
+                  f"cached {r['per_query_ms_cached']:.1f} ms/query vs uncached "
+                  f"{r['per_query_ms_uncached']:.1f} ms/query -> {r['speedup']:.1f}x (goal >= 4x); "
+                  f"max |dlogP| {r['max_abs_logp_diff']:.2e}", flush=True)
         if size_b != size_a:
             path, model, proc = build(size_b, args.device, args.max_pixels, Path(tmp) / "b")
         b = bench_vlm(path, model, proc, args.envs, args.repeats, args.max_new_tokens)
@@ -186,7 +202,8 @@ def main(argv=None):
               f"tokens, {size_b} model): batched engine {b['batched_engine_s']:.3f} s (batch sizes "
               f"{b['batch_sizes']}) vs one prompt at a time {b['one_prompt_at_a_time_s']:.3f} s -> "
               f"{b['speedup']:.1f}x (goal >= 6x); same answers: {b['same_answers']}")
-    result = {"device": args.device, "threads": args.threads,
+    result = {"command": "python bench/bench_rewards.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+              "device": args.device, "threads": args.threads,
               "build_s": build_s, "topreward_prefix_cache": a, "vlm_batching": b,
               "note": "random-weight Qwen3-VL with the real Qwen tokenizer; ratios, not quality"}
     out = Path(args.out)

@@ -33,11 +33,13 @@ Either way the result is valid when progress or completion parsed; failures are 
 
 Shared work (what is not recomputed), chosen by measurement on the tiny model
 (bench/bench_rewards.py):
-  * all prompts of a batch (all signals x all queries) go through one `generate`: the
-    decoder runs once per new token for the whole batch, instead of once per prompt;
+  * all prompts of a batch (all signals x all queries; per adapter when the signals have
+    their own) go through one `generate`: the decoder runs once per new token for the whole
+    batch, instead of once per prompt; rows whose answer is complete stop early;
   * each distinct frame is encoded by the vision tower once per batch: in "tri" the current
     frame appears in all three prompts (and the previous/first frames may be shared), so the
-    frames are de-duplicated by content and their features (incl. deepstack features) are
+    frames are de-duplicated by content (within an adapter's group) and their features
+    (incl. deepstack features) are
     handed to `generate` as precomputed `mm_encoder_outputs`: 3 encodings -> 1 per query;
   * the constant text prefix is NOT KV-cached: in these prompts it is only the chat header
     plus one sentence (~10 tokens, before the instruction, which differs per env), against
