@@ -104,6 +104,21 @@ def test_released_prompts_render_exactly(tiny):
     assert tok.encode(" ImageB") == [4654, 33]
 
 
+def test_first_query_compares_with_the_start_only_in_our_profile(tiny):
+    """LRM's environment has no earlier frame at an episode's first query (tick K); our hold
+    offers the start frame (tick 0). lrm_released does not ask contrastive there; lrm_ros does."""
+    from lrm_ros.core.rewards import make_backend
+    path, model, proc = tiny
+    f = _frames(3, 2)
+    first = RewardQuery("env0", 0, 10, TASK, f[1], previous_frame=f[0], previous_tick=0, first_frame=f[0])
+    later = RewardQuery("env0", 0, 20, TASK, f[2], previous_frame=f[1], previous_tick=10, first_frame=f[0])
+    for profile, asked in (("lrm_released", [False, True]), ("lrm_ros", [True, True])):
+        be = make_backend("vlm", model_path=path, model=model, processor=proc, signal="tri",
+                          prompts=profile)
+        got = [any(j.signal == "contrastive" for j in be.build_jobs([q])) for q in (first, later)]
+        assert got == asked, profile
+
+
 def test_released_profile_settings():
     from lrm_ros.core.rewards.prompts import load_prompts
     p = load_prompts("lrm_released")
@@ -249,37 +264,11 @@ def test_generation_budget_and_json_stop(tiny):
 
 # -- three adapters on one base model -----------------------------------------------------------
 
-def _random_adapter(base_path, out, seed, modules_to_save=None):
-    """A LoRA adapter with random (non-zero) weights on the tiny model."""
-    import torch
-    from peft import LoraConfig, get_peft_model
-    from lrm_ros.core.rewards.qwen import load_qwen_vl
-    model, _ = load_qwen_vl(base_path)
-    torch.manual_seed(seed)
-    cfg = LoraConfig(r=4, lora_alpha=8, init_lora_weights=False,
-                     target_modules=r".*language_model.*\.(q_proj|v_proj|down_proj)$",
-                     modules_to_save=modules_to_save)
-    pm = get_peft_model(model, cfg)
-    with torch.no_grad():
-        for n, p in pm.named_parameters():
-            if "lora_" in n:
-                p.normal_(0.0, 0.5)
-            elif "modules_to_save" in n:
-                p.add_(torch.randn_like(p) * 0.05)
-    pm.save_pretrained(str(out))
-    return out
-
-
 @pytest.fixture(scope="module")
 def three_adapters(tiny, tmp_path_factory):
+    from lrm_ros.core.rewards.qwen import make_random_lrm_adapters
     path, _, _ = tiny
-    root = tmp_path_factory.mktemp("lrm_adapters")
-    # the published progress adapter also saves the vision tower and, overlapping it, its
-    # merger; peft cannot wrap both, so the loader keeps the outer one
-    _random_adapter(path, root / "progress", 1, modules_to_save=["visual", "merger"])
-    _random_adapter(path, root / "completion", 2)
-    _random_adapter(path, root / "contrastive", 3)
-    return root
+    return make_random_lrm_adapters(path, tmp_path_factory.mktemp("lrm_adapters"))
 
 
 def test_three_adapters_each_signal_uses_its_own(tiny, three_adapters):
@@ -377,3 +366,32 @@ def test_topreward_official_prompt_and_scored_token(tiny):
     # online value with LRM's constants
     r = be.score_batch([RewardQuery("e", 0, 30, TASK, frames[-1], frames=tuple(frames))])[0]
     assert r.value == pytest.approx(min(1.0, max(0.0, (ref + 25.0) / 20.0)), abs=1e-5)
+
+
+def test_tri_with_three_adapters_offline(tiny, three_adapters):
+    """`lrm-ros eval`/`audit` build the backend from options: the same three-adapter tri
+    scores a recorded episode through the offline interval-hold."""
+    from lrm_ros.bags.reader import Episode
+    from lrm_ros.core.evaluate import backend_from_args, episode_queries, score_episodes
+    path, _, _ = tiny
+    be = backend_from_args("vlm", path, "tri", [f'adapter_path="{three_adapters}"',
+                                                 "max_new_tokens=4", "max_pixels=4096"])
+    assert be.peft is not None and "contrastive=" in be.model_id
+    T = 25
+    frames = np.stack(_frames(T, 11))
+    z = np.zeros((T, 2))
+    ep = Episode(task="PushCube-v1", instruction=TASK, episode=0, ticks=np.arange(T),
+                 stamps_ns=np.arange(T) * 50_000_000, frames=frames, actions=np.zeros((T - 1, 7)),
+                 joint_names=["a", "b"], joint_positions=z, joint_velocities=z,
+                 dense_rewards=np.zeros(T), normalized_dense_rewards=np.zeros(T),
+                 successes=np.zeros(T, bool), failures=np.zeros(T, bool), episode_end=True,
+                 end_reason=1)
+    queries = episode_queries(ep, "ep0", 10, sorted(be.needs))
+    assert [q.tick for q in queries] == [10, 20, 24]
+    (results,) = score_episodes(be, [("ep0", queries)], progress=False).values()
+    assert len(results) == 3
+    for i, r in enumerate(results):
+        asked = set(r.raw["answers"])
+        assert asked == ({"progress", "completion"} if i == 0 else
+                         {"progress", "completion", "contrastive"})
+        assert r.raw["profile"] == "lrm_released"

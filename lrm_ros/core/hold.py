@@ -245,7 +245,7 @@ class IntervalHold:
         return ready
 
     def _snapshot(self, ep: _Episode, p: _Pending, frame: np.ndarray) -> Optional[RewardQuery]:
-        previous = ep.query_frames[-1][1] if ep.query_frames else None
+        previous_tick, previous = ep.query_frames[-1] if ep.query_frames else (-1, None)
         if p.tick == 0 or ep.first_frame is None:
             ep.first_frame = frame
         ep.query_frames.append((p.tick, frame))
@@ -260,6 +260,7 @@ class IntervalHold:
             env=self.env, episode=ep.episode, tick=p.tick, instruction=ep.instruction,
             frame=frame, stamp_ns=p.stamp_ns,
             previous_frame=previous if "previous_frame" in self.needs else None,
+            previous_tick=previous_tick if "previous_frame" in self.needs else -1,
             first_frame=ep.first_frame if "first_frame" in self.needs else None,
             frames=tuple(f for _, f in ep.query_frames) if "frames" in self.needs else (),
             oracle=ep.oracle.get(p.tick) if "oracle" in self.needs else None)

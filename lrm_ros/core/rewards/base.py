@@ -25,6 +25,7 @@ class RewardQuery:
     instruction: str
     frame: np.ndarray                          # (H, W, 3) uint8 RGB, the current frame
     previous_frame: Optional[np.ndarray] = None  # the frame K ticks earlier (contrastive)
+    previous_tick: int = -1                      # its tick (0: the episode's start; -1: unknown)
     first_frame: Optional[np.ndarray] = None     # the episode's first frame (progress)
     frames: Tuple[np.ndarray, ...] = ()          # frames at the query points so far (TOPReward)
     oracle: Optional[float] = None               # simulator's normalized dense reward (oracle)

@@ -82,6 +82,7 @@ class PromptSet:
     answer_format: str = "lrm_ros"
     generation: Tuple[Tuple[str, Generation], ...] = tuple((s, Generation()) for s in LRM_SIGNALS)
     tri: TriSettings = field(default_factory=TriSettings)
+    contrastive_from_start: bool = True   # the first query compares with the episode's start
     min_pixels: int = 32 * 32       # 0 = the checkpoint's processor config
     max_pixels: int = 224 * 224
     source: str = "<built-in>"
@@ -228,7 +229,7 @@ def _topreward(source: str, raw, base: TopRewardPrompt) -> TopRewardPrompt:
 
 
 _SCALARS = {"system", "profile", "instruction", "answer_format", "generation", "tri", "images",
-            "topreward"}
+            "topreward", "contrastive_from_start"}
 
 
 def _from_dict(data: dict, base: Optional[PromptSet], source: str) -> PromptSet:
@@ -255,6 +256,8 @@ def _from_dict(data: dict, base: Optional[PromptSet], source: str) -> PromptSet:
         kwargs["instruction"] = _choice(source, "instruction", data["instruction"], INSTRUCTION_STYLES)
     if "answer_format" in data:
         kwargs["answer_format"] = _choice(source, "answer_format", data["answer_format"], ANSWER_FORMATS)
+    if "contrastive_from_start" in data:
+        kwargs["contrastive_from_start"] = bool(data["contrastive_from_start"])
     if "generation" in data:
         kwargs["generation"] = _generation(source, data["generation"], proto.generation)
     if "tri" in data:

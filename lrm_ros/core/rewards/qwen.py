@@ -642,3 +642,42 @@ def make_tiny_qwen3vl(directory, size: str = "tiny", seed: int = 0) -> str:
         "Real Qwen tokenizer, untrained weights: outputs are meaningless. For tests, "
         "benchmarks and demos only.\n" % size)
     return str(directory)
+
+
+def make_random_lora_adapter(base_path: str, out, seed: int = 0,
+                             modules_to_save: Optional[Sequence[str]] = None) -> Path:
+    """Write a LoRA adapter with random, non-zero weights for a (tiny random) Qwen3-VL at
+    `base_path` into `out` (tests and benchmarks of the adapter paths: NOT a trained
+    adapter). `modules_to_save` adds saved copies of whole modules (e.g. the vision tower,
+    as the published LRM progress adapter has)."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    model, _ = load_qwen_vl(base_path)
+    state = torch.random.get_rng_state()
+    torch.manual_seed(seed)
+    try:
+        cfg = LoraConfig(r=4, lora_alpha=8, init_lora_weights=False,
+                         target_modules=r".*language_model.*\.(q_proj|v_proj|down_proj)$",
+                         modules_to_save=list(modules_to_save) if modules_to_save else None)
+        pm = get_peft_model(model, cfg)
+        with torch.no_grad():
+            for n, p in pm.named_parameters():
+                if "lora_" in n:
+                    p.normal_(0.0, 0.5)
+                elif "modules_to_save" in n:
+                    p.add_(torch.randn_like(p) * 0.05)
+        pm.save_pretrained(str(out))
+    finally:
+        torch.random.set_rng_state(state)
+    return Path(out)
+
+
+def make_random_lrm_adapters(base_path: str, root, seed: int = 0) -> Path:
+    """Three random adapters in the published LRM layout (root/progress, root/completion,
+    root/contrastive; the progress one also saves the vision tower and, overlapping it, its
+    merger, as the published one does)."""
+    root = Path(root)
+    make_random_lora_adapter(base_path, root / "progress", seed + 1, ["visual", "merger"])
+    make_random_lora_adapter(base_path, root / "completion", seed + 2)
+    make_random_lora_adapter(base_path, root / "contrastive", seed + 3)
+    return root

@@ -221,7 +221,7 @@ class VLMRewardBackend(RewardBackend):
             images = {"current": q.frame, "previous": q.previous_frame, "first": q.first_frame}
             for sig in self.config.signals:
                 if sig == "contrastive":
-                    if q.previous_frame is None:
+                    if self.first_query(q):
                         continue          # first query of the episode: not asked
                     prompt = p.contrastive
                 elif sig == "progress":
@@ -232,6 +232,13 @@ class VLMRewardBackend(RewardBackend):
                 messages, ims = build_messages(prompt, q.instruction, images, p.system, p.instruction)
                 jobs.append(Job(qi, sig, messages, ims))
         return jobs
+
+    def first_query(self, q: RewardQuery) -> bool:
+        """No earlier frame to compare with: none at all, or (profiles with
+        contrastive_from_start false, as LRM's environment) only the episode's start frame,
+        which LRM never compares with: its first query's contrastive is not asked."""
+        return q.previous_frame is None or (not self.prompts.contrastive_from_start
+                                            and q.previous_tick == 0)
 
     def adapter_of(self, signal: str) -> Optional[str]:
         """The adapter name a signal's prompts run with (None: the model as loaded)."""
