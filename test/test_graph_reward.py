@@ -4,8 +4,9 @@ real Qwen tokenizer; no real checkpoint can run here). This test acts as the pol
 
 - `reward_model` (TOPReward, K=3) serves two environments: HeldReward on every tick, a
   query every K ticks (and at the terminal tick), the value held in between.
-- `reward_slow` (LRM vlm backend, timeout far shorter than inference): every query times
-  out, the held value is flagged stale, and ticks go on regardless.
+- `reward_slow` (LRM vlm backend, tri with three LoRA adapters in the published layout,
+  switched per signal; timeout far shorter than inference): every query times out, the
+  held value is flagged stale, and ticks go on regardless.
 """
 import dataclasses
 from pathlib import Path
@@ -32,7 +33,9 @@ def graph(tiny_model, tmp_path_factory, graph_domain):
     from lrm_ros.msg import HeldReward, RewardQueryResult
     from lrm_ros.ros.monitor import GraphMonitor
     from lrm_ros.ros.qos import RELIABLE
+    from lrm_ros.core.rewards.qwen import make_random_lrm_adapters
     domain, env = graph_domain
+    adapters = make_random_lrm_adapters(tiny_model, tmp_path_factory.mktemp("lrm_adapters"))
     specs = resolve(load_graph("sim"), {
         "num_envs": "2", "policy": "none", "reward": "topreward",
         "reward_model_path": tiny_model, "reward_interval": str(K),
@@ -50,7 +53,8 @@ def graph(tiny_model, tmp_path_factory, graph_domain):
     slow = dataclasses.replace(
         reward, name="reward_slow",
         parameters={**reward.parameters, "backend": "vlm", "signal": "tri", "timeout_s": 0.001,
-                    "diagnostics_period_s": 0.2},
+                    "diagnostics_period_s": 0.2, "adapter_path": str(adapters),
+                    "prompts_path": "lrm_ros"},
         remappings=tuple((f"{e}/reward/{t}", f"{e}/reward/{t}_slow")
                          for e in ENVS for t in ("held", "result")))
     specs.append(slow)
