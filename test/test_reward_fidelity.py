@@ -292,6 +292,14 @@ def test_three_adapters_each_signal_uses_its_own(tiny, three_adapters):
     for sig in ("progress", "completion", "contrastive"):
         one = make_backend("vlm", adapter_path=str(three_adapters / sig), signal=sig, **kw)
         assert one.peft is None                      # a single adapter is merged
+        if sig == "completion":                      # ... or, on a model passed in, held
+            import copy
+            m, p = copy.deepcopy(tiny[1]), tiny[2]
+            held = make_backend("vlm", adapter_path=str(three_adapters / sig), signal=sig,
+                                model=m, processor=p, **kw)
+            assert held.peft is not None
+            assert [r.raw["answers"][sig] for r in held.score_batch(qs)] == \
+                [r.raw["answers"][sig] for r in one.score_batch(qs)]
         alone = [r.raw["answers"][sig] for r in one.score_batch(qs)]
         assert [a[sig] for a in got] == alone, sig   # the head answered with its own adapter
         assert alone != [b[sig] for b in base], sig  # ... which changes the answers

@@ -200,9 +200,10 @@ class VLMRewardBackend(RewardBackend):
             if self.adapters and single is None:
                 self.peft = load_adapters(model, self.adapters).to(cfg.device)
                 model = self.peft.base_model.model
-        elif self.adapters and "*" not in self.adapters:
+        elif self.adapters:   # a model passed in is not merged into (it may be shared)
             from .qwen import load_adapters
-            self.peft = load_adapters(model, self.adapters)
+            self.peft = load_adapters(model, {("single" if k == "*" else k): v
+                                              for k, v in self.adapters.items()})
             model = self.peft.base_model.model
         self.model, self.processor = model, processor
 
@@ -244,6 +245,8 @@ class VLMRewardBackend(RewardBackend):
         """The adapter name a signal's prompts run with (None: the model as loaded)."""
         if self.peft is None:
             return None
+        if "*" in self.adapters:
+            return "single"
         return signal if signal in self.adapters else ""
 
     # -- model call ----------------------------------------------------------------------
