@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 __all__ = [
     "TASK_INSTRUCTIONS",
     "MOTION_PLANNING_TASKS",
@@ -10,6 +12,7 @@ __all__ = [
     "known_tasks",
     "RECOMMENDED_MAX_EPISODE_TICKS",
     "recommended_max_ticks",
+    "time_limit_for",
 ]
 
 TASK_INSTRUCTIONS: dict[str, str] = {
@@ -63,6 +66,12 @@ RECOMMENDED_MAX_EPISODE_TICKS: dict[str, int] = {
     "StackCube-v1": 150,
     "LiftPegUpright-v1": 250,
 }
+
+
+def time_limit_for(length: int) -> int:
+    """A time limit (control ticks) for demos of up to ``length`` actions: +25% margin, rounded
+    up to a multiple of 10."""
+    return int(math.ceil(max(0, int(length)) * 1.25 / 10.0) * 10)
 
 
 def recommended_max_ticks(env_id: str) -> int:
