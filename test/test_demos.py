@@ -256,3 +256,17 @@ def test_summary_merge_keeps_older_summaries_readable(tmp_path):
     m = write_summary(tmp_path, new, ("episodes_written",))
     assert (tmp_path / "summary.json.unreadable").read_text() == "{broken"
     assert "unreadable" in m["warnings"][0] and set(m["tasks"]) == {"PickCube-v1"}
+
+
+def test_cli_prints_every_lost_seed(tmp_path, capsys):
+    from lrm_ros.core.sim.demos import main
+
+    rc = main(["--tasks", "PushCube-v1", "-n", "1", "--seed", "9", "--out", str(tmp_path), "--width", "32",
+               "--height", "32", "--max-episode-ticks", "auto", "--no-progress"])
+    out = capsys.readouterr().out
+    assert rc == 1                                   # nothing written
+    assert "PushCube-v1: requested 1, planned 0, converted 0, replayed 0, written 0" in out
+    assert "  lost 1 (plan 1):\n    seed 9: plan: no motion plan found" in out
+    doc = json.loads((tmp_path / "summary.json").read_text())
+    assert doc["max_episode_ticks_mode"] == "auto" and doc["tasks"]["PushCube-v1"]["lost_seeds"] == {
+        "9": "plan: no motion plan found"}

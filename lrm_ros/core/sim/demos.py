@@ -219,6 +219,9 @@ def generate_demos(
         "control_mode": template.control_mode,
         "camera": [template.camera_width, template.camera_height],
         "max_episode_ticks": template.max_episode_ticks,
+        # "auto" / "per task": each task entry's max_episode_ticks is the one used
+        "max_episode_ticks_mode": ("auto" if max_episode_ticks == "auto" else
+                                   "per task" if max_episode_ticks else "given"),
         "seed": seed,
         "tasks": {},
     }
