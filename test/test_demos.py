@@ -112,6 +112,25 @@ def test_bad_arguments(tmp_path):
 
 
 # ------------------------------------------------------------------ time limits, lost demos, batches
+def test_recommended_limits_cover_every_motion_planning_task():
+    from lrm_ros.core.sim.demos import auto_max_ticks
+    from lrm_ros.core.sim.tasks import MOTION_PLANNING_TASKS, RECOMMENDED_MAX_EPISODE_TICKS, time_limit_for
+
+    # every task has a measured limit (bench/results/demo_lengths.json), none falls back to 100
+    assert set(MOTION_PLANNING_TASKS) <= set(RECOMMENDED_MAX_EPISODE_TICKS)
+    lengths = json.loads((Path(__file__).parents[1] / "bench/results/demo_lengths.json").read_text())
+    for task in MOTION_PLANNING_TASKS:
+        longest = lengths["tasks"][task]["success_ticks_max"]       # ticks to success, seeds 0-19
+        assert RECOMMENDED_MAX_EPISODE_TICKS[task] >= longest, task
+        if task not in ("PickCube-v1", "PushCube-v1", "PullCube-v1", "StackCube-v1", "LiftPegUpright-v1"):
+            assert RECOMMENDED_MAX_EPISODE_TICKS[task] == time_limit_for(longest), task
+    assert time_limit_for(91) == 120 and time_limit_for(80) == 100
+    # auto: the table, unless a demo of this run is longer: then that length + 25%
+    assert auto_max_ticks("StackCube-v1", [90, 126])[0] == RECOMMENDED_MAX_EPISODE_TICKS["StackCube-v1"]
+    limit, how = auto_max_ticks("PickCube-v1", [80, 130])
+    assert limit == 170 and "130 ticks" in how
+
+
 @pytest.fixture(scope="module")
 def batches(tmp_path_factory):
     """Two demo runs into one folder (PushCube seeds 8-9, where seed 9 has no motion plan; then
