@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from lrm_ros.bags.reader import Episode
-from lrm_ros.core.evaluate import METRIC_KEYS, episode_queries, evaluate, main, score_episodes
+from lrm_ros.core.evaluate import (METRIC_KEYS, EpisodeScores, bag_labels, compute_metrics, episode_queries,
+                                   evaluate, main, score_episodes)
 from lrm_ros.core.rewards.base import RewardBackend, RewardResult
 
 
@@ -89,6 +90,51 @@ def test_backend_failure_gives_invalid_results():
     assert all(not r.valid for r in res[(0, False)]) and "model fell over" in errors["backend recorder"]
 
 
+def scores(values, success, ticks=(10, 20, 30, 39), progress=None, contrastive=None, completion=None):
+    n = len(values)
+    nan = np.full(n, np.nan)
+    return EpisodeScores(bag="b", task="T", episode=0, instruction="i", success=success, num_ticks=40,
+                         query_ticks=np.array(ticks[:n]), value=np.array(values, float),
+                         progress=nan if progress is None else np.array(progress, float),
+                         completion=nan if completion is None else np.array(completion, float),
+                         contrastive=nan if contrastive is None else np.array(contrastive, float),
+                         valid=np.ones(n, bool), oracle_ticks=np.linspace(0, 1, 40))
+
+
+def test_pairwise_accuracy_is_not_the_completion_auc():
+    # the successes end higher than every failure (AUC 1) but their values zig-zag on the way
+    succ = [scores([0.5, 0.2, 0.1, 0.9], True, progress=[0.5, 0.2, 0.1, 0.9]),
+            scores([0.1, 0.4, 0.3, 0.8], True, progress=[0.1, 0.4, 0.3, 0.8])]
+    fail = [scores([0.1, 0.2, 0.3, 0.4], False)]
+    m, notes = compute_metrics(succ + fail)
+    assert m["completion_auc"] == 1.0
+    # per episode: 3 of 6 and 5 of 6 (earlier, later) pairs rise
+    assert m["pairwise_accuracy"] == pytest.approx((3 / 6 + 5 / 6) / 2)
+    only_fail, notes = compute_metrics(fail)
+    assert math.isnan(only_fail["pairwise_accuracy"]) and "no successful" in notes["pairwise_accuracy"]
+
+
+def test_progress_metrics_use_progress_answers_only():
+    # a contrastive backend: value is its -1/0/+1 answer, no progress estimate
+    contr = [scores([1.0, 1.0, -1.0, 1.0], True, contrastive=[1, 1, -1, 1])]
+    m, notes = compute_metrics(contr)
+    for k in ("progress_mae", "progress_acc_0.1", "progress_acc_0.2"):
+        assert math.isnan(m[k]) and "no progress estimates" in notes[k]
+    # with a progress estimate (here exactly t / (T-1)) the error is of that, not of the value
+    exact = [scores([1.0, -1.0, 1.0, 1.0], True, progress=[10 / 39, 20 / 39, 30 / 39, 1.0],
+                    contrastive=[1, -1, 1, 1])]
+    m, notes = compute_metrics(exact)
+    assert m["progress_mae"] == pytest.approx(0.0) and m["progress_acc_0.1"] == 1.0
+
+
+def test_bag_labels_tell_same_named_bags_apart(tmp_path):
+    paths = [tmp_path / "demos" / "PickCube-v1", tmp_path / "failures" / "PickCube-v1",
+             tmp_path / "run1" / "demos" / "PushCube-v1", tmp_path / "run2" / "demos" / "PushCube-v1"]
+    labels = bag_labels(paths)
+    assert labels[paths[0]] == "demos/PickCube-v1" and labels[paths[1]] == "failures/PickCube-v1"
+    assert labels[paths[2]] == "run1/demos/PushCube-v1" and labels[paths[3]] == "run2/demos/PushCube-v1"
+
+
 # ------------------------------------------------------------------ end to end (ManiSkill)
 @pytest.fixture(scope="module")
 def bags(tmp_path_factory):
@@ -109,6 +155,21 @@ def bags(tmp_path_factory):
     corrupt = root / "corrupt"
     corrupt.mkdir()
     (corrupt / "metadata.yaml").write_text("not: [a bag")
+    # a task without a dense reward (StackPyramid): 12 zero-action ticks in the real sim
+    from lrm_ros.bags.writer import EpisodeBagWriter
+    from lrm_ros.core.sim.demos import _replay_episode, _write_episode
+    from lrm_ros.core.sim.maniskill_env import ManiSkillSim
+
+    sim = ManiSkillSim(SimConfig(env_id="StackPyramid-v1", camera_width=64, camera_height=64,
+                                 max_episode_ticks=12))
+    try:
+        assert not sim.has_dense_reward
+        ticks = _replay_episode(sim, 0, None, np.zeros((12, 7)))
+        with EpisodeBagWriter(root / "nodense" / "StackPyramid-v1", metadata={"format": "lrm_ros.failures/1"}) as w:
+            w.write_instruction(sim.instruction, 1_000_000_000)
+            _write_episode(w, sim, 0, 1.0, ticks)
+    finally:
+        sim.close()
     return root
 
 
@@ -147,6 +208,33 @@ def test_evaluate_oracle_end_to_end(bags, tmp_path, capsys):
     pngs = re.findall(r'src="([^"]+\.png)"', html)
     assert pngs == ["PickCube-v1.png"] and all((out / p).stat().st_size > 1000 for p in pngs)
     assert "completion_auc" in html
+    # the plot titles tell the demo bag from the failure bag of the same task
+    titles = m["plot_titles"]["PickCube-v1"]
+    assert len(titles) == 2
+    demo_t = [t for t in titles if ": demo, success" in t]
+    fail_t = [t for t in titles if ": failure (noise), failure" in t]
+    assert len(demo_t) == 1 and "[demos/PickCube-v1]" in demo_t[0]
+    assert len(fail_t) == 1 and "[failures/PickCube-v1]" in fail_t[0]
+    assert {e["source"] for e in m["episodes"]} == {"demo", "failure (noise)"}
+
+
+def test_oracle_says_what_it_leaves_out(bags, tmp_path, capsys):
+    out = tmp_path / "out"
+    rc = main(["--bags", str(bags / "demos"), str(bags / "failures"), str(bags / "nodense"),
+               "--backend", "oracle", "--interval", "5", "--out", str(out), "--no-progress"])
+    assert rc == 0
+    printed = capsys.readouterr().out
+    m = json.loads((out / "metrics.json").read_text())
+    o = m["overall"]
+    assert (o["n_episodes"], o["n_unscored"], o["n_no_dense_reward"]) == (3, 1, 1)
+    lo = m["left_out"]["StackPyramid-v1"]
+    assert lo["episodes"] == 1 and lo["no_dense_reward"] == 1 and lo["reasons"] == {"no_oracle": 3}
+    assert "1 of 3 episodes have no valid score and are left out of every metric" in printed
+    assert "StackPyramid-v1: 1 (no_oracle x3; 1 without a dense reward" in printed
+    assert "no dense reward (StackPyramid-v1: the task has none): left out of pearson_oracle" in printed
+    assert "n_unscored" in m["notes"]["overall"] and m["per_task"]["PickCube-v1"]["n_unscored"] == 0
+    # the metrics are those of the two scored episodes: the scored PickCube pair alone gives the same
+    assert o["completion_auc"] == m["per_task"]["PickCube-v1"]["completion_auc"] == 1.0
 
 
 def test_evaluate_contrastive_with_reversed_replays(bags, tmp_path):

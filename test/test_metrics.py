@@ -81,6 +81,20 @@ def test_pairwise_accuracy():
     assert M.pairwise_accuracy(s, f) == pytest.approx(M.roc_auc(s + f, [1, 1, 1, 0, 0, 0]))
 
 
+def test_order_accuracy():
+    # pairs (0,1) up, (0,2) up, (1,2) down -> 2/3
+    assert M.order_accuracy([0.1, 0.5, 0.3]) == pytest.approx(2 / 3)
+    assert M.order_accuracy([0.0, 0.2, 0.9]) == 1.0 and M.order_accuracy([3, 2, 1]) == 0.0
+    assert M.order_accuracy([0.4, 0.4, 0.4]) == 0.5                      # no order: ties count half
+    # times given (query ticks); a NaN point is dropped with its time
+    assert M.order_accuracy([0.2, float("nan"), 0.1, 0.9], [10, 20, 30, 40]) == pytest.approx(2 / 3)
+    assert M.order_accuracy([0.9, 0.1], [30, 10]) == 1.0                 # later by time, not position
+    nan_with(M.order_accuracy([0.5], return_reason=True), "no pair")
+    nan_with(M.order_accuracy([0.5, 0.6], [7, 7], return_reason=True), "no pair")
+    with pytest.raises(ValueError, match="length"):
+        M.order_accuracy([0.1, 0.2], [1])
+
+
 # ---------------------------------------------------------------- contrastive
 def test_contrastive_accuracy():
     assert M.contrastive_accuracy([1, -1], [1, -1]) == 1.0

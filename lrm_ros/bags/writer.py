@@ -54,6 +54,13 @@ class EpisodeBagWriter:
         self._conns = {t: self._writer.add_connection(t, m, typestore=self.ts) for t, m in TOPICS.items()}
         self.messages = 0
 
+    def set_metadata(self, key: str, value: Any) -> None:
+        """Set (or replace) a custom metadata entry ``lrm_ros.<key>`` (JSON unless a str);
+        written into metadata.yaml when the bag is closed."""
+        if self._writer is None:
+            raise RuntimeError(f"bag {self.path} is closed; set metadata before close()")
+        self._writer.set_custom_data(f"lrm_ros.{key}", value if isinstance(value, str) else json.dumps(value))
+
     # ------------------------------------------------------------------ low level
     def _write(self, topic: str, msg: Any, stamp_ns: int) -> None:
         data = self.ts.serialize_cdr(msg, TOPICS[topic])

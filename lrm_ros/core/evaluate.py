@@ -13,16 +13,28 @@ Metrics (per task and overall; lrm_ros.core.metrics):
                          episodes; ``voc_minmax`` on TOPReward's per-episode min-max normalised
                          values (rank-invariant, so equal to ``voc`` unless values are constant);
   completion_auc         ROC-AUC of the per-episode final completion score (the final query's
-                         ``completion``, else its ``value``) for success vs failure episodes;
-  pairwise_accuracy      fraction of (success, failure) episode pairs ranked correctly (ties 0.5);
+                         ``completion``, else its ``value``) for success vs failure episodes. It
+                         is, by definition (Mann-Whitney), the fraction of (success, failure)
+                         episode pairs whose success scores higher (ties 0.5): the former
+                         episode-level ``pairwise_accuracy`` was this same number, so it is gone;
+  pairwise_accuracy      mean per-episode order accuracy on successful episodes: of all pairs of
+                         query points (earlier, later), the fraction whose later value is higher
+                         (ties 0.5; metrics.order_accuracy). 0.5 = no order, 1 = never falls;
   contrastive_accuracy   direction accuracy of the contrastive answers: forward queries of
                          successful episodes (true answer +1) and the same episodes replayed
                          time-reversed (true answer -1); only for backends that answer it;
   pearson_oracle         mean per-episode Pearson of the value with the oracle dense reward;
   progress_mae, progress_acc_0.1, progress_acc_0.2
-                         progress (``progress``, else ``value``) vs t / (T-1) over the queries
-                         of successful episodes (TOPReward: also on min-max normalised values).
-Undefined metrics are null in metrics.json with the reason under ``notes``.
+                         the backend's ``progress`` estimate vs t / (T-1) over the queries of
+                         successful episodes (TOPReward: also on min-max normalised values).
+                         Only real progress estimates count: a backend whose signal has none
+                         (e.g. contrastive, whose value is a -1/0/+1 answer) gets null, not an
+                         error of its value against t / (T-1).
+Undefined metrics are null in metrics.json with the reason under ``notes``. Episodes without
+any valid score (e.g. the oracle backend on a task without a dense reward: PlugCharger,
+StackPyramid) count in ``n_episodes`` but in no other metric: ``n_unscored`` and the report's
+``left_out`` say how many and why; ``n_no_dense_reward`` counts the episodes that have no
+oracle dense reward (left out of ``pearson_oracle`` whatever the backend).
 
 Output: OUT/metrics.json, OUT/<task>.png (progress traces with thumbnails), OUT/report.html.
 
@@ -64,6 +76,8 @@ class EpisodeScores:
     success: bool
     num_ticks: int
     reversed: bool = False
+    source: str = ""          # what the bag is: "demo", "failure (noise)", ... (plot titles)
+    bag_label: str = ""       # the shortest path suffix that tells the evaluated bags apart
     query_ticks: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     value: np.ndarray = field(default_factory=lambda: np.zeros(0))
     progress: np.ndarray = field(default_factory=lambda: np.zeros(0))
@@ -86,7 +100,18 @@ class EpisodeScores:
 
     @property
     def progress_pred(self) -> np.ndarray:
-        return np.where(np.isfinite(self.progress), self.progress, self.value)
+        """The backend's progress estimates (NaN where it gave none; never its ``value``,
+        which may be a contrastive -1/0/+1 answer or a completion probability)."""
+        return self.progress
+
+    @property
+    def scored(self) -> bool:
+        """Whether any query of the episode got a valid score."""
+        return bool(self.valid.any())
+
+    @property
+    def has_dense_reward(self) -> bool:
+        return bool(self.oracle_ticks.size) and bool(np.isfinite(self.oracle_ticks).any())
 
     @property
     def final_completion(self) -> float:
@@ -186,12 +211,15 @@ class _EpInfo:
     success: bool
     num_ticks: int
     oracle: np.ndarray
+    source: str = ""
+    bag_label: str = ""
 
 
 def _collect(ep: _EpInfo, queries: List[RewardQuery], results: List[RewardResult],
              reverse: bool) -> EpisodeScores:
     s = EpisodeScores(bag=ep.bag, task=ep.task, episode=ep.episode, instruction=ep.instruction,
-                      success=ep.success and not reverse, num_ticks=ep.num_ticks, reversed=reverse)
+                      success=ep.success and not reverse, num_ticks=ep.num_ticks, reversed=reverse,
+                      source=ep.source, bag_label=ep.bag_label)
     s.query_ticks = np.array([q.tick for q in queries], np.int64)
     get = lambda name: np.array([getattr(r, name) if r.valid else NAN for r in results], np.float64)  # noqa: E731
     s.value, s.progress = get("value"), get("progress")
@@ -243,8 +271,12 @@ def compute_metrics(episodes: Sequence[EpisodeScores], minmax: bool = False) -> 
     labels = [1] * len(succ) + [0] * len(fail)
     put("completion_auc", M.roc_auc(scores, labels, return_reason=True) if scores
         else (NAN, "no episodes"))
-    put("pairwise_accuracy", M.pairwise_accuracy([e.final_completion for e in succ],
-                                                 [e.final_completion for e in fail], return_reason=True))
+    orders = [M.order_accuracy(e.value, e.query_ticks, return_reason=True) for e in succ]
+    put("pairwise_accuracy", M.nanmean([v for v, _ in orders], return_reason=True))
+    if orders and math.isnan(out["pairwise_accuracy"]):
+        notes["pairwise_accuracy"] = "; ".join(sorted({w for _, w in orders if w}))
+    elif not succ:
+        notes["pairwise_accuracy"] = "no successful episodes"
     signs, truth = [], []
     for e in succ + [r for r in rev]:
         c = e.contrastive
@@ -265,6 +297,11 @@ def compute_metrics(episodes: Sequence[EpisodeScores], minmax: bool = False) -> 
     put("progress_mae", M.progress_mae(pred, tgt, return_reason=True))
     put("progress_acc_0.1", M.accuracy_within(pred, tgt, 0.1, return_reason=True))
     put("progress_acc_0.2", M.accuracy_within(pred, tgt, 0.2, return_reason=True))
+    if succ and not np.isfinite(pred).any() and any(e.valid.any() for e in succ):
+        why = ("the backend gives no progress estimates (its signal has none, e.g. contrastive); "
+               "its value is not a progress estimate")
+        for key in ("progress_mae", "progress_acc_0.1", "progress_acc_0.2"):
+            notes[key] = why
     if minmax and succ:
         pm = np.concatenate([minmax_normalize_episode(e.value) for e in succ])
         put("progress_mae_minmax", M.progress_mae(pm, tgt, return_reason=True))
@@ -272,8 +309,41 @@ def compute_metrics(episodes: Sequence[EpisodeScores], minmax: bool = False) -> 
         put("progress_acc_0.2_minmax", M.accuracy_within(pm, tgt, 0.2, return_reason=True))
     n_q = sum(e.query_ticks.size for e in fwd)
     out.update({"n_episodes": len(fwd), "n_success": len(succ), "n_failure": len(fail), "n_queries": n_q,
-                "invalid_fraction": (float(sum((~e.valid).sum() for e in fwd)) / n_q) if n_q else NAN})
+                "invalid_fraction": (float(sum((~e.valid).sum() for e in fwd)) / n_q) if n_q else NAN,
+                "n_unscored": sum(not e.scored for e in fwd),
+                "n_no_dense_reward": sum(not e.has_dense_reward for e in fwd)})
+    if out["n_unscored"]:
+        notes["n_unscored"] = (f"{out['n_unscored']} of {len(fwd)} episodes have no valid score and are "
+                               f"left out of every metric ({_left_out_text(left_out(fwd))})")
+    if out["n_no_dense_reward"]:
+        notes["n_no_dense_reward"] = (f"{out['n_no_dense_reward']} of {len(fwd)} episodes have no dense reward "
+                                      "(the task has none): left out of pearson_oracle")
     return out, notes
+
+
+def left_out(episodes: Sequence[EpisodeScores]) -> Dict[str, Dict[str, Any]]:
+    """Per task: the forward episodes without any valid score (left out of every metric),
+    with the reasons the backend gave and whether the bag has a dense reward."""
+    out: Dict[str, Dict[str, Any]] = {}
+    for e in episodes:
+        if e.reversed or e.scored:
+            continue
+        t = out.setdefault(e.task, {"episodes": 0, "no_dense_reward": 0, "reasons": {}})
+        t["episodes"] += 1
+        t["no_dense_reward"] += int(not e.has_dense_reward)
+        for reason, n in e.invalid_reasons.items():
+            t["reasons"][reason] = t["reasons"].get(reason, 0) + n
+    return out
+
+
+def _left_out_text(lo: Dict[str, Dict[str, Any]]) -> str:
+    parts = []
+    for task, t in sorted(lo.items()):
+        why = ", ".join(f"{r} x{n}" for r, n in sorted(t["reasons"].items())) or "no queries"
+        if t["no_dense_reward"]:
+            why += f"; {t['no_dense_reward']} without a dense reward (the task has none)"
+        parts.append(f"{task}: {t['episodes']} ({why})")
+    return "; ".join(parts)
 
 
 # ------------------------------------------------------------------------------ evaluation
@@ -290,6 +360,7 @@ def evaluate(bags: Sequence[Path | str], backend: RewardBackend, out_dir: Path |
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths, errors = find_bags(bags)
+    labels = bag_labels(paths)
     needs = tuple(sorted(getattr(backend, "needs", ())))
     # Queries are built bag by bag and keep copies of only the frames they show, so the
     # episodes' full frame arrays are freed before scoring (256x256 demos: ~200 kB a tick).
@@ -313,12 +384,14 @@ def evaluate(bags: Sequence[Path | str], backend: RewardBackend, out_dir: Path |
             continue
         if not eps:
             errors[str(b)] = "no episodes in the bag"
+        sources = episode_sources(b)
         for ep in eps[:max_episodes or None]:
             i = len(infos)
             infos.append(_EpInfo(bag=str(b), task=ep.task or "unknown", episode=int(ep.episode),
                                  instruction=ep.instruction, success=bool(ep.success),
                                  num_ticks=int(len(ep.frames)),
-                                 oracle=np.asarray(ep.normalized_dense_rewards, np.float64).copy()))
+                                 oracle=np.asarray(ep.normalized_dense_rewards, np.float64).copy(),
+                                 source=sources(int(ep.episode)), bag_label=labels[b]))
             fwd_work.append(((i, False), episode_queries(ep, f"eval{i}", interval, needs)))
             if want_rev and ep.success:
                 rev_work.append(((i, True), episode_queries(ep, f"eval{i}r", interval, needs, reverse=True)))
@@ -344,12 +417,14 @@ def evaluate(bags: Sequence[Path | str], backend: RewardBackend, out_dir: Path |
         "label": backend_label, "interval": interval, "needs": list(needs),
         "bags": [str(p) for p in paths], "errors": errors,
         "overall": overall, "per_task": per_task, "notes": {"overall": notes, "per_task": task_notes},
+        "left_out": left_out(scored),
         "episodes": [_episode_json(s) for s in scored],
         "timing": {"read_s": round(t_read, 3), "score_s": round(t_score, 3), "queries": n_queries,
                    "ms_per_query": round(1000 * t_score / n_queries, 3) if n_queries else None},
     }
     t0 = time.perf_counter()
-    report["plots"] = plot_tasks(scored, out_dir, plot_episodes)
+    report["plot_titles"] = {}
+    report["plots"] = plot_tasks(scored, out_dir, plot_episodes, titles=report["plot_titles"])
     report["timing"]["plot_s"] = round(time.perf_counter() - t0, 3)
     report["timing"]["total_s"] = round(time.perf_counter() - t_start, 3)
     (out_dir / "metrics.json").write_text(json.dumps(_clean(report), indent=2))
@@ -357,14 +432,49 @@ def evaluate(bags: Sequence[Path | str], backend: RewardBackend, out_dir: Path |
     return report
 
 
+def bag_labels(paths: Sequence[Path]) -> Dict[Path, str]:
+    """For each bag, the shortest tail of its path (at least ``folder/bag``) that no other
+    bag of ``paths`` shares, so that data/demos/PickCube-v1 and data/failures/PickCube-v1
+    (or run1/demos/X and run2/demos/X) are told apart."""
+    parts = {p: Path(p).resolve().parts for p in paths}
+    out: Dict[Path, str] = {}
+    for p, ps in parts.items():
+        n = min(2, len(ps))
+        while n < len(ps) and any(q != p and qs[-n:] == ps[-n:] for q, qs in parts.items()):
+            n += 1
+        out[p] = "/".join(ps[-n:]).lstrip("/") or str(p)
+    return out
+
+
+def episode_sources(bag: Path):
+    """A function episode -> what the episode is, from the bag's own metadata and its
+    folder's summary.json: "demo", "failure (noise)", "failure", or the bag's recorded source."""
+    from lrm_ros.core.data.failures import bag_info
+
+    info = bag_info(Path(bag))
+    fmt = str(info.get("format") or "")
+    kinds = info.get("episode_kinds") or {}
+
+    def source(episode: int) -> str:
+        if fmt.startswith("lrm_ros.demos"):
+            return "demo"
+        if fmt.startswith("lrm_ros.failures"):
+            kind = kinds.get(episode)
+            return f"failure ({kind})" if kind else "failure"
+        return str(info.get("source") or "recorded")
+    return source
+
+
 def _episode_json(s: EpisodeScores) -> Dict[str, Any]:
     d = {"bag": s.bag, "task": s.task, "episode": s.episode, "success": s.success, "reversed": s.reversed,
+         "source": s.source, "bag_label": s.bag_label, "has_dense_reward": s.has_dense_reward,
          "num_ticks": s.num_ticks, "query_ticks": s.query_ticks.tolist(), "value": s.value.tolist(),
          "progress": s.progress.tolist(), "completion": s.completion.tolist(),
          "contrastive": s.contrastive.tolist(), "oracle": s.oracle.tolist(),
          "final_completion": s.final_completion, "invalid": s.invalid_reasons}
     if not s.reversed:
         d["voc"] = M.voc(s.value, s.query_ticks) if s.success else None
+        d["pairwise_accuracy"] = M.order_accuracy(s.value, s.query_ticks) if s.success else None
         d["pearson_oracle"] = M.pearson(s.value, s.oracle)
     return d
 
@@ -389,10 +499,20 @@ def _safe_name(task: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in task) or "task"
 
 
-def plot_tasks(scored: Sequence[EpisodeScores], out_dir: Path, per_task: int = 4) -> Dict[str, str]:
+def episode_title(s: EpisodeScores) -> str:
+    """A plot title that names the episode's bag and what it is (demo / failure kind), so a
+    demo bag and a failure bag of the same task are told apart."""
+    what = s.source or "episode"
+    return (f"{s.task} ep {s.episode}: {what}, {'success' if s.success else 'failure'}, {s.num_ticks} ticks"
+            f"  [{s.bag_label or Path(s.bag).name}]")
+
+
+def plot_tasks(scored: Sequence[EpisodeScores], out_dir: Path, per_task: int = 4,
+               titles: Optional[Dict[str, List[str]]] = None) -> Dict[str, str]:
     """One PNG per task: up to ``per_task`` episodes (successes first, then failures), each
     the predicted value (and progress, completion when given) over ticks, with t/(T-1) and
-    the oracle dense reward, and frame thumbnails at the query points. Returns task -> file."""
+    the oracle dense reward, and frame thumbnails at the query points. Returns task -> file;
+    ``titles`` (if given) receives task -> the subplot titles."""
     import matplotlib
 
     matplotlib.use("Agg", force=False)
@@ -422,8 +542,10 @@ def plot_tasks(scored: Sequence[EpisodeScores], out_dir: Path, per_task: int = 4
             ax.set_xlim(-1, max(T, 2))
             ax.set_ylim(-0.05, 1.05)
             ax.set_xlabel("tick")
-            ax.set_title(f"{task} ep {s.episode} ({'success' if s.success else 'failure'}, {T} ticks)  "
-                         f"{Path(s.bag).parent.name}/{Path(s.bag).name}", fontsize=9, pad=34)
+            title = episode_title(s)
+            if titles is not None:
+                titles.setdefault(task, []).append(title)
+            ax.set_title(title, fontsize=9, pad=34)
             ax.grid(alpha=0.3)
             last_x = -1e9
             for t, th in zip(s.query_ticks, s.thumbs):
@@ -556,6 +678,15 @@ def main(argv: Optional[List[str]] = None) -> int:
         v = o.get(k)
         if v is not None and math.isfinite(v):
             print(f"  {k:22s} {v:.3f}")
+        elif k in report["notes"]["overall"] and k != "voc_minmax":
+            print(f"  {k:22s} -      ({report['notes']['overall'][k]})")
+    if report["left_out"]:
+        print(f"note: {o['n_unscored']} of {o['n_episodes']} episodes have no valid score and are left out "
+              f"of every metric above: {_left_out_text(report['left_out'])}")
+    if o["n_no_dense_reward"]:
+        tasks = sorted({e["task"] for e in report["episodes"] if not e["reversed"] and not e["has_dense_reward"]})
+        print(f"note: {o['n_no_dense_reward']} of {o['n_episodes']} episodes have no dense reward "
+              f"({', '.join(tasks)}: the task has none): left out of pearson_oracle")
     print(f"report: {a.out / 'report.html'}  metrics: {a.out / 'metrics.json'}")
     if o["n_episodes"] == 0:
         print("error: no episode could be evaluated", file=sys.stderr)

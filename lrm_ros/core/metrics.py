@@ -15,7 +15,10 @@ Metrics:
   voc                 Value-Order Correlation (TOPReward): Spearman rank correlation between the
                       predicted progress along one episode and time (or the true progress).
   roc_auc             area under the ROC curve of scores vs binary labels (sklearn).
-  pairwise_accuracy   fraction of (success, failure) episode pairs whose success scores higher.
+  pairwise_accuracy   fraction of (success, failure) episode pairs whose success scores higher
+                      (identical to roc_auc of the same scores: the Mann-Whitney statistic).
+  order_accuracy      fraction of (earlier, later) point pairs of one episode whose later point
+                      is predicted higher (a rank-order measure along time, like voc).
   contrastive_accuracy  fraction of contrastive answers (-1/0/+1) equal to the true direction.
   pearson             Pearson correlation (e.g. a trajectory's reward vs the oracle dense reward).
   progress_mae        mean absolute error of predicted vs target progress.
@@ -29,7 +32,7 @@ from typing import Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-__all__ = ["voc", "roc_auc", "pairwise_accuracy", "contrastive_accuracy", "pearson",
+__all__ = ["voc", "roc_auc", "pairwise_accuracy", "order_accuracy", "contrastive_accuracy", "pearson",
            "progress_mae", "accuracy_within", "nanmean", "spearman"]
 
 NAN = float("nan")
@@ -156,6 +159,25 @@ def pairwise_accuracy(success_scores: Sequence[float], failure_scores: Sequence[
     diff = s[:, None] - f[None, :]
     wins = (diff > 0).sum() + 0.5 * (diff == 0).sum()
     return _out(wins / diff.size, "", return_reason)
+
+
+def order_accuracy(pred: Sequence[float], times: Optional[Sequence[float]] = None, *,
+                   return_reason: bool = False) -> Result:
+    """Of all pairs of points (i, j) of one episode with ``times[i] < times[j]`` (default
+    times 0, 1, 2, ...), the fraction whose ``pred[j] > pred[i]``; a tie in ``pred`` counts
+    0.5, pairs with equal times are skipped. 1: the prediction never falls; 0.5: no order
+    (e.g. constant); 0: it always falls. NaN when there is no pair of distinct times."""
+    p = _vec(pred, "pred")
+    t = np.arange(p.size, dtype=np.float64) if times is None else _vec(times, "times")
+    if p.size != t.size:
+        _raise_len("pred", "times", p.size, t.size)
+    p, t = _paired(p, t, "pred", "times")
+    later = t[None, :] > t[:, None]            # [i, j]: j comes after i
+    n = int(later.sum())
+    if n == 0:
+        return _out(NAN, f"no pair of points at distinct times ({p.size} valid points)", return_reason)
+    d = (p[None, :] - p[:, None])[later]
+    return _out(((d > 0).sum() + 0.5 * (d == 0).sum()) / n, "", return_reason)
 
 
 def contrastive_accuracy(pred_signs: Sequence[float], labels: Sequence[float], *,

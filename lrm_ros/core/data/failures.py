@@ -14,7 +14,10 @@ out (END_RESET_REQUEST) or at the time limit, so failures are as long as demos, 
 
 Output (as ``lrm_ros.core.sim.demos``): ``OUT/<task>/`` one rosbag2 mcap bag per task, read by
 ``lrm_ros.bags.reader.read_episodes``; ``OUT/summary.json`` lists each episode's kind, seed and
-source demo. CLI:
+source demo, merged with the folder's earlier runs (tasks generated in batches keep theirs).
+Seeds and time limits of the demos come from each demo bag's own metadata, else from its
+folder's summary.json entry, else the limit is ``--max-episode-ticks auto``'s for the demos'
+lengths. CLI:
 
     python -m lrm_ros.core.data.failures --demos data/demos --out data/failures \\
         [--noise 1 --stretch 1 --random 2 --zero 1 --noise-std 0.5 --seed 0]
@@ -93,9 +96,15 @@ def find_bags(paths: Sequence[Path | str]) -> Tuple[List[Path], Dict[str, str]]:
     return list(dict.fromkeys(bags)), errors
 
 
+_JSON_META = ("episode_seeds", "max_episode_ticks", "control_period")
+
+
 def bag_info(bag: Path) -> Dict[str, Any]:
-    """What a demo bag says about how it was recorded: custom metadata of the bag and, when
-    the bag sits in a demos output folder, its summary.json entry (seeds, time limit)."""
+    """What a bag says about how it was recorded: the bag's own custom metadata (format,
+    control mode, and for newer demo bags ``max_episode_ticks`` and ``episode_seeds``) and,
+    where the bag lacks them and sits in a demos/failures output folder, its summary.json
+    entry (``episode_seeds``, ``max_episode_ticks``, ``control_mode``; for failures also
+    ``episode_kinds``: episode -> kind)."""
     info: Dict[str, Any] = {}
     meta = Path(bag) / "metadata.yaml"
     if meta.is_file():
@@ -107,15 +116,26 @@ def bag_info(bag: Path) -> Dict[str, Any]:
             info.update({k.split(".", 1)[-1]: v for k, v in custom.items()})
         except Exception:          # metadata is optional here; read_episodes reports real damage
             pass
+    for k in _JSON_META:
+        if isinstance(info.get(k), str):
+            try:
+                info[k] = json.loads(info[k])
+            except ValueError:
+                del info[k]
     summary = Path(bag).parent / "summary.json"
     if summary.is_file():
         try:
             doc = json.loads(summary.read_text())
-            info.setdefault("control_mode", doc.get("control_mode"))
             entry = (doc.get("tasks") or {}).get(Path(bag).name) or {}
-            info["episode_seeds"] = entry.get("episode_seeds")
-            info["max_episode_ticks"] = entry.get("max_episode_ticks") or doc.get("max_episode_ticks")
-        except (OSError, ValueError):
+            info.setdefault("control_mode", entry.get("control_mode") or doc.get("control_mode"))
+            if not info.get("episode_seeds"):
+                info["episode_seeds"] = entry.get("episode_seeds")
+            if not info.get("max_episode_ticks"):
+                info["max_episode_ticks"] = entry.get("max_episode_ticks") or doc.get("max_episode_ticks")
+            if isinstance(entry.get("episodes"), list):
+                info["episode_kinds"] = {int(e["episode"]): e.get("kind") for e in entry["episodes"]
+                                         if isinstance(e, dict) and "episode" in e}
+        except (OSError, ValueError, TypeError, AttributeError):
             pass
     return info
 
@@ -170,7 +190,8 @@ def generate_failures(demo_bags: Sequence[Path | str], out_dir: Path | str,
 
     from lrm_ros.bags.reader import BagFormatError, read_episodes
     from lrm_ros.bags.writer import EpisodeBagWriter
-    from lrm_ros.core.sim.demos import EPISODE_GAP_S, START_S, _bag_stamp_ns, _replay_episode, _write_episode
+    from lrm_ros.core.sim.demos import (EPISODE_GAP_S, START_S, _bag_stamp_ns, _replay_episode, _write_episode,
+                                        auto_max_ticks, write_summary)
     from lrm_ros.core.sim.maniskill_env import ManiSkillSim, SimConfig
 
     cfg = config or FailureConfig()
@@ -196,6 +217,14 @@ def generate_failures(demo_bags: Sequence[Path | str], out_dir: Path | str,
             if str(bag) not in t["bags"]:
                 t["bags"].append(str(bag))
     out_dir.mkdir(parents=True, exist_ok=True)
+    if (out_dir / "summary.json").is_file():   # a folder of another tool: fail before the work
+        try:
+            fmt = json.loads((out_dir / "summary.json").read_text()).get("format")
+        except (ValueError, AttributeError):
+            fmt = FORMAT                     # unreadable: write_summary keeps it aside
+        if fmt != FORMAT:
+            raise ValueError(f"{out_dir / 'summary.json'} is a {fmt!r} summary, not {FORMAT!r}: "
+                             "write the failures into another folder")
     for task in by_task:
         if (out_dir / task).exists():
             if not overwrite:
@@ -213,7 +242,12 @@ def generate_failures(demo_bags: Sequence[Path | str], out_dir: Path | str,
             t0 = time.perf_counter()
             demo0 = t["demos"][0]
             h, w = demo0.frames.shape[1:3]
-            limit = int(cfg.max_episode_ticks or t["info"].get("max_episode_ticks") or 100)
+            if cfg.max_episode_ticks:
+                limit, limit_from = int(cfg.max_episode_ticks), "given"
+            elif t["info"].get("max_episode_ticks"):
+                limit, limit_from = int(t["info"]["max_episode_ticks"]), "the demos' time limit"
+            else:
+                limit, limit_from = auto_max_ticks(task, [len(d.actions) for d in t["demos"]])
             sim_cfg = SimConfig(env_id=task, control_mode=t["info"].get("control_mode") or SimConfig.control_mode,
                                 camera_width=int(w), camera_height=int(h), max_episode_ticks=limit,
                                 instruction=demo0.instruction, render_backend=render_backend)
@@ -221,7 +255,8 @@ def generate_failures(demo_bags: Sequence[Path | str], out_dir: Path | str,
                                      "episodes_written": 0, "ticks": 0, "succeeded_discarded": 0,
                                      "kinds": {k: 0 for k in KINDS}, "episodes": [], "errors": {},
                                      "camera": [int(w), int(h)], "control_mode": sim_cfg.control_mode,
-                                     "max_episode_ticks": limit, "bag": None}
+                                     "max_episode_ticks": limit, "max_episode_ticks_from": limit_from,
+                                     "config": dataclasses.asdict(cfg), "bag": None}
             summary["tasks"][task] = entry
             bar.set_description(f"{task}: failures")
             writer = None
@@ -273,9 +308,11 @@ def generate_failures(demo_bags: Sequence[Path | str], out_dir: Path | str,
     finally:
         bar.close()
     summary["seconds"] = round(time.perf_counter() - t_all, 2)
-    summary["totals"] = {k: sum(e[k] for e in summary["tasks"].values())
-                         for k in ("planned", "episodes_written", "ticks", "succeeded_discarded")}
-    (out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    keys = ("planned", "episodes_written", "ticks", "succeeded_discarded")
+    summary["totals"] = {k: sum(e[k] for e in summary["tasks"].values()) for k in keys}
+    merged = write_summary(out_dir, summary, keys)
+    if "warnings" in merged:
+        summary["warnings"] = merged["warnings"]
     return summary
 
 
@@ -291,7 +328,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--random", type=int, default=1, help="random-policy rollouts per task")
     p.add_argument("--zero", type=int, default=1, help="zero-action rollouts per task")
     p.add_argument("--noise-std", type=float, default=FailureConfig.noise_std)
-    p.add_argument("--max-episode-ticks", type=int, default=0, help="0: the demos' time limit")
+    p.add_argument("--max-episode-ticks", type=int, default=0,
+                   help="0: the demos' time limit (bag metadata or summary.json; else from their lengths)")
     p.add_argument("--max-demos", type=int, default=0, help="use at most this many demos per task (0: all)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--overwrite", action="store_true")
@@ -310,7 +348,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     for task, e in summary["tasks"].items():
         print(f"{task}: {e['episodes_written']} failures ({e['kinds']}), {e['succeeded_discarded']} rollouts "
               f"discarded as successful -> {e['bag']}")
-    print(f"summary: {a.out / 'summary.json'} ({summary['seconds']} s)")
+    for w in summary.get("warnings", []):
+        print(f"warning: {w}", file=sys.stderr)
+    print(f"summary: {a.out / 'summary.json'} (merged with the folder's earlier runs; {summary['seconds']} s)")
     return 0 if summary["totals"]["episodes_written"] > 0 else 1
 
 

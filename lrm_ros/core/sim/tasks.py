@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 __all__ = [
     "TASK_INSTRUCTIONS",
     "MOTION_PLANNING_TASKS",
@@ -10,6 +12,7 @@ __all__ = [
     "known_tasks",
     "RECOMMENDED_MAX_EPISODE_TICKS",
     "recommended_max_ticks",
+    "time_limit_for",
 ]
 
 TASK_INSTRUCTIONS: dict[str, str] = {
@@ -53,20 +56,40 @@ DEMO_TASKS: tuple[str, ...] = (
     "LiftPegUpright-v1",
 )
 
-# Time limits (control ticks at 20 Hz) long enough for the motion-planned demos converted to
-# pd_ee_delta_pose (measured lengths: PickCube/PushCube/PullCube 55-75, StackCube 90-110,
-# LiftPegUpright 160-185 ticks to success), with margin. Other tasks: 100.
+# Time limits (control ticks at 20 Hz) for every task with a motion-planning solution: at least
+# the longest measured motion-planned demo, converted to pd_ee_delta_pose, needs to reach success
+# (ticks to success; bench/measure_demo_lengths.py -n 20, seeds 0-19, results in
+# bench/results/demo_lengths.json). The five demo tasks keep their earlier limits, which cover
+# the measured maxima (PickCube 84, PushCube 70, PullCube 79, StackCube 122, LiftPegUpright 189);
+# the others get time_limit_for(max) (+25%, rounded up to 10): PegInsertionSide 185 -> 240,
+# PlaceSphere 135 -> 170, PullCubeTool 282 -> 360, PlugCharger 227 -> 290, StackPyramid
+# 228 -> 290. `--max-episode-ticks auto` raises a task's limit further when a demo of the run
+# needs more (demos.auto_max_ticks). The bridge's default (max_episode_ticks 0) is this table.
 RECOMMENDED_MAX_EPISODE_TICKS: dict[str, int] = {
     "PickCube-v1": 100,
     "PushCube-v1": 100,
     "PullCube-v1": 100,
     "StackCube-v1": 150,
     "LiftPegUpright-v1": 250,
+    "PegInsertionSide-v1": 240,
+    "PlaceSphere-v1": 170,
+    "PullCubeTool-v1": 360,
+    "PlugCharger-v1": 290,
+    "StackPyramid-v1": 290,
 }
 
 
 def recommended_max_ticks(env_id: str) -> int:
+    """The time limit for ``env_id`` from RECOMMENDED_MAX_EPISODE_TICKS; 100 for a task that
+    has no motion-planned demos to measure (give those an explicit limit, or let the demos /
+    failures tools derive one from their demos' lengths)."""
     return RECOMMENDED_MAX_EPISODE_TICKS.get(env_id, 100)
+
+
+def time_limit_for(length: int) -> int:
+    """A time limit (control ticks) for demos of up to ``length`` actions: +25% margin, rounded
+    up to a multiple of 10."""
+    return int(math.ceil(max(0, int(length)) * 1.25 / 10.0) * 10)
 
 
 def known_tasks() -> list[str]:
