@@ -65,6 +65,7 @@ class Source:
     stale: np.ndarray                    # (T,) bool
     query_ticks: np.ndarray              # ticks with a query result
     query_values: np.ndarray             # their values (NaN = invalid)
+    progress: Optional[np.ndarray] = None    # the progress estimates among them, if any
 
     @property
     def final(self) -> float:
@@ -115,9 +116,13 @@ def recorded_source(ep) -> Optional[Source]:
         q = x["held_query_tick"]
         qt = np.unique(q[q > 0])
         qv = np.array([held[np.flatnonzero(q == t)[0]] for t in qt]) if qt.size else np.zeros(0)
-    label = f"recorded ({x.get('held_model', '?')}, {x.get('held_signal', '?')})"
+    signal = str(x.get("held_signal", "?"))
+    label = f"recorded ({x.get('held_model', '?')}, {signal})"
+    qv = np.asarray(qv, np.float64)
+    # the value is a progress estimate unless the signal is a comparison or a yes/no answer
+    prog = qv if signal in ("progress", "tri", "topreward", "oracle") else None
     return Source(label, np.asarray(held, np.float64), np.asarray(stale, bool), np.asarray(qt, np.int64),
-                  np.asarray(qv, np.float64))
+                  qv, prog)
 
 
 def _scores(a: AuditEpisode, s: Source) -> EpisodeScores:
@@ -125,7 +130,7 @@ def _scores(a: AuditEpisode, s: Source) -> EpisodeScores:
                       success=bool(a.success), num_ticks=a.num_ticks)
     e.query_ticks = s.query_ticks
     e.value = s.query_values
-    e.progress = np.full(s.query_ticks.size, NAN)
+    e.progress = s.progress if s.progress is not None else np.full(s.query_ticks.size, NAN)
     e.completion = np.full(s.query_ticks.size, NAN)
     e.contrastive = np.full(s.query_ticks.size, NAN)
     e.valid = np.isfinite(s.query_values)
@@ -232,9 +237,10 @@ def audit(bags: Sequence[Path | str], out_dir: Path | str, *, backend=None, inte
         for (i, qs), (_, ep, k) in zip(work, raw_eps):
             held, stale = hold_trace(ep, qs, res[i], k, needs, ended=bool(ep.episode_end))
             vals = np.array([r.value if r.valid else NAN for r in res[i]], np.float64)
+            prog = np.array([r.progress if r.valid else NAN for r in res[i]], np.float64)
             episodes[i].sources["rescored"] = Source(
                 f"re-scored ({getattr(backend, 'model_id', backend.name)})", held, stale,
-                np.array([q.tick for q in qs], np.int64), vals)
+                np.array([q.tick for q in qs], np.int64), vals, prog)
     for a in episodes:
         _disagreement(a)
     ranked = sorted(episodes, key=lambda a: -a.disagreement["max"] if math.isfinite(a.disagreement["max"]) else 1)
