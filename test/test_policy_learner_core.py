@@ -169,11 +169,13 @@ def test_sync_late_frame_uses_the_newest_older_one_after_the_wait_or_skips():
 
 # ------------------------------------------------------------------------- EpisodeAssembler
 def _feed(asm, episode, T, *, rewards, end_reason=1, terminal=(0.9, 0.95), shuffle=True,
-          drop_result=False, version=0, seed=0):
-    """Messages of one episode with ticks 0..T (T terminal), in random order per tick group."""
+          drop_result=False, version=0, seed=0, fallbacks=None):
+    """Messages of one episode with ticks 0..T (T terminal), in random order per tick group.
+    `fallbacks`: {tick: ControlTick.fallback_count} (0 elsewhere)."""
     msgs = []
     for t in range(T + 1):
-        msgs.append(("tick", (episode, t, t == 0, t == T, end_reason if t == T else 0)))
+        msgs.append(("tick", (episode, t, t == 0, t == T, end_reason if t == T else 0,
+                              (fallbacks or {}).get(t, 0))))
         msgs.append(("held", (episode, t, rewards[t], 0.1 * t, t == 2)))
         if t < T:
             msgs.append(("step", (episode, t, {"features": np.full(4, t, np.float32),
@@ -206,6 +208,28 @@ def test_assembler_joins_unordered_messages_into_steps_with_next_tick_rewards(tm
     extra = ep["meta"]["extra"]
     assert extra["env_success"] and extra["final_completion"] == pytest.approx(0.95)
     assert asm.counters["episodes_complete"] == 1 and asm.counters["stale_steps"] == 1
+
+
+def test_assembler_sets_aside_an_episode_driven_by_fallback_commands(tmp_path):
+    store = EpisodeStore(tmp_path)
+    asm = EpisodeAssembler("env0", store, result_wait_s=5.0, clock=Clock())
+    _feed(asm, 0, 4, rewards=[0, 0.1, 0.2, 0.3, 0.4], shuffle=False)
+    # episode 1: the bridge stepped ticks 2 and 3 with its fallback (ControlTick.fallback_count)
+    _feed(asm, 1, 4, rewards=[0, 0.1, 0.2, 0.3, 0.4], shuffle=False, fallbacks={3: 1, 4: 2})
+    assert [i.episode for i in store.complete_episodes()] == [0]
+    (aborted,) = store.incomplete_episodes()
+    assert aborted.episode == 1 and "2 tick(s) driven by the bridge's fallback" in aborted.meta["abort_reason"]
+    assert asm.counters["episodes_fallback"] == 1 and asm.counters["episodes_complete"] == 1
+
+
+def test_assembler_keeps_only_the_last_finished_episodes_in_memory(tmp_path):
+    store = EpisodeStore(tmp_path)
+    asm = EpisodeAssembler("env0", store, result_wait_s=5.0, clock=Clock())
+    for e in range(40):
+        _feed(asm, e, 3, rewards=[0, 0.1, 0.2, 0.3], shuffle=False)
+    assert asm.counters["episodes_complete"] == 40 and len(store.complete_episodes()) == 40
+    assert [i.episode for i in asm.finished] == list(range(24, 40))     # bounded
+    assert asm._eps == {}                                                # nothing left open
 
 
 def test_assembler_waits_for_the_terminal_result_then_uses_the_held_value(tmp_path):

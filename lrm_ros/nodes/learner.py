@@ -49,7 +49,8 @@ class LearnerNode(Node):
             self.create_subscription(ControlTick, p + "control/tick",
                                      lambda m, a=asm: self._locked(a.on_tick, m.episode, m.tick,
                                                                    m.episode_start, m.episode_end,
-                                                                   m.end_reason), RELIABLE)
+                                                                   m.end_reason, m.fallback_count),
+                                     RELIABLE)
             self.create_subscription(PolicyStep, p + "policy/step",
                                      lambda m, a=asm: self._locked(a.on_step, m.episode, m.tick, {
                                          "features": m.features, "action": m.action,

@@ -22,9 +22,10 @@ import json
 import math
 import os
 import time
+from collections import deque
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Deque, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -109,6 +110,7 @@ class _Ep:
     rewards: List[float] = field(default_factory=list)
     last_completion: float = NAN
     deterministic: bool = False
+    fallbacks: int = 0          # ticks the bridge drove with its fallback command
 
 
 class EpisodeAssembler:
@@ -122,14 +124,21 @@ class EpisodeAssembler:
         self.clock = clock
         self._eps: Dict[int, _Ep] = {}      # open episodes: the current one, and ended ones
                                              # still waiting for their terminal result
-        self.finished: List[EpisodeInfo] = []     # drained by the caller
+        # the last episodes finished (bounded: nobody has to drain it; the store is the record)
+        self.finished: Deque[EpisodeInfo] = deque(maxlen=16)
         self.counters = {"episodes_complete": 0, "episodes_aborted": 0, "joined_late": 0,
-                         "steps": 0, "stale_steps": 0, "terminal_result_missing": 0}
+                         "steps": 0, "stale_steps": 0, "terminal_result_missing": 0,
+                         "episodes_fallback": 0}
 
     def _current(self, episode: int) -> Optional[_Ep]:
         return self._eps.get(int(episode))
 
-    def on_tick(self, episode: int, tick: int, start: bool, end: bool, end_reason: int) -> None:
+    def on_tick(self, episode: int, tick: int, start: bool, end: bool, end_reason: int,
+                fallbacks: int = 0) -> None:
+        """`fallbacks`: ControlTick.fallback_count, the episode's ticks so far that the bridge
+        stepped with its fallback command because no valid command came in time: such an
+        episode is not the policy's own (its recorded actions are not what was applied) and
+        is closed as incomplete, never trained on."""
         if start and tick == 0 and episode not in self._eps:
             for old in list(self._eps.values()):
                 if old.end_tick is None:     # never ended: its remaining messages are lost
@@ -141,6 +150,7 @@ class EpisodeAssembler:
                 return
             self.counters["joined_late"] += int(tick == 1)
             return
+        ep.fallbacks = max(ep.fallbacks, int(fallbacks))
         if end:
             ep.end_tick, ep.end_reason, ep.end_seen = int(tick), int(end_reason), self.clock()
         self._advance(ep)
@@ -219,11 +229,17 @@ class EpisodeAssembler:
     def _summary(self, ep: _Ep) -> dict:
         r = np.asarray(ep.rewards, np.float64)
         return {"end_reason": ep.end_reason, "env_success": ep.end_reason == END_SUCCESS,
+                "fallback_ticks": ep.fallbacks,
                 "final_value": float(r[-1]) if r.size else NAN,
                 "final_completion": float(ep.last_completion), "reward_sum": float(np.nansum(r)),
                 "stale_steps": ep.stale_steps, "deterministic": ep.deterministic}
 
     def _finish(self, ep: _Ep) -> None:
+        if ep.fallbacks:
+            self.counters["episodes_fallback"] += 1
+            self._abort(ep, f"{ep.fallbacks} tick(s) driven by the bridge's fallback command "
+                            "(the policy did not answer in time, or died)")
+            return
         summary = self._summary(ep)
         path = ep.writer.finish(success=bool(summary["env_success"]), extra=summary)
         self.finished.append(self.store._info(path, json.loads((path / "meta.json").read_text())))
