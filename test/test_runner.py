@@ -130,3 +130,25 @@ def test_lrm_ros_demos_passes_its_options_through(tmp_path):
     proc = subprocess.run([LRM_ROS, "demos", "-n", "1", "--tasks", "NoSuchTask-v1", "--out",
                            str(tmp_path / "d")], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and "NoSuchTask-v1" in proc.stderr, proc.stdout + proc.stderr
+
+
+def test_a_node_that_does_not_stop_on_sigint_is_an_unclean_exit(tmp_path, fresh_domain):
+    """A node still running after the SIGINT timeout is escalated (SIGTERM) and the run
+    fails: `lrm-ros up` exits 1, like a node that died."""
+    from lrm_ros.bringup.graph import NodeSpec
+    from lrm_ros.ros.env import ros_environment
+    # the prefix replaces the node by a shell that ignores SIGINT (a hung node)
+    spec = NodeSpec(package="lrm_ros", executable="scripted_policy", name="stubborn", namespace="",
+                    prefix="bash -c 'trap \"\" INT; echo STARTED; while true; do sleep 0.1; done' --")
+    out = (tmp_path / "out.log").open("w")
+    runner = GraphRunner([spec], env=ros_environment(domain_id=fresh_domain), output=out,
+                         shutdown_timeout_s=1.0).start()
+    deadline = time.monotonic() + 30
+    while "STARTED" not in (tmp_path / "out.log").read_text() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    code = runner.run_until_exit(duration_s=0.1)
+    out.close()
+    text = (tmp_path / "out.log").read_text()
+    assert code == 1, text
+    assert "still running after SIGINT" in text and "exited uncleanly after the stop" in text
+    assert "{'stubborn': -15}" in text, text          # ended by the SIGTERM escalation

@@ -94,6 +94,12 @@ def clean_stale_shm(prefixes: Sequence[str] = SHM_PREFIXES) -> int:
     return removed
 
 
+def unclean_exits(codes: Dict[str, Optional[int]]) -> Dict[str, Optional[int]]:
+    """The nodes whose exit after a stop was not clean: anything but 0 (run_node after SIGINT)
+    or -SIGINT (the signal came before the node's handlers were installed)."""
+    return {k: v for k, v in codes.items() if v not in (0, -signal.SIGINT)}
+
+
 class NodeProcess:
     def __init__(self, spec: NodeSpec, popen: subprocess.Popen):
         self.spec = spec
@@ -186,7 +192,7 @@ class GraphRunner:
 
     def run_until_exit(self, duration_s: Optional[float] = None) -> int:
         """Block until Ctrl-C/SIGTERM, `duration_s`, or a node dying; then stop all.
-        Returns 0 on a requested stop, 1 when a node died."""
+        Returns 0 on a requested stop, 1 when a node died or did not exit cleanly."""
         stop = threading.Event()
         previous = {}
 
@@ -213,9 +219,11 @@ class GraphRunner:
             codes = self.stop()
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
-        bad = {k: v for k, v in codes.items() if v not in (0, -signal.SIGINT)}
+        bad = unclean_exits(codes)
         if code == 0 and bad:
-            self._say(f"[lrm-ros] nodes exited uncleanly: {bad}")
+            self._say(f"[lrm-ros] nodes exited uncleanly after the stop: {bad} (0 = clean; "
+                      "-15/-9: did not stop within the timeout; 1: failed)")
+            code = 1
         return code
 
     def __enter__(self) -> "GraphRunner":
