@@ -113,10 +113,12 @@ class GraphRunner:
 
     `env` defaults to this process's environment with the ROS variables filled in
     (lrm_ros.ros.env). Output lines are written to `output` as `[env0/node] line`.
+    `shutdown_timeout_s`: how long nodes get after SIGINT before SIGTERM (ros2 launch's
+    default, 5 s: a node that needs longer exits uncleanly here as it would there).
     """
 
     def __init__(self, specs: Sequence[NodeSpec], env: Optional[Dict[str, str]] = None,
-                 output: Optional[TextIO] = sys.stdout, shutdown_timeout_s: float = 10.0):
+                 output: Optional[TextIO] = sys.stdout, shutdown_timeout_s: float = 5.0):
         self.specs = list(specs)
         self.env = ros_environment() if env is None else dict(env)
         self.env.setdefault("PYTHONUNBUFFERED", "1")

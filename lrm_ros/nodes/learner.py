@@ -165,7 +165,13 @@ class LearnerNode(Node):
             for asm in self.assemblers.values():
                 asm.close()
         if self.training is not None:
-            self.training.join(timeout=60)
+            # an update can take minutes: the node must exit within ros2 launch's 5 s. An
+            # update cut short leaves the last announced version in force (checkpoints and
+            # learner_state.json are written atomically) and the restarted learner resumes
+            self.training.join(timeout=2.0)
+            if self.training.is_alive():
+                self.get_logger().warn("shutting down during an update: it is abandoned; the "
+                                       f"learner resumes at version {self.learner.version}")
 
 
 def main(args=None) -> int:
