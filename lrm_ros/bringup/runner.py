@@ -3,7 +3,8 @@
 It does not re-implement the launch framework: no event handlers, no substitutions beyond
 graph.py's. It starts processes with their parameters, prefixes their output with the node's
 name, forwards Ctrl-C (SIGINT) to all of them, reports a node that dies, and then shuts the
-rest down (SIGINT, then SIGTERM, then SIGKILL after timeouts).
+rest down (SIGINT, then SIGTERM, then SIGKILL after timeouts); a node with `respawn: true`
+in the graph is restarted instead (reported, after its `respawn_delay`), as launch does.
 """
 import os
 import shlex
@@ -106,6 +107,8 @@ class NodeProcess:
         self.popen = popen
         self.tail: deque = deque(maxlen=40)
         self.reader: Optional[threading.Thread] = None
+        self.respawn_at: Optional[float] = None     # when a respawn is due (spec.respawn)
+        self.restarts = 0
 
 
 class GraphRunner:
@@ -140,21 +143,45 @@ class GraphRunner:
             self._say(f"[{proc.spec.label}] {line}")
         proc.popen.stdout.close()
 
+    def _spawn(self, spec: NodeSpec) -> NodeProcess:
+        popen = subprocess.Popen(node_command(spec), env=self.env, stdout=subprocess.PIPE,
+                                 stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                 start_new_session=True)
+        proc = NodeProcess(spec, popen)
+        proc.reader = threading.Thread(target=self._pump, args=(proc,), daemon=True)
+        proc.reader.start()
+        self._say(f"[lrm-ros] started {spec.label} (pid {popen.pid})")
+        return proc
+
     def start(self) -> "GraphRunner":
         for spec in self.specs:
-            cmd = node_command(spec)
-            popen = subprocess.Popen(cmd, env=self.env, stdout=subprocess.PIPE,
-                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                     start_new_session=True)
-            proc = NodeProcess(spec, popen)
-            proc.reader = threading.Thread(target=self._pump, args=(proc,), daemon=True)
-            proc.reader.start()
-            self.procs.append(proc)
-            self._say(f"[lrm-ros] started {spec.label} (pid {popen.pid})")
+            self.procs.append(self._spawn(spec))
         return self
 
     def dead(self) -> List[NodeProcess]:
-        return [p for p in self.procs if p.popen.poll() is not None]
+        """Nodes that exited and will not come back (no `respawn` in the graph)."""
+        return [p for p in self.procs if p.popen.poll() is not None and not p.spec.respawn]
+
+    def respawn(self) -> List[str]:
+        """Restart the nodes with `respawn: true` that died, `respawn_delay_s` after their
+        death (launch's respawn); each death is reported. Returns the labels restarted now."""
+        restarted = []
+        for i, p in enumerate(self.procs):
+            if not p.spec.respawn or p.popen.poll() is None:
+                continue
+            now = time.monotonic()
+            if p.respawn_at is None:
+                p.respawn_at = now + p.spec.respawn_delay_s
+                self._say(f"[lrm-ros] {self.describe_death(p)}\n[lrm-ros] respawning "
+                          f"{p.spec.label} in {p.spec.respawn_delay_s:g} s (restart {p.restarts + 1})")
+            elif now >= p.respawn_at:
+                if p.reader is not None:
+                    p.reader.join(timeout=2.0)
+                new = self._spawn(p.spec)
+                new.restarts = p.restarts + 1
+                self.procs[i] = new
+                restarted.append(p.spec.label)
+        return restarted
 
     def describe_death(self, proc: NodeProcess) -> str:
         code = proc.popen.returncode
@@ -163,7 +190,8 @@ class GraphRunner:
         return f"{proc.spec.label} died ({how}); last output:\n    {last}"
 
     def stop(self) -> Dict[str, int]:
-        """SIGINT all live nodes, then SIGTERM, then SIGKILL. Returns exit codes by label."""
+        """SIGINT all live nodes, then SIGTERM, then SIGKILL. Returns exit codes by label (a
+        respawned node: its last process's)."""
         live = [p for p in self.procs if p.popen.poll() is None]
         for sig, wait_s in ((signal.SIGINT, self.shutdown_timeout_s),
                             (signal.SIGTERM, 3.0), (signal.SIGKILL, 3.0)):
@@ -207,6 +235,7 @@ class GraphRunner:
         try:
             deadline = None if duration_s is None else time.monotonic() + duration_s
             while not stop.is_set():
+                self.respawn()
                 dead = self.dead()
                 if dead:
                     for proc in dead:
