@@ -512,3 +512,30 @@ def test_a_quick_success_is_worth_more_than_a_slow_one_or_hovering():
     # potential-based (delta) rewards need nothing: a goal state pays no more change
     delta = LearnerConfig(store_dir="unused", reward_transform="delta")
     assert np.allclose(training_rewards(quick, delta, gamma), np.diff(np.concatenate([[0.0], quick["reward"]])))
+
+
+def test_assembler_drops_malformed_policy_steps_and_counts_them(tmp_path):
+    store = EpisodeStore(tmp_path)
+    asm = EpisodeAssembler("env0", store, result_wait_s=5.0, clock=Clock(), feature_dim=4, action_dim=2)
+    good = {"features": np.zeros(4, np.float32), "action": np.zeros(2), "raw_action": np.zeros(2),
+            "log_prob": -1.0, "value": 0.0, "version": 0, "deterministic": False}
+    asm.on_tick(0, 0, True, False, 0)
+    for bad in ({**good, "features": np.zeros(3, np.float32)},            # wrong size
+                {**good, "features": np.zeros(10**5, np.float32)},        # huge
+                {**good, "raw_action": np.array([np.nan, 0.0])},          # NaN
+                {**good, "log_prob": float("inf")}):
+        asm.on_step(0, 0, bad)
+    assert asm.counters["steps_invalid"] == 4 and "non-finite" in asm.last_invalid
+    assert asm._eps[0].steps == {}                 # nothing recorded for tick 0
+    asm.on_step(0, 0, good)
+    assert 0 in asm._eps[0].steps
+
+
+def test_assembler_counts_an_episode_dropped_before_its_first_step(tmp_path):
+    store = EpisodeStore(tmp_path)
+    asm = EpisodeAssembler("env0", store, result_wait_s=1.0, clock=Clock())
+    asm.on_tick(0, 0, True, False, 0)
+    asm.on_tick(0, 1, False, False, 0)            # no PolicyStep ever came (the policy was gone)
+    _feed(asm, 1, 3, rewards=[0, 0.1, 0.2, 0.3], shuffle=False)
+    assert asm.counters["episodes_dropped"] == 1 and asm.counters["episodes_aborted"] == 0
+    assert "episode 0 dropped" in asm.last_invalid and len(store.complete_episodes()) == 1

@@ -44,8 +44,10 @@ class LearnerNode(Node):
         self.pub_stats = self.create_publisher(String, "learner/stats", LATCHED)
         for env in cfg.envs:
             p = f"/{env.strip('/')}/" if env.strip("/") else ""
+            model = self.learner.init_model
             asm = self.assemblers[env] = EpisodeAssembler(env or "self", self.learner.store,
-                                                          cfg.result_wait_s)
+                                                          cfg.result_wait_s, feature_dim=model.feature_dim,
+                                                          action_dim=model.config.action_dim)
             self.create_subscription(ControlTick, p + "control/tick",
                                      lambda m, a=asm: self._locked(a.on_tick, m.episode, m.tick,
                                                                    m.episode_start, m.episode_end,

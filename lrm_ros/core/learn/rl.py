@@ -119,8 +119,11 @@ class EpisodeAssembler:
     `result_wait_s`) the terminal query result are in."""
 
     def __init__(self, env: str, store: EpisodeStore, result_wait_s: float = 10.0,
-                 clock: Callable[[], float] = time.monotonic):
+                 clock: Callable[[], float] = time.monotonic, feature_dim: int = 0,
+                 action_dim: int = 0):
         self.env, self.store, self.wait = env, store, float(result_wait_s)
+        self.feature_dim, self.action_dim = int(feature_dim), int(action_dim)   # 0: not checked
+        self.last_invalid = ""
         self.clock = clock
         self._eps: Dict[int, _Ep] = {}      # open episodes: the current one, and ended ones
                                              # still waiting for their terminal result
@@ -128,7 +131,7 @@ class EpisodeAssembler:
         self.finished: Deque[EpisodeInfo] = deque(maxlen=16)
         self.counters = {"episodes_complete": 0, "episodes_aborted": 0, "joined_late": 0,
                          "steps": 0, "stale_steps": 0, "terminal_result_missing": 0,
-                         "episodes_fallback": 0}
+                         "episodes_fallback": 0, "episodes_dropped": 0, "steps_invalid": 0}
 
     def _current(self, episode: int) -> Optional[_Ep]:
         return self._eps.get(int(episode))
@@ -155,7 +158,25 @@ class EpisodeAssembler:
             ep.end_tick, ep.end_reason, ep.end_seen = int(tick), int(end_reason), self.clock()
         self._advance(ep)
 
+    def _invalid_step(self, fields: dict) -> str:
+        """Why a PolicyStep cannot be trained on ("" = it can): wrong sizes, non-finite values."""
+        feats = np.asarray(fields.get("features", ()), np.float64).reshape(-1)
+        raw = np.asarray(fields.get("raw_action", ()), np.float64).reshape(-1)
+        if self.feature_dim and feats.size != self.feature_dim:
+            return f"features has {feats.size} values, the policy takes {self.feature_dim}"
+        if self.action_dim and raw.size != self.action_dim:
+            return f"raw_action has {raw.size} values, the policy has {self.action_dim}"
+        if not (np.isfinite(feats).all() and np.isfinite(raw).all()
+                and math.isfinite(float(fields.get("log_prob", NAN)))):
+            return "non-finite features, raw_action or log_prob"
+        return ""
+
     def on_step(self, episode: int, tick: int, fields: dict) -> None:
+        why = self._invalid_step(fields)
+        if why:      # dropped: the episode misses this step and is never finished
+            self.counters["steps_invalid"] += 1
+            self.last_invalid = why
+            return
         ep = self._current(episode)
         if ep is not None:
             ep.steps[int(tick)] = fields
@@ -250,6 +271,11 @@ class EpisodeAssembler:
         if ep.writer is not None:
             ep.writer.abort(reason, extra=self._summary(ep))
             self.counters["episodes_aborted"] += 1
+        elif ep.end_tick != 0:
+            # nothing was written (its first step never completed: the policy or the reward
+            # model was gone): not in the store at all, but counted
+            self.counters["episodes_dropped"] += 1
+            self.last_invalid = f"episode {ep.episode} dropped: {reason}"
         if self._eps.get(ep.episode) is ep:
             del self._eps[ep.episode]
 
