@@ -1,7 +1,8 @@
 """run_node (lrm_ros.nodes.runtime) with real rclpy processes: a stop requested by SIGINT or
 SIGTERM while messages flood in is a clean exit (0, no traceback) - with the previous
-run_node 5 of 12 such subscribers died with `RuntimeError: Unable to convert call argument
-'0' to Python object` from take_message; a stop while the node is still being built (a model
+run_node 5 of 12 such subscribers died on SIGINT with `RuntimeError: Unable to convert call
+argument '0' to Python object` from take_message, and 4 of 9 on SIGTERM with `RCLError:
+Failed to publish: publisher's context is invalid`; a stop while the node is still being built (a model
 loading) ends it at once; an exception escaping a callback is logged with its traceback and
 exits 1."""
 import signal
