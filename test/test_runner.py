@@ -189,3 +189,14 @@ def test_launch_passes_respawn_through():
     assert "respawn" not in kw["maniskill_bridge"]
     kw = {k["name"]: k for k in resolve_for_launch("sim", {"num_envs": "1"})}
     assert "respawn" not in kw["reward_model"]
+
+
+def test_a_respawning_node_that_cannot_start_is_reported_not_restarted_forever(tmp_path, fresh_domain):
+    graph = {"nodes": [{"executable": "scripted_policy", "name": "broken", "respawn": True,
+                        "respawn_delay": 0.2, "parameters": [{"kind": "bogus"}]}]}
+    path = tmp_path / "graph.yaml"
+    path.write_text(yaml.safe_dump(graph))
+    proc = subprocess.run([LRM_ROS, "up", str(path), "--domain-id", str(fresh_domain), "--duration", "60"],
+                          capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "broken died (exit code 2)" in proc.stdout and "respawning broken" not in proc.stdout

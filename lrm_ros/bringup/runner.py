@@ -44,6 +44,8 @@ def _node_command(spec: NodeSpec) -> List[str]:
                             "found in the console scripts or <prefix>/lib/<package>/")
 
 
+CANNOT_START = 2           # run_node's exit code for a node that cannot start (bad parameters...)
+
 SHM_PREFIXES = ("fastdds_", "fastrtps_", "sem.fastdds_", "sem.fastrtps_")
 
 
@@ -159,15 +161,17 @@ class GraphRunner:
         return self
 
     def dead(self) -> List[NodeProcess]:
-        """Nodes that exited and will not come back (no `respawn` in the graph)."""
-        return [p for p in self.procs if p.popen.poll() is not None and not p.spec.respawn]
+        """Nodes that exited and will not come back: no `respawn` in the graph, or it could
+        not start (exit code 2: a respawn would fail the same way, forever)."""
+        return [p for p in self.procs if p.popen.poll() is not None
+                and (not p.spec.respawn or p.popen.returncode == CANNOT_START)]
 
     def respawn(self) -> List[str]:
         """Restart the nodes with `respawn: true` that died, `respawn_delay_s` after their
         death (launch's respawn); each death is reported. Returns the labels restarted now."""
         restarted = []
         for i, p in enumerate(self.procs):
-            if not p.spec.respawn or p.popen.poll() is None:
+            if not p.spec.respawn or p.popen.poll() is None or p.popen.returncode == CANNOT_START:
                 continue
             now = time.monotonic()
             if p.respawn_at is None:
