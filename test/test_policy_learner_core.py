@@ -539,3 +539,23 @@ def test_assembler_counts_an_episode_dropped_before_its_first_step(tmp_path):
     _feed(asm, 1, 3, rewards=[0, 0.1, 0.2, 0.3], shuffle=False)
     assert asm.counters["episodes_dropped"] == 1 and asm.counters["episodes_aborted"] == 0
     assert "episode 0 dropped" in asm.last_invalid and len(store.complete_episodes()) == 1
+
+
+def test_assembler_keeps_steps_that_overtake_their_episodes_tick_0(tmp_path):
+    """policy/step and reward/held are other topics than control/tick: under load the step of
+    tick 0 can arrive first. It must not be lost (the episode would never complete)."""
+    store = EpisodeStore(tmp_path)
+    asm = EpisodeAssembler("env0", store, result_wait_s=5.0, clock=Clock())
+    _feed(asm, 0, 3, rewards=[0, 0.1, 0.2, 0.3], shuffle=False)
+    step = {"features": np.zeros(4, np.float32), "action": np.zeros(2), "raw_action": np.zeros(2),
+            "log_prob": -1.0, "value": 0.0, "version": 0, "deterministic": False}
+    asm.on_step(1, 0, step)                       # episode 1's first step, before its tick 0
+    asm.on_held(1, 1, 0.5, 0.0, False)
+    asm.on_step(3, 0, step)                       # a far future episode: kept, then discarded
+    asm.on_tick(1, 0, True, False, 0)
+    asm.on_tick(1, 1, False, True, 2)
+    asm.on_result(1, 1, True, 0.7, 0.0)
+    assert [i.episode for i in store.complete_episodes()] == [0, 1]
+    assert asm.counters["episodes_dropped"] == 0
+    asm.on_step(0, 5, step)                        # an old episode's straggler: not kept
+    assert 0 not in asm._early
