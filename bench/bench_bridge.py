@@ -14,10 +14,12 @@ Same task, control mode (pd_ee_delta_pose), camera (rgb 256x256) and random acti
           and the bridge's own sim.step time (its /diagnostics, windowed).
 3. frame latency  camera/image_raw -> camera/frame (224x224): frames and raw images matched
           by header stamp, receive times in the monitor (ingest conversion + one extra hop),
-          and bridge publish (header stamp, node clock = wall time) -> frame/tick receive
-          in the monitor (monotonic receive times mapped to wall time with one offset).
+          and bridge publish (header stamp, node clock = wall time: the graph runs with
+          use_sim_time:=false here) -> frame/tick receive in the monitor (monotonic receive
+          times mapped to wall time with one offset); refused, not printed, when the stamps
+          turn out not to be wall time.
 4. with --envs 1,2 (default) the same at 2 envs: raw = 2 worker processes stepping at once
-          (aggregate = sum of their rates), graph = num_envs:=2 (4 node processes).
+          (aggregate = sum of their rates), graph = num_envs:=2 (4 node processes; reward:=none).
 
 Prints progress lines and a table; writes JSON to --out (default out/bench/bridge.json) and
 the nodes' output to nodes.log next to it.
@@ -36,6 +38,7 @@ from pathlib import Path
 import numpy as np
 
 CONTROL_MODE = "pd_ee_delta_pose"
+STAMP_SANITY_S = 10.0    # a publish->receive "latency" beyond this: the stamps are not wall time
 CAMERA = 256
 IMAGE_SIZE = 224
 T0 = time.monotonic()
@@ -197,9 +200,13 @@ def graph_run(env_id: str, ticks: int, warmup: int, num_envs: int, domain: int, 
     apply_ros_environment(domain_id=domain)
     from lrm_ros.ros.monitor import GraphMonitor
 
+    # use_sim_time:=false: the latencies below compare header stamps with wall-clock receive
+    # times, so the bridge must stamp with wall time (the graph's default is simulated time:
+    # 1 s + ticks x period, which gave "latencies" of 1.8e12 ms). reward:=none: bridge and
+    # ingest only, as described above (the graph's default would add the lite reward model).
     specs = resolve(load_graph("sim"), {
-        "policy": "none", "num_envs": str(num_envs), "env_id": env_id,
-        "control_mode": CONTROL_MODE, "mode": "lockstep", "image_size": str(IMAGE_SIZE)})
+        "policy": "none", "reward": "none", "use_sim_time": "false", "num_envs": str(num_envs),
+        "env_id": env_id, "control_mode": CONTROL_MODE, "mode": "lockstep", "image_size": str(IMAGE_SIZE)})
     names = [f"env{i}" for i in range(num_envs)]
     rngs = {ns: np.random.default_rng(100 + i) for i, ns in enumerate(names)}
     low, high = (np.asarray(b, dtype=np.float64) for b in bounds)
@@ -287,6 +294,7 @@ def _graph_env_stats(rec, warmup, ticks, offset_ns, diag, ingest_diag) -> dict:
         1 for a, b in zip(window, window[1:]) if b[0] == a[0] and b[5] > a[5])
     # bridge publish (stamp, wall) -> tick received by the monitor (monotonic + offset)
     tick_lat = [(t[6] * 1e9 + offset_ns - t[7]) / 1e9 for t in window]
+    wall_stamps = bool(tick_lat) and abs(statistics.median(tick_lat)) < STAMP_SANITY_S
     # frames vs raw images, matched by stamp, inside the window
     raw = {}
     for stamp, t_recv in rec.raw_images:
@@ -326,9 +334,11 @@ def _graph_env_stats(rec, warmup, ticks, offset_ns, diag, ingest_diag) -> dict:
         "frames_in_window": frames_in_window, "frames_matched": len(ingest_lat),
         "frame_sizes": sizes,
         "latency_raw_to_frame_ms": dist_ms(ingest_lat),
-        "latency_publish_to_frame_ms": dist_ms(pub_to_frame),
-        "latency_publish_to_raw_ms": dist_ms(pub_to_raw),
-        "latency_publish_to_tick_ms": dist_ms(tick_lat),
+        # publish latencies need wall-clock stamps: refused (None, with the reason) otherwise
+        "stamps_are_wall_time": wall_stamps,
+        "latency_publish_to_frame_ms": dist_ms(pub_to_frame) if wall_stamps else None,
+        "latency_publish_to_raw_ms": dist_ms(pub_to_raw) if wall_stamps else None,
+        "latency_publish_to_tick_ms": dist_ms(tick_lat) if wall_stamps else None,
         "ingest": {k: ingest_diag.get(k) for k in ("converted", "dropped")} if ingest_diag else None,
     }
 
@@ -422,6 +432,10 @@ def report(res: dict) -> None:
                                ("bridge publish -> image_raw recv", "latency_publish_to_raw_ms"),
                                ("bridge publish -> tick recv", "latency_publish_to_tick_ms")):
                 d = e[key]
+                if d is None:
+                    print(f"   {label:<34}  not measured: header stamps are not wall time "
+                          "(simulated time?), so publish->receive cannot be computed")
+                    continue
                 print(f"   {label:<34}" + "".join(f"{fmt(d[c], 2) if c != 'n' else d[c]:>8}"
                                                  for c in cols))
 
@@ -480,6 +494,17 @@ def main() -> int:
                                   bounds)
                     res[f"graph_x{n}"] = g
                     say(f"graph x{n}: {g['ticks_per_s']:.2f} ticks/s")
+                    # the rate is only the graph's own if every tick was stepped with a command
+                    # and every node stopped cleanly
+                    from lrm_ros.bringup.runner import unclean_exits
+                    fb = {e: v["fallback_ticks_in_window"] for e, v in g["per_env"].items()
+                          if v["fallback_ticks_in_window"]}
+                    bad = unclean_exits(g.get("exit_codes", {}))
+                    if fb or bad:
+                        say(f"graph x{n} INVALID: fallback ticks in the timed window {fb or 'none'}, "
+                            f"unclean node exits {bad or 'none'}")
+                        g["invalid"] = {"fallback_ticks": fb, "unclean_exits": bad}
+                        code = 1
                 except Exception as exc:
                     say(f"graph x{n} FAILED: {exc!r}")
                     res[f"graph_x{n}"] = {"error": repr(exc)}

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from lrm_ros.bringup.graph import load_graph, resolve
-from lrm_ros.bringup.runner import GraphRunner
+from lrm_ros.bringup.runner import GraphRunner, unclean_exits
 from lrm_ros.ros.env import apply_ros_environment, ros_environment
 
 
@@ -52,8 +52,14 @@ def run_case(name, args, model_dir, domain, log):
             ticks = mon.records["env0"].ticks[start:]
             diag = dict(mon.node_diagnostics("/env0/maniskill_bridge"))
             reward = dict(mon.node_diagnostics("/reward_model"))
+            dead = runner.dead()
+            if dead:      # the numbers would not be this graph's: say so and stop
+                raise RuntimeError(f"{name}: " + "; ".join(runner.describe_death(p) for p in dead))
         finally:
-            runner.stop()
+            codes = runner.stop()
+        bad = unclean_exits(codes)
+        if bad:
+            raise RuntimeError(f"{name}: node(s) did not exit cleanly: {bad}; see {log.name}")
     nominal = 1.0 / args.rate
     # At the bridge: its own publish stamps. At a subscriber: the monitor's receive times.
     stamps = np.array([t[7] for t in ticks], dtype=np.float64) / 1e9

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 from lrm_ros.bringup.graph import argument_defaults, load_graph, parse_launch_arguments, resolve
-from lrm_ros.bringup.runner import GraphRunner
+from lrm_ros.bringup.runner import GraphRunner, unclean_exits
 from lrm_ros.core.learn.rollout import wilson_interval
 from lrm_ros.ros.env import apply_ros_environment, ros_environment
 
@@ -64,10 +64,44 @@ def _run_phase(title, overrides, names, done, progress, total, timeout, log, uni
                     raise PhaseError(f"{title}: not done after {timeout:.0f} s")
             bar.update(total - bar.n)
         time.sleep(1.2)    # one more diagnostics period
+        dead = runner.dead()
+        if dead:            # died after the last check: the phase's data is not whole
+            raise PhaseError("; ".join(runner.describe_death(p) for p in dead))
     finally:
-        runner.stop()
+        codes = runner.stop()
         mon.close()
+    bad = unclean_exits(codes)
+    if bad:
+        raise PhaseError(f"{title}: node(s) did not exit cleanly: {bad}; see the node output")
     return mon, time.monotonic() - start
+
+
+def fallback_episodes(mon, names, per_env=None):
+    """{env: [(episode, ticks driven by the bridge's fallback command)]} for the ended episodes
+    (the first `per_env` of each env, or all) in which the policy missed a command."""
+    out = {}
+    for n in names:
+        ended = [e for e, _ in _ended(mon.records[n])]
+        if per_env is not None:
+            ended = ended[:per_env]
+        worst = {}
+        for t in mon.records[n].ticks:
+            if t[0] in ended:
+                worst[t[0]] = max(worst.get(t[0], 0), int(t[5]))
+        bad = [(e, c) for e, c in sorted(worst.items()) if c > 0]
+        if bad:
+            out[n] = bad
+    return out
+
+
+def _check_no_fallbacks(mon, names, per_env, title):
+    """Evaluation episodes must be the policy's own: one driven by fallback commands (the
+    policy died or did not answer within the bridge's command timeout) is not counted."""
+    bad = fallback_episodes(mon, names, per_env)
+    if bad:
+        raise PhaseError(f"{title}: evaluation episodes ran on fallback commands (the policy did "
+                         f"not answer in time or died), so they cannot be counted: "
+                         + "; ".join(f"{n} episode {e}: {c} tick(s)" for n, v in bad.items() for e, c in v))
 
 
 def _eval_summary(mon, names, per_env):
@@ -213,6 +247,7 @@ def run_demo(ns) -> int:
                 f"1/3 evaluate the IL policy: {per_env} episodes per env, deterministic",
                 {**base, "deterministic": "true", "seed": eval_seed}, names, evaluated, eval_progress,
                 per_env * num_envs, ns.timeout, log)
+            _check_no_fallbacks(mon, names, per_env, "1/3 evaluate the IL policy")
             report["before"] = _eval_summary(mon, names, per_env)
             report["traces"] = {"before": _traces(mon, names, per_env)}
 
@@ -225,6 +260,12 @@ def run_demo(ns) -> int:
                  "iterations": str(ns.iterations), "episodes_per_iteration": str(ns.episodes_per_iteration)},
                 names, learned, lambda m: len(m.learner_stats), ns.iterations, ns.timeout, log,
                 unit="iter")
+            # the learner sets such episodes aside (never trained on); say how many there were
+            learn_fallbacks = fallback_episodes(mon, names)
+            report["learn_fallback_episodes"] = {n: [e for e, _ in v] for n, v in learn_fallbacks.items()}
+            if learn_fallbacks:
+                print(f"[demo] warning: {sum(len(v) for v in learn_fallbacks.values())} training "
+                      "episode(s) ran on fallback commands; the learner did not train on them", flush=True)
             report["iterations"] = mon.learner_stats[: ns.iterations]
             report["iterations_done"] = len(report["iterations"])
             final = report["iterations"][-1]["checkpoint"]
@@ -233,6 +274,7 @@ def run_demo(ns) -> int:
                 f"3/3 evaluate the RL policy (version {report['iterations'][-1]['version']}) on the same seeds",
                 {**base, "deterministic": "true", "seed": eval_seed, "policy_checkpoint": final},
                 names, evaluated, eval_progress, per_env * num_envs, ns.timeout, log)
+            _check_no_fallbacks(mon, names, per_env, "3/3 evaluate the RL policy")
             report["after"] = _eval_summary(mon, names, per_env)
             report["traces"]["after"] = _traces(mon, names, per_env)
             report["seconds"] = {"evaluate_before": round(t_before, 1), "learn": round(t_learn, 1),

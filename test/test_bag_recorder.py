@@ -189,6 +189,14 @@ def test_recorder_config_topics_and_validation():
     assert own.wanted_topics() == ("control/tick", "/clock")
     assert str(RecorderConfig().bag_path()).startswith("out/bags/")
     assert RecorderConfig(path="/tmp/b").bag_path() == Path("/tmp/b")
+
+
+def test_a_respawned_recorder_records_next_to_its_first_bag(tmp_path):
+    (tmp_path / "bag").mkdir()
+    assert RecorderConfig(path=str(tmp_path / "bag")).bag_path() == tmp_path / "bag"   # refused later
+    assert RecorderConfig(path=str(tmp_path / "bag"), next_free_path=True).bag_path() == tmp_path / "bag_2"
+    (tmp_path / "bag_2").mkdir()
+    assert RecorderConfig(path=str(tmp_path / "bag"), next_free_path=True).bag_path() == tmp_path / "bag_3"
     for bad, match in [({"topics": ("/abs",)}, "must be relative"),
                        ({"extra_topics": ("rel",)}, "must be an absolute"),
                        ({"topics": ("camera//x",)}, "not a valid ROS 2 topic name"),

@@ -34,3 +34,27 @@ def test_demo_runs_the_whole_pipeline_and_reports_it(tmp_path):
     for png in ("success_before_after.png", "reward_over_iterations.png", "reward_traces_before.png",
                 "reward_traces_after.png"):
         assert (out / png).stat().st_size > 1000 and png in html
+
+
+def test_fallback_driven_episodes_are_found_per_env():
+    """The demo refuses to count evaluation episodes the bridge drove with its fallback
+    command (ControlTick.fallback_count > 0 on any of their ticks)."""
+    from types import SimpleNamespace
+    import pytest
+    from lrm_ros.demo import PhaseError, _check_no_fallbacks, fallback_episodes
+    from lrm_ros.ros.monitor import EnvRecord
+
+    def ticks(episode, n, fallbacks=0):
+        # (episode, tick, start, end, reason, fallbacks, t_recv, stamp_ns)
+        return [(episode, t, t == 0, t == n, 2 if t == n else 0, fallbacks if t >= 2 else 0, 0.0, t)
+                for t in range(n + 1)]
+
+    clean, bad = EnvRecord(), EnvRecord()
+    clean.ticks = ticks(0, 4) + ticks(1, 4)
+    bad.ticks = ticks(0, 4) + ticks(1, 4, fallbacks=3) + ticks(2, 3)[:2]     # episode 2 runs on
+    mon = SimpleNamespace(records={"env0": clean, "env1": bad})
+    assert fallback_episodes(mon, ["env0", "env1"]) == {"env1": [(1, 3)]}
+    assert fallback_episodes(mon, ["env0", "env1"], per_env=1) == {}        # only episode 0 counted
+    _check_no_fallbacks(mon, ["env0", "env1"], 1, "eval")
+    with pytest.raises(PhaseError, match="env1 episode 1: 3 tick"):
+        _check_no_fallbacks(mon, ["env0", "env1"], 2, "eval")

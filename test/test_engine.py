@@ -163,3 +163,47 @@ def test_close_reports_waiting_queries_as_dropped():
     engine.close()
     assert got.outcomes[("env0", 1)][0] in ("dropped", "ok")
     assert len(got.outcomes) == 2
+
+
+class EndRecordingBackend(EchoBackend):
+    """Records, in the order the worker does them, the batches it scores and the episodes it
+    is told are over."""
+
+    def __init__(self):
+        super().__init__()
+        self.events = []
+
+    def score_batch(self, queries):
+        out = super().score_batch(queries)
+        self.events.append(("score", tuple((q.episode, q.tick) for q in queries)))
+        return out
+
+    def end_episode(self, env, episode):
+        self.events.append(("end", env, episode))
+
+
+def test_an_ended_episode_is_released_after_its_last_query_is_answered():
+    backend = EndRecordingBackend()
+    backend.gate.clear()                             # the worker is busy: queries queue up
+    got = Collector()
+    engine = RewardEngine(backend, EngineConfig(max_batch=1, max_wait_s=0.0), got)
+    try:
+        ep0 = [RewardQuery(env="env0", episode=0, tick=t, instruction="x",
+                           frame=np.zeros((2, 2, 3), np.uint8)) for t in (10, 20)]
+        for q in ep0:
+            engine.submit(q)
+        engine.end_episode("env0", 0)                # the terminal query is still queued
+        engine.submit(RewardQuery(env="env0", episode=1, tick=30, instruction="x",
+                                  frame=np.zeros((2, 2, 3), np.uint8)))
+        assert engine.stats()["episode_ends_pending"] == 1
+        backend.gate.set()
+        got.wait(3)
+        with got.cond:
+            assert got.cond.wait_for(lambda: engine.stats()["episodes_ended"] == 1, 10)
+        ends = [i for i, e in enumerate(backend.events) if e[0] == "end"]
+        last_ep0 = max(i for i, e in enumerate(backend.events) if e[0] == "score" and e[1][0][0] == 0)
+        assert ends and len(ends) == 1 and ends[0] > last_ep0
+        assert backend.events[ends[0]] == ("end", "env0", 0)
+        assert engine.stats()["episode_ends_pending"] == 0
+    finally:
+        engine.close()

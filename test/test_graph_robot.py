@@ -114,13 +114,33 @@ def test_operator_episodes_safety_and_lifecycle(robot):
     mon, commands = robot["mon"], robot["commands"]
     rec = mon.records[NS]
 
-    # idle until the operator starts an episode
-    time.sleep(1.0)
-    assert rec.ticks == [] and commands == []
+    # no episode while the policy is not active: episode/start is refused, naming it
+    res = _call(mon, f"/{NS}/policy/change_state", ChangeState,
+                ChangeState.Request(transition=Transition(id=Transition.TRANSITION_DEACTIVATE)))
+    assert res.success
+    refusal = "/env0/policy: not active (lifecycle state: inactive)"
+    assert mon.wait_for(lambda: refusal in mon.node_diagnostics(f"/{NS}/robot_bridge").get("waiting_for", ""),
+                        20), mon.node_diagnostics(f"/{NS}/robot_bridge")
     res = _call(mon, f"/{NS}/episode/start", Trigger)
-    assert res.success and "episode 0 started" in res.message
+    assert not res.success and "/env0/policy: not active (lifecycle state: inactive)" in res.message, res.message
+    res = _call(mon, f"/{NS}/policy/change_state", ChangeState,
+                ChangeState.Request(transition=Transition(id=Transition.TRANSITION_ACTIVATE)))
+    assert res.success
+    # idle until the operator starts an episode, which succeeds once the policy and the
+    # reward model (maybe still loading) are ready; every refusal says which one is missing
+    assert rec.ticks == [] and commands == []
+    deadline = time.monotonic() + 120
+    while True:
+        res = _call(mon, f"/{NS}/episode/start", Trigger)
+        if res.success or time.monotonic() > deadline:
+            break
+        assert "/reward_model" in res.message or "/env0/policy" in res.message, res.message
+    assert res.success and "episode 0 started" in res.message, res.message
     assert mon.wait_for(lambda: len(commands) >= 8, 60), (len(rec.ticks), robot["log"].name)
     assert rec.ticks[0][:3] == (0, 0, True)
+    # every tick from tick 0 on has its held reward (the reward model was ready first)
+    assert mon.wait_for(lambda: {(h[0], h[1]) for h in rec.held} >= {(t[0], t[1]) for t in rec.ticks[:5]}, 10), \
+        (rec.ticks[:5], rec.held[:5])
     assert rec.instruction == "push the red cube to the target"
     vals = np.array([c[1] for c in commands])
     assert vals.shape[1] == 6 and np.all(np.abs(vals) <= 0.5 + 1e-9)          # clipped

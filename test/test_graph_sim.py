@@ -86,6 +86,28 @@ def test_first_tick_instruction_and_frame(graph):
     stamp, width, height, encoding, _ = rec.frames[0]
     assert (width, height, encoding) == (IMAGE_SIZE, IMAGE_SIZE, "rgb8")
     assert stamp == first[7]                           # the original stamp is kept
+    # the bridge held tick 0 until the reward model was active (wait_for_nodes): it has a
+    # held reward, as does every tick after it
+    assert mon.wait_for(lambda: (0, 0) in {(h[0], h[1]) for h in rec.held}, 20.0), rec.held[:3]
+
+
+def test_a_bridge_waiting_for_a_node_that_never_comes_stops_naming_it(tmp_path, fresh_domain):
+    from lrm_ros.ros.env import ros_environment
+    specs = [s for s in resolve(load_graph("sim"), {"policy": "none", "reward": "none"})
+             if s.executable == "maniskill_bridge"]
+    specs = [dataclasses.replace(s, parameters={**s.parameters, "camera_width": 64, "camera_height": 64,
+                                                "wait_for_nodes": ["/env0/policy", "/reward_model"],
+                                                "wait_for_nodes_timeout_s": 3.0})
+             for s in specs]
+    with open(tmp_path / "nodes.log", "w") as log:
+        runner = GraphRunner(specs, env=ros_environment(domain_id=fresh_domain), output=log).start()
+        try:
+            code = runner.procs[0].popen.wait(timeout=STARTUP_S)
+        finally:
+            runner.stop()
+    text = (tmp_path / "nodes.log").read_text()
+    assert code == 1, text[-3000:]
+    assert "the graph is not ready: /env0/policy: not running; /reward_model: not running" in text, text[-3000:]
 
 
 def test_lockstep_one_tick_per_command_with_frames_and_oracle(graph):
@@ -209,6 +231,9 @@ def test_time_limit_ends_the_episode_and_auto_resets(graph):
     if ended[0][4] == 2:
         assert ended[0][1] == MAX_TICKS                  # END_TIME_LIMIT at the limit
     assert mon.wait_for(lambda: _ticks(mon)[-1][0] == episode + 1, 20.0)
+    # the reward node released the ended episode's backend state (backend.end_episode)
+    assert mon.wait_for(lambda: int(mon.node_diagnostics("/reward_model").get(
+        "engine_episodes_ended", 0)) >= 1, 20.0), mon.node_diagnostics("/reward_model")
 
 
 def test_the_embedded_lite_reward_model_scores_the_queries(graph):
@@ -218,7 +243,10 @@ def test_the_embedded_lite_reward_model_scores_the_queries(graph):
     assert mon.wait_for(lambda: any(r[2] == 0 for r in rec.results), 60.0), rec.results
     ok = [r for r in rec.results if r[2] == 0]
     assert all(0.0 <= r[3] <= 1.0 for r in ok)
-    assert all(r[1] % 3 == 0 or r[1] == MAX_TICKS for r in rec.results)
+    # queries at ticks K, 2K, ... and at each episode's end (time limit, or the reset test's
+    # END_RESET_REQUEST: the reward model is active from tick 0 on, so it sees that one too)
+    ends = {(t[0], t[1]) for t in rec.ticks if t[3]}
+    assert all(r[1] % 3 == 0 or (r[0], r[1]) in ends for r in rec.results), (rec.results, ends)
     assert mon.wait_for(lambda: any(h[3] > 0 for h in rec.held), 30.0)   # a held result
     assert runner.dead() == []
 

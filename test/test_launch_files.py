@@ -341,3 +341,13 @@ def test_parsed_arguments_feed_resolve():
                                                "env1/camera_ingest", "env1/maniskill_bridge"]
     with pytest.raises(GraphError, match="known"):
         resolve(load_graph("sim"), parse_launch_arguments(["bogus:=1"]))
+
+
+def test_the_test_requirements_keep_pytest_below_9_for_launch_testing():
+    """launch_testing's pytest plugin does not load under pytest 9 (ros2/launch#979)."""
+    from pathlib import Path
+    import pytest as _pytest
+    root = Path(__file__).resolve().parents[1]
+    lines = [line.split("#")[0].strip() for line in (root / "requirements" / "test.txt").read_text().splitlines()]
+    assert "pytest>=8.4,<9" in lines
+    assert int(_pytest.__version__.split(".")[0]) < 9, _pytest.__version__

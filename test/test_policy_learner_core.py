@@ -169,11 +169,13 @@ def test_sync_late_frame_uses_the_newest_older_one_after_the_wait_or_skips():
 
 # ------------------------------------------------------------------------- EpisodeAssembler
 def _feed(asm, episode, T, *, rewards, end_reason=1, terminal=(0.9, 0.95), shuffle=True,
-          drop_result=False, version=0, seed=0):
-    """Messages of one episode with ticks 0..T (T terminal), in random order per tick group."""
+          drop_result=False, version=0, seed=0, fallbacks=None):
+    """Messages of one episode with ticks 0..T (T terminal), in random order per tick group.
+    `fallbacks`: {tick: ControlTick.fallback_count} (0 elsewhere)."""
     msgs = []
     for t in range(T + 1):
-        msgs.append(("tick", (episode, t, t == 0, t == T, end_reason if t == T else 0)))
+        msgs.append(("tick", (episode, t, t == 0, t == T, end_reason if t == T else 0,
+                              (fallbacks or {}).get(t, 0))))
         msgs.append(("held", (episode, t, rewards[t], 0.1 * t, t == 2)))
         if t < T:
             msgs.append(("step", (episode, t, {"features": np.full(4, t, np.float32),
@@ -206,6 +208,28 @@ def test_assembler_joins_unordered_messages_into_steps_with_next_tick_rewards(tm
     extra = ep["meta"]["extra"]
     assert extra["env_success"] and extra["final_completion"] == pytest.approx(0.95)
     assert asm.counters["episodes_complete"] == 1 and asm.counters["stale_steps"] == 1
+
+
+def test_assembler_sets_aside_an_episode_driven_by_fallback_commands(tmp_path):
+    store = EpisodeStore(tmp_path)
+    asm = EpisodeAssembler("env0", store, result_wait_s=5.0, clock=Clock())
+    _feed(asm, 0, 4, rewards=[0, 0.1, 0.2, 0.3, 0.4], shuffle=False)
+    # episode 1: the bridge stepped ticks 2 and 3 with its fallback (ControlTick.fallback_count)
+    _feed(asm, 1, 4, rewards=[0, 0.1, 0.2, 0.3, 0.4], shuffle=False, fallbacks={3: 1, 4: 2})
+    assert [i.episode for i in store.complete_episodes()] == [0]
+    (aborted,) = store.incomplete_episodes()
+    assert aborted.episode == 1 and "2 tick(s) driven by the bridge's fallback" in aborted.meta["abort_reason"]
+    assert asm.counters["episodes_fallback"] == 1 and asm.counters["episodes_complete"] == 1
+
+
+def test_assembler_keeps_only_the_last_finished_episodes_in_memory(tmp_path):
+    store = EpisodeStore(tmp_path)
+    asm = EpisodeAssembler("env0", store, result_wait_s=5.0, clock=Clock())
+    for e in range(40):
+        _feed(asm, e, 3, rewards=[0, 0.1, 0.2, 0.3], shuffle=False)
+    assert asm.counters["episodes_complete"] == 40 and len(store.complete_episodes()) == 40
+    assert [i.episode for i in asm.finished] == list(range(24, 40))     # bounded
+    assert asm._eps == {}                                                # nothing left open
 
 
 def test_assembler_waits_for_the_terminal_result_then_uses_the_held_value(tmp_path):
@@ -488,3 +512,50 @@ def test_a_quick_success_is_worth_more_than_a_slow_one_or_hovering():
     # potential-based (delta) rewards need nothing: a goal state pays no more change
     delta = LearnerConfig(store_dir="unused", reward_transform="delta")
     assert np.allclose(training_rewards(quick, delta, gamma), np.diff(np.concatenate([[0.0], quick["reward"]])))
+
+
+def test_assembler_drops_malformed_policy_steps_and_counts_them(tmp_path):
+    store = EpisodeStore(tmp_path)
+    asm = EpisodeAssembler("env0", store, result_wait_s=5.0, clock=Clock(), feature_dim=4, action_dim=2)
+    good = {"features": np.zeros(4, np.float32), "action": np.zeros(2), "raw_action": np.zeros(2),
+            "log_prob": -1.0, "value": 0.0, "version": 0, "deterministic": False}
+    asm.on_tick(0, 0, True, False, 0)
+    for bad in ({**good, "features": np.zeros(3, np.float32)},            # wrong size
+                {**good, "features": np.zeros(10**5, np.float32)},        # huge
+                {**good, "raw_action": np.array([np.nan, 0.0])},          # NaN
+                {**good, "log_prob": float("inf")}):
+        asm.on_step(0, 0, bad)
+    assert asm.counters["steps_invalid"] == 4 and "non-finite" in asm.last_invalid
+    assert asm._eps[0].steps == {}                 # nothing recorded for tick 0
+    asm.on_step(0, 0, good)
+    assert 0 in asm._eps[0].steps
+
+
+def test_assembler_counts_an_episode_dropped_before_its_first_step(tmp_path):
+    store = EpisodeStore(tmp_path)
+    asm = EpisodeAssembler("env0", store, result_wait_s=1.0, clock=Clock())
+    asm.on_tick(0, 0, True, False, 0)
+    asm.on_tick(0, 1, False, False, 0)            # no PolicyStep ever came (the policy was gone)
+    _feed(asm, 1, 3, rewards=[0, 0.1, 0.2, 0.3], shuffle=False)
+    assert asm.counters["episodes_dropped"] == 1 and asm.counters["episodes_aborted"] == 0
+    assert "episode 0 dropped" in asm.last_invalid and len(store.complete_episodes()) == 1
+
+
+def test_assembler_keeps_steps_that_overtake_their_episodes_tick_0(tmp_path):
+    """policy/step and reward/held are other topics than control/tick: under load the step of
+    tick 0 can arrive first. It must not be lost (the episode would never complete)."""
+    store = EpisodeStore(tmp_path)
+    asm = EpisodeAssembler("env0", store, result_wait_s=5.0, clock=Clock())
+    _feed(asm, 0, 3, rewards=[0, 0.1, 0.2, 0.3], shuffle=False)
+    step = {"features": np.zeros(4, np.float32), "action": np.zeros(2), "raw_action": np.zeros(2),
+            "log_prob": -1.0, "value": 0.0, "version": 0, "deterministic": False}
+    asm.on_step(1, 0, step)                       # episode 1's first step, before its tick 0
+    asm.on_held(1, 1, 0.5, 0.0, False)
+    asm.on_step(3, 0, step)                       # a far future episode: kept, then discarded
+    asm.on_tick(1, 0, True, False, 0)
+    asm.on_tick(1, 1, False, True, 2)
+    asm.on_result(1, 1, True, 0.7, 0.0)
+    assert [i.episode for i in store.complete_episodes()] == [0, 1]
+    assert asm.counters["episodes_dropped"] == 0
+    asm.on_step(0, 5, step)                        # an old episode's straggler: not kept
+    assert 0 not in asm._early

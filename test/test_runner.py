@@ -130,3 +130,73 @@ def test_lrm_ros_demos_passes_its_options_through(tmp_path):
     proc = subprocess.run([LRM_ROS, "demos", "-n", "1", "--tasks", "NoSuchTask-v1", "--out",
                            str(tmp_path / "d")], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and "NoSuchTask-v1" in proc.stderr, proc.stdout + proc.stderr
+
+
+def test_a_node_that_does_not_stop_on_sigint_is_an_unclean_exit(tmp_path, fresh_domain):
+    """A node still running after the SIGINT timeout is escalated (SIGTERM) and the run
+    fails: `lrm-ros up` exits 1, like a node that died."""
+    from lrm_ros.bringup.graph import NodeSpec
+    from lrm_ros.ros.env import ros_environment
+    # the prefix replaces the node by a shell that ignores SIGINT (a hung node)
+    spec = NodeSpec(package="lrm_ros", executable="scripted_policy", name="stubborn", namespace="",
+                    prefix="bash -c 'trap \"\" INT; echo STARTED; while true; do sleep 0.1; done' --")
+    out = (tmp_path / "out.log").open("w")
+    runner = GraphRunner([spec], env=ros_environment(domain_id=fresh_domain), output=out,
+                         shutdown_timeout_s=1.0).start()
+    deadline = time.monotonic() + 30
+    while "STARTED" not in (tmp_path / "out.log").read_text() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    code = runner.run_until_exit(duration_s=0.1)
+    out.close()
+    text = (tmp_path / "out.log").read_text()
+    assert code == 1, text
+    assert "still running after SIGINT" in text and "exited uncleanly after the stop" in text
+    assert "{'stubborn': -15}" in text, text          # ended by the SIGTERM escalation
+
+
+def test_a_node_with_respawn_is_restarted_after_kill_9(tmp_path, fresh_domain):
+    graph = {"arguments": {"respawn": {"default": "true"}},
+             "nodes": [{"executable": "scripted_policy", "name": "policy", "respawn": "$(arg respawn)",
+                        "respawn_delay": 0.5, "parameters": [{"kind": "random"}]}]}
+    path = tmp_path / "graph.yaml"
+    path.write_text(yaml.safe_dump(graph))
+    from lrm_ros.ros.env import ros_environment
+    out = (tmp_path / "out.log").open("w")
+    runner = GraphRunner(resolve(load_graph(str(path))), env=ros_environment(domain_id=fresh_domain),
+                         output=out).start()
+    try:
+        first = runner.procs[0].popen.pid
+        os.kill(first, signal.SIGKILL)
+        deadline = time.monotonic() + 30
+        while runner.procs[0].popen.pid == first and time.monotonic() < deadline:
+            runner.respawn()
+            time.sleep(0.05)
+        assert runner.procs[0].popen.pid != first and runner.procs[0].restarts == 1
+        assert runner.dead() == []                       # a respawning node is not reported dead
+        code = runner.run_until_exit(duration_s=3.0)     # the restarted node runs, then stops cleanly
+    finally:
+        runner.stop()
+        out.close()
+    text = (tmp_path / "out.log").read_text()
+    assert code == 0, text
+    assert "policy died (signal 9)" in text and "respawning policy in 0.5 s (restart 1)" in text
+
+
+def test_launch_passes_respawn_through():
+    from lrm_ros.bringup.launch_support import resolve_for_launch
+    kw = {k["name"]: k for k in resolve_for_launch("sim", {"respawn": "true", "num_envs": "1"})}
+    assert kw["reward_model"]["respawn"] is True and kw["reward_model"]["respawn_delay"] == 2.0
+    assert "respawn" not in kw["maniskill_bridge"]
+    kw = {k["name"]: k for k in resolve_for_launch("sim", {"num_envs": "1"})}
+    assert "respawn" not in kw["reward_model"]
+
+
+def test_a_respawning_node_that_cannot_start_is_reported_not_restarted_forever(tmp_path, fresh_domain):
+    graph = {"nodes": [{"executable": "scripted_policy", "name": "broken", "respawn": True,
+                        "respawn_delay": 0.2, "parameters": [{"kind": "bogus"}]}]}
+    path = tmp_path / "graph.yaml"
+    path.write_text(yaml.safe_dump(graph))
+    proc = subprocess.run([LRM_ROS, "up", str(path), "--domain-id", str(fresh_domain), "--duration", "60"],
+                          capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "broken died (exit code 2)" in proc.stdout and "respawning broken" not in proc.stdout

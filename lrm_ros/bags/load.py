@@ -33,6 +33,7 @@ class BagContents:
     topics: Dict[str, str] = field(default_factory=dict)       # topic -> type
     counts: Dict[str, int] = field(default_factory=dict)       # topic -> messages decoded
     storage: str = ""                                          # mcap, sqlite3, mcap-direct
+    messages_read: int = 0                                     # of any topic
 
 
 def _ns_topic(ns: str, name: str) -> str:
@@ -182,6 +183,7 @@ def load_bag(path, *, namespace: str = "", camera_topic: str = "camera/image_raw
     bad: Dict[str, int] = defaultdict(int)
     unknown: Dict[str, str] = {}
     for topic, msgtype, logtime, raw in _messages(path, ts, contents):
+        contents.messages_read += 1
         r = role.get(_norm(topic))
         if r is None:
             continue
@@ -227,6 +229,15 @@ def load_bag(path, *, namespace: str = "", camera_topic: str = "camera/image_raw
     for topic, msgtype in unknown.items():
         contents.problems.append(f"{topic}: message type {msgtype!r} is unknown (no definition in the "
                                  "bag or in lrm_ros); topic skipped")
+    if not frames and not contents.messages_read:
+        # nothing at all could be read: the camera topic is not the problem
+        raise BagFormatError(f"{path}: nothing readable (no message of any topic could be read; "
+                             f"the file is truncated or damaged before its first message)"
+                             + (f". Problems: {'; '.join(contents.problems)}" if contents.problems else ""))
+    if not frames and _norm(want["camera"]) in {_norm(t) for t in contents.topics}:
+        raise BagFormatError(f"{path}: the camera topic {want['camera']} is in the bag but none of its "
+                             "images could be read" + (
+                                 f": {'; '.join(contents.problems)}" if contents.problems else ""))
     if not frames:
         have = ", ".join(f"{t} ({m})" for t, m in sorted(contents.topics.items())) or "none"
         raise BagFormatError(f"{path}: no readable camera images on {want['camera']}; topics in the bag: "

@@ -243,6 +243,10 @@ class RecorderConfig:
         "/learner/policy_update and /learner/stats)"))
     extra_topics: Tuple[str, ...] = field(default=(), metadata=_h(
         "absolute topic names recorded as they are, in addition to the above"))
+    next_free_path: bool = field(default=False, metadata=_h(
+        "when `path` exists already, record into <path>_2, <path>_3, ... instead of refusing "
+        "to start (the graph sets it with respawn:=true: a restarted recorder goes on in a new "
+        "bag next to the one it was killed writing)"))
     discovery_period_s: float = field(default=1.0, metadata=_h(
         "how often to look for wanted topics that have appeared, after the first minute (every "
         "0.1 s until then); each is subscribed once"))
@@ -277,6 +281,11 @@ class RecorderConfig:
     def bag_path(self, now: Optional[datetime.datetime] = None) -> Path:
         """Where the bag goes: ``path``, or out/bags/<YYYYmmdd-HHMMSS> when it is ''."""
         if self.path:
-            return Path(self.path).expanduser()
+            path = Path(self.path).expanduser()
+            n = 2
+            while self.next_free_path and path.exists():
+                path = Path(f"{Path(self.path).expanduser()}_{n}")
+                n += 1
+            return path
         now = now or datetime.datetime.now()
         return Path("out") / "bags" / now.strftime("%Y%m%d-%H%M%S")

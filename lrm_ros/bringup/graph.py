@@ -6,13 +6,17 @@ pip-only runner (`lrm-ros up`) build their processes from the same data, and can
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Mapping, Optional, Tuple
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 import yaml
 
 from lrm_ros.paths import share_dir
 
-_SUBST = re.compile(r"\$\((arg\s+(?P<arg>[A-Za-z_][A-Za-z0-9_]*)|(?P<var>env_index|env_ns|env_names))\)")
+_SUBST = re.compile(r"\$\((arg\s+(?P<arg>[A-Za-z_][A-Za-z0-9_]*)|"
+                    r"(?P<var>env_index|env_ns|env_names|ready_before_ticks))\)")
+
+
+_OMIT = object()            # a parameter whose substitution came out empty: not passed
 
 
 class GraphError(ValueError):
@@ -30,6 +34,8 @@ class NodeSpec:
     parameters: Dict[str, object] = field(default_factory=dict)
     remappings: Tuple[Tuple[str, str], ...] = ()
     prefix: str = ""            # command prefix, as launch_ros's Node(prefix=...), e.g. "nice -n 10"
+    respawn: bool = False       # restart the process when it dies (launch's respawn=True)
+    respawn_delay_s: float = 2.0
 
     @property
     def label(self) -> str:
@@ -92,11 +98,12 @@ def parse_launch_arguments(items: List[str]) -> Dict[str, str]:
     return out
 
 
-def _substitute(value, args: Mapping[str, str], env_index: int, env_ns: str):
+def _substitute(value, args: Mapping[str, str], env_index: int, env_ns: str,
+                ready: Sequence[str] = ()):
     if isinstance(value, dict):
-        return {k: _substitute(v, args, env_index, env_ns) for k, v in value.items()}
+        return {k: _substitute(v, args, env_index, env_ns, ready) for k, v in value.items()}
     if isinstance(value, list):
-        return [_substitute(v, args, env_index, env_ns) for v in value]
+        return [_substitute(v, args, env_index, env_ns, ready) for v in value]
     if not isinstance(value, str) or "$(" not in value:
         return value
 
@@ -109,11 +116,15 @@ def _substitute(value, args: Mapping[str, str], env_index: int, env_ns: str):
         var = match.group("var")
         if var == "env_names":
             return "[" + ", ".join(f"env{i}" for i in range(int(args.get("num_envs", 1)))) + "]"
+        if var == "ready_before_ticks":
+            return "[" + ", ".join(ready) + "]"
         return str(env_index) if var == "env_index" else env_ns
 
     text = _SUBST.sub(repl, value)
     if not _SUBST.fullmatch(value.strip()) or text == "":
         return text
+    if text == "[]":
+        return _OMIT        # an empty list has no type as a ROS parameter: leave it unset
     # A value that is only a substitution takes the type YAML gives it ("2" -> 2).
     try:
         typed = yaml.safe_load(text)
@@ -137,26 +148,28 @@ def resolve(graph: dict, overrides: Optional[Mapping[str, str]] = None) -> List[
     if num_envs < 1:
         raise GraphError(f"num_envs must be >= 1, got {num_envs}")
     config_dir = Path(graph["_path"]).resolve().parent.parent
-    specs = []
-    for node in graph["nodes"]:
-        skip = False
-        for key in ("if", "unless"):
-            cond = node.get(key)
-            if not cond:
+    included = [node for node in graph["nodes"] if _included(node, args)]
+
+    def ready_before_ticks(index: Optional[int]) -> List[str]:
+        """Fully qualified names of the nodes marked `ready_before_ticks: true` that the
+        tick source of env `index` waits for: those in its namespace and the global ones."""
+        names = []
+        for node in included:
+            if not node.get("ready_before_ticks", False):
                 continue
-            if cond.get("arg") not in args:
-                raise GraphError(f"node {node.get('name')}: '{key}' names undeclared argument "
-                                 f"{cond.get('arg')!r}")
-            if "in" in cond:
-                equal = str(args[cond["arg"]]) in [str(v) for v in cond["in"]]
+            if node.get("per_env", False):
+                if index is not None:
+                    names.append(f"/env{index}/{node['name']}")
             else:
-                equal = str(args[cond["arg"]]) == str(cond["equals"])
-            skip = skip or (equal if key == "unless" else not equal)
-        if skip:
-            continue
+                names.append(f"/{node['name']}")
+        return names
+
+    specs = []
+    for node in included:
         envs = range(num_envs) if node.get("per_env", False) else [None]
         for index in envs:
             env_ns = f"/env{index}" if index is not None else ""
+            ready = ready_before_ticks(index)
             files, params = [], {}
             for entry in node.get("parameters", []):
                 if "file" in entry and len(entry) == 1:
@@ -171,13 +184,42 @@ def resolve(graph: dict, overrides: Optional[Mapping[str, str]] = None) -> List[
                                          f"looked in {config_dir} and {Path.cwd()}")
                     files.append(str(path))
                 else:
-                    params.update(_substitute(entry, args, index or 0, env_ns))
+                    params.update(_substitute(entry, args, index or 0, env_ns, ready))
+            params = {k: v for k, v in params.items() if v is not _OMIT}
             remaps = tuple((src, _substitute(dst, args, index or 0, env_ns))
                            for src, dst in (node.get("remappings") or {}).items())
+            respawn = _substitute(node.get("respawn", False), args, index or 0, env_ns)
+            if str(respawn).lower() not in ("true", "false"):
+                raise GraphError(f"node {node['name']}: respawn must be true or false, got {respawn!r}")
+            try:
+                delay = float(_substitute(node.get("respawn_delay", 2.0), args, index or 0, env_ns))
+            except (TypeError, ValueError):
+                raise GraphError(f"node {node['name']}: respawn_delay must be a number of seconds, "
+                                 f"got {node.get('respawn_delay')!r}") from None
             specs.append(NodeSpec(package=node.get("package", "lrm_ros"),
                                   executable=node["executable"], name=node["name"],
                                   namespace=env_ns, param_files=tuple(files),
                                   parameters=params, remappings=remaps,
                                   prefix=str(_substitute(node.get("prefix", ""), args,
-                                                         index or 0, env_ns) or "")))
+                                                         index or 0, env_ns) or ""),
+                                  respawn=str(respawn).lower() == "true",
+                                  respawn_delay_s=delay))
     return specs
+
+
+def _included(node: dict, args: Mapping[str, str]) -> bool:
+    """Whether the node's `if`/`unless` conditions keep it in the graph."""
+    skip = False
+    for key in ("if", "unless"):
+        cond = node.get(key)
+        if not cond:
+            continue
+        if cond.get("arg") not in args:
+            raise GraphError(f"node {node.get('name')}: '{key}' names undeclared argument "
+                             f"{cond.get('arg')!r}")
+        if "in" in cond:
+            equal = str(args[cond["arg"]]) in [str(v) for v in cond["in"]]
+        else:
+            equal = str(args[cond["arg"]]) == str(cond["equals"])
+        skip = skip or (equal if key == "unless" else not equal)
+    return not skip

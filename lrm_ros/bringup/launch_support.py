@@ -25,6 +25,8 @@ def node_kwargs(spec: NodeSpec) -> dict:
     if spec.parameters:
         parameters.append(dict(spec.parameters))
     extra = {"prefix": spec.prefix} if spec.prefix else {}
+    if spec.respawn:        # launch restarts the process when it exits, as lrm-ros up does
+        extra.update(respawn=True, respawn_delay=float(spec.respawn_delay_s))
     return {
         **extra,
         "package": spec.package,

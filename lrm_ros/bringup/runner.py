@@ -3,7 +3,8 @@
 It does not re-implement the launch framework: no event handlers, no substitutions beyond
 graph.py's. It starts processes with their parameters, prefixes their output with the node's
 name, forwards Ctrl-C (SIGINT) to all of them, reports a node that dies, and then shuts the
-rest down (SIGINT, then SIGTERM, then SIGKILL after timeouts).
+rest down (SIGINT, then SIGTERM, then SIGKILL after timeouts); a node with `respawn: true`
+in the graph is restarted instead (reported, after its `respawn_delay`), as launch does.
 """
 import os
 import shlex
@@ -42,6 +43,8 @@ def _node_command(spec: NodeSpec) -> List[str]:
     raise FileNotFoundError(f"executable '{spec.executable}' of package '{spec.package}' not "
                             "found in the console scripts or <prefix>/lib/<package>/")
 
+
+CANNOT_START = 2           # run_node's exit code for a node that cannot start (bad parameters...)
 
 SHM_PREFIXES = ("fastdds_", "fastrtps_", "sem.fastdds_", "sem.fastrtps_")
 
@@ -94,12 +97,20 @@ def clean_stale_shm(prefixes: Sequence[str] = SHM_PREFIXES) -> int:
     return removed
 
 
+def unclean_exits(codes: Dict[str, Optional[int]]) -> Dict[str, Optional[int]]:
+    """The nodes whose exit after a stop was not clean: anything but 0 (run_node after SIGINT)
+    or -SIGINT (the signal came before the node's handlers were installed)."""
+    return {k: v for k, v in codes.items() if v not in (0, -signal.SIGINT)}
+
+
 class NodeProcess:
     def __init__(self, spec: NodeSpec, popen: subprocess.Popen):
         self.spec = spec
         self.popen = popen
         self.tail: deque = deque(maxlen=40)
         self.reader: Optional[threading.Thread] = None
+        self.respawn_at: Optional[float] = None     # when a respawn is due (spec.respawn)
+        self.restarts = 0
 
 
 class GraphRunner:
@@ -107,10 +118,12 @@ class GraphRunner:
 
     `env` defaults to this process's environment with the ROS variables filled in
     (lrm_ros.ros.env). Output lines are written to `output` as `[env0/node] line`.
+    `shutdown_timeout_s`: how long nodes get after SIGINT before SIGTERM (ros2 launch's
+    default, 5 s: a node that needs longer exits uncleanly here as it would there).
     """
 
     def __init__(self, specs: Sequence[NodeSpec], env: Optional[Dict[str, str]] = None,
-                 output: Optional[TextIO] = sys.stdout, shutdown_timeout_s: float = 10.0):
+                 output: Optional[TextIO] = sys.stdout, shutdown_timeout_s: float = 5.0):
         self.specs = list(specs)
         self.env = ros_environment() if env is None else dict(env)
         self.env.setdefault("PYTHONUNBUFFERED", "1")
@@ -132,21 +145,47 @@ class GraphRunner:
             self._say(f"[{proc.spec.label}] {line}")
         proc.popen.stdout.close()
 
+    def _spawn(self, spec: NodeSpec) -> NodeProcess:
+        popen = subprocess.Popen(node_command(spec), env=self.env, stdout=subprocess.PIPE,
+                                 stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                 start_new_session=True)
+        proc = NodeProcess(spec, popen)
+        proc.reader = threading.Thread(target=self._pump, args=(proc,), daemon=True)
+        proc.reader.start()
+        self._say(f"[lrm-ros] started {spec.label} (pid {popen.pid})")
+        return proc
+
     def start(self) -> "GraphRunner":
         for spec in self.specs:
-            cmd = node_command(spec)
-            popen = subprocess.Popen(cmd, env=self.env, stdout=subprocess.PIPE,
-                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                     start_new_session=True)
-            proc = NodeProcess(spec, popen)
-            proc.reader = threading.Thread(target=self._pump, args=(proc,), daemon=True)
-            proc.reader.start()
-            self.procs.append(proc)
-            self._say(f"[lrm-ros] started {spec.label} (pid {popen.pid})")
+            self.procs.append(self._spawn(spec))
         return self
 
     def dead(self) -> List[NodeProcess]:
-        return [p for p in self.procs if p.popen.poll() is not None]
+        """Nodes that exited and will not come back: no `respawn` in the graph, or it could
+        not start (exit code 2: a respawn would fail the same way, forever)."""
+        return [p for p in self.procs if p.popen.poll() is not None
+                and (not p.spec.respawn or p.popen.returncode == CANNOT_START)]
+
+    def respawn(self) -> List[str]:
+        """Restart the nodes with `respawn: true` that died, `respawn_delay_s` after their
+        death (launch's respawn); each death is reported. Returns the labels restarted now."""
+        restarted = []
+        for i, p in enumerate(self.procs):
+            if not p.spec.respawn or p.popen.poll() is None or p.popen.returncode == CANNOT_START:
+                continue
+            now = time.monotonic()
+            if p.respawn_at is None:
+                p.respawn_at = now + p.spec.respawn_delay_s
+                self._say(f"[lrm-ros] {self.describe_death(p)}\n[lrm-ros] respawning "
+                          f"{p.spec.label} in {p.spec.respawn_delay_s:g} s (restart {p.restarts + 1})")
+            elif now >= p.respawn_at:
+                if p.reader is not None:
+                    p.reader.join(timeout=2.0)
+                new = self._spawn(p.spec)
+                new.restarts = p.restarts + 1
+                self.procs[i] = new
+                restarted.append(p.spec.label)
+        return restarted
 
     def describe_death(self, proc: NodeProcess) -> str:
         code = proc.popen.returncode
@@ -155,7 +194,8 @@ class GraphRunner:
         return f"{proc.spec.label} died ({how}); last output:\n    {last}"
 
     def stop(self) -> Dict[str, int]:
-        """SIGINT all live nodes, then SIGTERM, then SIGKILL. Returns exit codes by label."""
+        """SIGINT all live nodes, then SIGTERM, then SIGKILL. Returns exit codes by label (a
+        respawned node: its last process's)."""
         live = [p for p in self.procs if p.popen.poll() is None]
         for sig, wait_s in ((signal.SIGINT, self.shutdown_timeout_s),
                             (signal.SIGTERM, 3.0), (signal.SIGKILL, 3.0)):
@@ -186,7 +226,7 @@ class GraphRunner:
 
     def run_until_exit(self, duration_s: Optional[float] = None) -> int:
         """Block until Ctrl-C/SIGTERM, `duration_s`, or a node dying; then stop all.
-        Returns 0 on a requested stop, 1 when a node died."""
+        Returns 0 on a requested stop, 1 when a node died or did not exit cleanly."""
         stop = threading.Event()
         previous = {}
 
@@ -199,6 +239,7 @@ class GraphRunner:
         try:
             deadline = None if duration_s is None else time.monotonic() + duration_s
             while not stop.is_set():
+                self.respawn()
                 dead = self.dead()
                 if dead:
                     for proc in dead:
@@ -213,9 +254,11 @@ class GraphRunner:
             codes = self.stop()
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
-        bad = {k: v for k, v in codes.items() if v not in (0, -signal.SIGINT)}
+        bad = unclean_exits(codes)
         if code == 0 and bad:
-            self._say(f"[lrm-ros] nodes exited uncleanly: {bad}")
+            self._say(f"[lrm-ros] nodes exited uncleanly after the stop: {bad} (0 = clean; "
+                      "-15/-9: did not stop within the timeout; 1: failed)")
+            code = 1
         return code
 
     def __enter__(self) -> "GraphRunner":

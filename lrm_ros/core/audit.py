@@ -95,11 +95,24 @@ class AuditEpisode:
         return f"{Path(self.bag).name}{'/' + self.namespace if self.namespace else ''} ep {self.episode}"
 
 
+END_TIME_LIMIT, END_RESET_REQUEST, END_FAILURE = 2, 3, 4
+
+
 def _success(ep) -> Optional[bool]:
+    """The episode's label: True / False where the bag says so, None (unknown) otherwise.
+
+    The simulator's oracle says success; else an end reason that is a verdict: success, or
+    failure / time limit (no success within the limit). An episode the recording cut short,
+    one stopped or reset by the operator (END_RESET_REQUEST), and one without any control/tick
+    (its "end" is only the last frame) have no label: unknown, never counted as a failure."""
     if ep.successes.size and ep.successes.any():
         return True
-    if ep.episode_end:
-        return ep.end_reason == END_SUCCESS
+    if not ep.episode_end:
+        return None
+    if ep.end_reason == END_SUCCESS:
+        return True
+    if ep.end_reason in (END_FAILURE, END_TIME_LIMIT):
+        return False
     return None
 
 
@@ -189,7 +202,12 @@ def plot_episode(a: AuditEpisode, path: Path) -> None:
 
 def audit(bags: Sequence[Path | str], out_dir: Path | str, *, backend=None, interval: int = 0,
           namespaces: Sequence[str] = (), camera_topic: str = "camera/image_raw", image_size: int = 224,
-          top: int = 8, progress: bool = True) -> Dict[str, Any]:
+          top: int = 8, progress: bool = True, task: str = "", instruction: str = "",
+          warn=None) -> Dict[str, Any]:
+    """`task` / `instruction` stand in for what a bag does not carry (a robot bag recorded
+    without task/instruction or sim/oracle); a bag's own values win. `instruction` defaults
+    to the built-in one of a known `task`. Episodes re-scored without any instruction are
+    listed under warnings (and passed to `warn`, e.g. print to stderr)."""
     from tqdm.auto import tqdm
     from lrm_ros.bags.load import bag_namespaces, load_bag
     from lrm_ros.bags.reader import BagFormatError
@@ -201,6 +219,10 @@ def audit(bags: Sequence[Path | str], out_dir: Path | str, *, backend=None, inte
     work = []
     raw_eps = []
     needs = tuple(sorted(getattr(backend, "needs", ()))) if backend is not None else ()
+    if task and not instruction:
+        from lrm_ros.core.sim.tasks import TASK_INSTRUCTIONS
+        instruction = TASK_INSTRUCTIONS.get(task, "")
+    warnings: List[str] = []
     for b in tqdm([Path(x) for x in bags], desc="reading bags", unit="bag", disable=not progress):
         try:
             nss = list(namespaces) or bag_namespaces(b)
@@ -217,6 +239,14 @@ def audit(bags: Sequence[Path | str], out_dir: Path | str, *, backend=None, inte
             if contents.problems:
                 problems.setdefault(label, []).extend(contents.problems)
             for ep in contents.episodes:
+                if not ep.instruction and instruction:
+                    ep.instruction = instruction
+                if not ep.task and task:
+                    ep.task = task
+                if backend is not None and not ep.instruction:
+                    warnings.append(f"{label} episode {ep.episode}: the bag has no task/instruction and "
+                                    "none was given: re-scored WITHOUT an instruction (pass --instruction "
+                                    "or --task)")
                 a = AuditEpisode(bag=str(b), namespace=ns, episode=int(ep.episode), task=ep.task,
                                  instruction=ep.instruction, num_ticks=len(ep.frames), success=_success(ep),
                                  oracle=np.asarray(ep.normalized_dense_rewards, np.float64))
@@ -255,8 +285,12 @@ def audit(bags: Sequence[Path | str], out_dir: Path | str, *, backend=None, inte
             m, notes = compute_metrics(scored)
             metrics[name] = {"label": next(a.sources[name].label for a in episodes if name in a.sources),
                              "metrics": m, "notes": notes}
+    if warn is not None:
+        for w in warnings:
+            warn(w)
     report = {"bags": [str(b) for b in bags], "camera_topic": camera_topic, "problems": problems,
-              "metrics": metrics, "n_episodes": len(episodes),
+              "warnings": warnings, "metrics": metrics, "n_episodes": len(episodes),
+              "n_unlabelled": sum(a.success is None for a in episodes),
               "episodes": [{"key": a.key, "bag": a.bag, "namespace": a.namespace, "episode": a.episode,
                             "task": a.task, "success": a.success, "num_ticks": a.num_ticks,
                             "disagreement": a.disagreement, "plot": a.plot,
@@ -293,6 +327,7 @@ def write_audit_html(report: Dict[str, Any], out: Path) -> Path:
                      f"<td>{finals}</td><td>{_fmt(d.get('max'))}</td><td>{link}</td></tr>")
     probs = "".join(f"<li><code>{html.escape(k)}</code><ul>" + "".join(f"<li>{html.escape(p)}</li>" for p in v)
                     + "</ul></li>" for k, v in report["problems"].items())
+    warns = "".join(f"<li>{html.escape(w)}</li>" for w in report.get("warnings", []))
     plots = "".join(f'<h3 id="{html.escape(e["plot"])}">{html.escape(e["key"])}</h3>'
                     f'<img src="{html.escape(e["plot"])}" alt="{html.escape(e["key"])}">'
                     for e in report["episodes"] if e["plot"])
@@ -304,6 +339,9 @@ td,th{{border:1px solid #bbb;padding:3px 7px}} img{{max-width:100%;border:1px so
 <p>{report['n_episodes']} episodes from {len(report['bags'])} bag(s); camera topic
 <code>{html.escape(report['camera_topic'])}</code>; {report['seconds']} s.</p>
 <h2>Metrics against the labels</h2>
+<p>{report.get('n_unlabelled', 0)} episode(s) without a success label (no oracle; stopped,
+cut short or without control/tick) are left out of these metrics and of the disagreement
+with labels.</p>
 <table><tr>{mhead}</tr>{mrows}</table>
 <h2>Episodes, most disagreement first</h2>
 <p>models_mean_abs: mean |recorded held - re-scored held| over ticks; max: the largest of
@@ -311,6 +349,7 @@ that and |final value - success| of each source.</p>
 <table><tr><th>episode</th><th>task</th><th>success</th><th>models_mean_abs</th><th>final values</th>
 <th>max disagreement</th><th></th></tr>{''.join(erows)}</table>
 <h2>Problems</h2><ul>{probs or '<li>none</li>'}</ul>
+<h2>Warnings</h2><ul>{warns or '<li>none</li>'}</ul>
 <h2>Plots</h2>{plots}
 </body></html>"""
     path = out / "report.html"
@@ -329,6 +368,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--camera-topic", default="camera/image_raw",
                    help="camera topic, relative to the namespace; Image or CompressedImage")
     p.add_argument("--image-size", type=int, default=224, help="model resolution (0: as recorded)")
+    p.add_argument("--task", default="", help="task name for bags that carry none (no sim/oracle), "
+                   "e.g. PushCube-v1; a known task also gives the instruction")
+    p.add_argument("--instruction", default="", help="instruction for bags that record no "
+                   "task/instruction (a robot bag); the models score against it")
     p.add_argument("--top", type=int, default=8, help="episodes plotted (most disagreement first)")
     p.add_argument("--out", type=Path, default=Path("out/audit"))
     p.add_argument("--no-progress", action="store_true")
@@ -343,7 +386,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     try:
         report = audit(a.bags, a.out, backend=backend, interval=a.interval, namespaces=a.namespace,
                        camera_topic=a.camera_topic, image_size=a.image_size, top=a.top,
-                       progress=not a.no_progress)
+                       progress=not a.no_progress, task=a.task, instruction=a.instruction,
+                       warn=lambda w: print(f"warning: {w}", file=sys.stderr))
     finally:
         if backend is not None:
             backend.close()
@@ -354,6 +398,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         mm = m["metrics"]
         print(f"{m['label']}: " + ", ".join(f"{k} {mm[k]:.3f}" for k in METRIC_KEYS
                                             if isinstance(mm.get(k), float) and math.isfinite(mm[k])))
+    if report["n_unlabelled"]:
+        print(f"{report['n_unlabelled']} episode(s) have no success label (no oracle, no success/failure "
+              "end): shown, but not in the metrics or the disagreement with labels", file=sys.stderr)
     print(f"{report['n_episodes']} episodes; report: {a.out / 'report.html'}")
     if report["n_episodes"] == 0:
         return 2

@@ -64,6 +64,14 @@ class BridgeConfig:
         "policy/command and subscribes control/tick; lockstep only) and for the set of "
         "control/tick subscribers to settle, so nobody misses the first episode's tick 0; "
         "0 = start at once"))
+    wait_for_nodes: Tuple[str, ...] = field(default=(), metadata=_help(
+        "fully qualified names of the nodes that must be ready (running, subscribed to this "
+        "env's control/tick and, for lifecycle nodes, active) before the first tick, so that "
+        "tick 0 already has a policy and a held reward; the graph fills it with its policy "
+        "and reward model ($(ready_before_ticks)); [] = none"))
+    wait_for_nodes_timeout_s: float = field(default=300.0, metadata=_help(
+        "how long to wait for wait_for_nodes; then the bridge stops with an error naming the "
+        "nodes that are not ready (a reward model loading a large model may need minutes)"))
 
     def __post_init__(self):
         if self.mode not in MODES:
@@ -87,6 +95,12 @@ class BridgeConfig:
             raise ValueError(f"env_index must be >= 0, got {self.env_index}")
         if self.diagnostics_period_s <= 0:
             raise ValueError("diagnostics_period_s must be > 0")
+        if not (self.wait_for_nodes_timeout_s > 0 and math.isfinite(self.wait_for_nodes_timeout_s)):
+            raise ValueError(f"wait_for_nodes_timeout_s must be > 0 seconds, got {self.wait_for_nodes_timeout_s}")
+        bad = [n for n in self.wait_for_nodes if n and not n.startswith("/")]
+        if bad:
+            raise ValueError(f"wait_for_nodes takes fully qualified node names (/env0/policy, "
+                             f"/reward_model), got {bad}")
         if not (self.start_wait_s >= 0 and math.isfinite(self.start_wait_s)):
             raise ValueError(f"start_wait_s must be >= 0 seconds (0 = start at once), got {self.start_wait_s}")
 

@@ -15,7 +15,7 @@ import collections
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -65,6 +65,7 @@ class RewardEngine:
         self._cond = threading.Condition()
         self._queue: "collections.deque[_Item]" = collections.deque()
         self._inflight: List[_Item] = []
+        self._ends: List[Tuple[str, int]] = []   # episodes over, waiting for their queries
         self._closed = False
         self.last_error = ""
         self.counters = collections.Counter()
@@ -90,6 +91,22 @@ class RewardEngine:
         if dropped is not None:
             self._finish(dropped, None, DROPPED)
 
+    def end_episode(self, env: str, episode: int) -> None:
+        """The episode is over: once its queued and in-flight queries are answered, the worker
+        calls `backend.end_episode` (frees per-episode caches, e.g. TOPReward's KV cache),
+        in its own thread, so never during a `score_batch`."""
+        with self._cond:
+            if not self._closed:
+                self._ends.append((str(env), int(episode)))
+                self._cond.notify_all()
+
+    def _ready_ends(self) -> List[Tuple[str, int]]:
+        """(under the lock) ends whose episode has nothing queued or in flight."""
+        busy = {(i.query.env, i.query.episode) for i in list(self._queue) + self._inflight}
+        ready = [e for e in self._ends if e not in busy]
+        self._ends = [e for e in self._ends if e in busy]
+        return ready
+
     def stats(self) -> Dict[str, float]:
         with self._cond:
             lat = np.array(self._latencies) if self._latencies else np.zeros(1)
@@ -97,12 +114,14 @@ class RewardEngine:
             out = dict(self.counters)
             out.update({
                 "queued": len(self._queue),
+                "episode_ends_pending": len(self._ends),
                 "in_flight": len(self._inflight),
                 "batch_mean": round(sum(k * v for k, v in self.batch_sizes.items()) / total, 2) if total else 0.0,
                 "latency_p50_ms": round(1000 * float(np.percentile(lat, 50)), 1),
                 "latency_p95_ms": round(1000 * float(np.percentile(lat, 95)), 1),
             })
-        for key in ("submitted", "ok", "invalid", "timeout", "error", "dropped", "late", "batches"):
+        for key in ("submitted", "ok", "invalid", "timeout", "error", "dropped", "late", "batches",
+                    "episodes_ended"):
             out.setdefault(key, 0)
         return out
 
@@ -141,8 +160,10 @@ class RewardEngine:
 
     def _take_batch(self) -> List[_Item]:
         with self._cond:
-            while not self._queue and not self._closed:
+            while not self._queue and not self._closed and not self._ends:
                 self._cond.wait()
+            if not self._queue:
+                return []
             if self._closed:
                 return []
             first_arrival = self._clock()
@@ -158,8 +179,23 @@ class RewardEngine:
             self._inflight = batch
             return batch
 
+    def _end_episodes(self) -> None:
+        with self._cond:
+            ready = self._ready_ends()
+        for env, episode in ready:
+            try:
+                self.backend.end_episode(env, episode)
+            except Exception as exc:             # counted; the engine goes on
+                with self._cond:
+                    self.counters["end_episode_errors"] += 1
+                    self.last_error = repr(exc)
+            else:
+                with self._cond:
+                    self.counters["episodes_ended"] += 1
+
     def _serve(self) -> None:
         while True:
+            self._end_episodes()
             batch = self._take_batch()
             if not batch:
                 if self._closed:

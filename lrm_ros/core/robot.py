@@ -83,8 +83,17 @@ class RobotConfig:
     completion_threshold: float = field(default=0.8, metadata={"help": "completion >= this counts"})
     completion_ticks: int = field(default=2, metadata={"help": "consecutive fresh held values needed"})
     env_index: int = field(default=0, metadata={"help": "index of this robot"})
+    wait_for_nodes: Tuple[str, ...] = field(default=(), metadata={"help": (
+        "fully qualified names of the nodes that must be ready (running, subscribed to this "
+        "robot's control/tick and, for lifecycle nodes, active) before an episode may start: "
+        "episode/start is refused, naming them, until then; the graph fills it with its policy "
+        "and reward model ($(ready_before_ticks)); [] = none")})
 
     def __post_init__(self):
+        bad = [n for n in self.wait_for_nodes if n and not n.startswith("/")]
+        if bad:
+            raise ValueError(f"wait_for_nodes takes fully qualified node names (/env0/policy, "
+                             f"/reward_model), got {bad}")
         if not self.control_rate_hz > 0:
             raise ValueError(f"control_rate_hz must be > 0, got {self.control_rate_hz}")
         if self.adapter not in ADAPTERS:
@@ -246,11 +255,21 @@ class EpisodeControl:
         self._streak = 0
         self._restart = False
         self.counters = {"episodes": 0, "successes_operator": 0, "successes_completion": 0,
-                         "stopped": 0, "time_limits": 0}
+                         "stopped": 0, "time_limits": 0, "starts_refused_not_ready": 0}
+        self.not_ready = ""          # why an episode may not start now ("" = it may)
+
+    def set_not_ready(self, reason: str) -> None:
+        """While `reason` is non-empty (e.g. the reward model is still loading) no episode
+        starts: episode/start is refused with the reason, auto_start and reset wait."""
+        self.not_ready = reason
 
     def start(self) -> Tuple[bool, str]:
         if self.running:
             return False, f"episode {self.episode} is running; stop or reset it first"
+        if self.not_ready:
+            self.counters["starts_refused_not_ready"] += 1
+            return False, (f"episode not started: the graph is not ready ({self.not_ready}); "
+                           "try again once it is (robot/status says when)")
         self.running, self.episode, self.tick, self._end, self._streak = True, self.episode + 1, 0, None, 0
         self.counters["episodes"] += 1
         return True, f"episode {self.episode} started"
@@ -270,7 +289,7 @@ class EpisodeControl:
     @property
     def will_tick(self) -> bool:
         """Whether the next call to next_tick() publishes a tick."""
-        return self.running or self.cfg.auto_start or self._restart
+        return self.running or ((self.cfg.auto_start or self._restart) and not self.not_ready)
 
     def reset(self) -> Tuple[bool, str]:
         """End the running episode (reset request) and start the next right after it."""
@@ -278,6 +297,9 @@ class EpisodeControl:
         if self.running:
             self._request_end(END_RESET_REQUEST)
             return True, f"episode {self.episode} ends at the next tick; episode {self.episode + 1} follows"
+        if self.not_ready:
+            return True, (f"episode {self.episode + 1} starts once the graph is ready "
+                          f"({self.not_ready})")
         return True, f"episode {self.episode + 1} starts at the next tick"
 
     def mark_success(self) -> Tuple[bool, str]:
@@ -304,7 +326,7 @@ class EpisodeControl:
     def next_tick(self) -> Optional[TickOut]:
         """The tick to publish now, or None while idle (auto_start starts one)."""
         if not self.running:
-            if not (self.cfg.auto_start or self._restart):
+            if not (self.cfg.auto_start or self._restart) or self.not_ready:
                 return None
             self._restart = False
             self.start()

@@ -44,12 +44,15 @@ class LearnerNode(Node):
         self.pub_stats = self.create_publisher(String, "learner/stats", LATCHED)
         for env in cfg.envs:
             p = f"/{env.strip('/')}/" if env.strip("/") else ""
+            model = self.learner.init_model
             asm = self.assemblers[env] = EpisodeAssembler(env or "self", self.learner.store,
-                                                          cfg.result_wait_s)
+                                                          cfg.result_wait_s, feature_dim=model.feature_dim,
+                                                          action_dim=model.config.action_dim)
             self.create_subscription(ControlTick, p + "control/tick",
                                      lambda m, a=asm: self._locked(a.on_tick, m.episode, m.tick,
                                                                    m.episode_start, m.episode_end,
-                                                                   m.end_reason), RELIABLE)
+                                                                   m.end_reason, m.fallback_count),
+                                     RELIABLE)
             self.create_subscription(PolicyStep, p + "policy/step",
                                      lambda m, a=asm: self._locked(a.on_step, m.episode, m.tick, {
                                          "features": m.features, "action": m.action,
@@ -164,7 +167,13 @@ class LearnerNode(Node):
             for asm in self.assemblers.values():
                 asm.close()
         if self.training is not None:
-            self.training.join(timeout=60)
+            # an update can take minutes: the node must exit within ros2 launch's 5 s. An
+            # update cut short leaves the last announced version in force (checkpoints and
+            # learner_state.json are written atomically) and the restarted learner resumes
+            self.training.join(timeout=2.0)
+            if self.training.is_alive():
+                self.get_logger().warn("shutting down during an update: it is abandoned; the "
+                                       f"learner resumes at version {self.learner.version}")
 
 
 def main(args=None) -> int:

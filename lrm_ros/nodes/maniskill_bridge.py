@@ -61,6 +61,7 @@ class ManiSkillBridge(Node):
         self.sim_errors = 0
         self.failed = False
         self._last_stamp = None
+        self._waiting_for = ""
         self._stop = threading.Event()
         self._reset_requested = threading.Event()
         self._episode_started = threading.Condition()
@@ -97,7 +98,7 @@ class ManiSkillBridge(Node):
             "commands_rejected_nonfinite": g.rejected["nonfinite"],
             "command_timeouts": g.timeouts, "commands_missed": g.missed,
             "realtime_overruns": self.overruns, "realtime_late_publishes": self.late_publishes,
-            "sim_errors": self.sim_errors,
+            "sim_errors": self.sim_errors, "waiting_for": self._waiting_for,
             "step_ms_mean": round(1000 * self.step_time_total / max(1, self.ticks_total), 2),
         }
 
@@ -230,7 +231,46 @@ class ManiSkillBridge(Node):
         else:
             self.get_logger().info(f"starting: {n} subscriber(s) of {tick_topic}")
 
+    def _wait_for_required_nodes(self) -> bool:
+        """Hold the first tick until the graph's policy and reward model are ready
+        (BridgeConfig.wait_for_nodes); False (the node fails) after the timeout."""
+        names = [n for n in self.config.wait_for_nodes if n]
+        if not names:
+            return True
+        from lrm_ros.core.readiness import RequiredNodes
+        from lrm_ros.ros.readiness import NodeReadinessProbe
+        tick_topic = self.pub_tick.topic_name
+        probe = NodeReadinessProbe(self, names, tick_topic)
+        wait = RequiredNodes(names, self.config.wait_for_nodes_timeout_s)
+        self.get_logger().info(f"first tick waits for {', '.join(names)} (up to "
+                               f"{self.config.wait_for_nodes_timeout_s:g} s)")
+        self._waiting_for = wait.describe()
+        last_report = 0.0
+        while not self._stop.is_set():
+            wait.update(probe.poll())
+            self._waiting_for = wait.describe()
+            if wait.ready:
+                self.get_logger().info(f"{', '.join(names)} ready after {wait.waited_s:.1f} s")
+                return True
+            if wait.timed_out:
+                self.get_logger().fatal(
+                    f"no tick: after {self.config.wait_for_nodes_timeout_s:g} s the graph is not ready: "
+                    f"{wait.describe()}. Check that node's output (it may have died or still be loading); "
+                    "raise wait_for_nodes_timeout_s for a slow model")
+                return False
+            if wait.waited_s - last_report >= 10.0:
+                last_report = wait.waited_s
+                self.get_logger().info(f"waiting for {wait.describe()}")
+            self._stop.wait(0.1)
+        return False
+
     def _run(self) -> None:
+        if not self._wait_for_required_nodes():
+            if not self._stop.is_set():
+                self.failed = True
+                self.context.try_shutdown()
+            return
+        self._waiting_for = ""
         if self.config.start_wait_s > 0:
             self._wait_for_consumers()
         first = True

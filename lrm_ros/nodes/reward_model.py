@@ -46,6 +46,7 @@ class RewardModelNode(ManagedNode):
         self.backend = self.engine = None
         self.model_id, self.signal = "", self.config.effective_signal
         self.holds = {}
+        self._episode = {}            # env -> the episode of its latest tick
         self._pub_held = {}
         self._pub_result = {}
         self.frames_dropped = 0
@@ -90,7 +91,7 @@ class RewardModelNode(ManagedNode):
         if self.backend is not None:
             self.backend.close()
         self.backend = self.engine = None
-        self.holds, self._pub_held, self._pub_result = {}, {}, {}
+        self.holds, self._pub_held, self._pub_result, self._episode = {}, {}, {}, {}
 
     def _submit(self, queries) -> None:
         for q in queries:
@@ -111,6 +112,12 @@ class RewardModelNode(ManagedNode):
     def _on_tick(self, env: str, msg: ControlTick) -> None:
         if not self.active:
             return
+        last = self._episode.get(env)
+        if last is not None and msg.episode != last:
+            # the previous episode is over (its terminal query, if any, is already queued):
+            # its per-episode backend state (TOPReward's KV cache) goes once it is answered
+            self.engine.end_episode(env, last)
+        self._episode[env] = msg.episode
         queries, held = self.holds[env].on_tick(msg.episode, msg.tick, _stamp_ns(msg.header),
                                                 msg.episode_start, msg.episode_end)
         self._submit(queries)

@@ -65,6 +65,16 @@ class RobotBridgeNode(Node):
         if cfg.instruction:
             self.pub_instruction.publish(String(data=cfg.instruction))
         self.create_timer(cfg.period_s, self._on_timer)
+        self.readiness = None
+        names = [n for n in cfg.wait_for_nodes if n]
+        if names:
+            from lrm_ros.core.readiness import RequiredNodes
+            from lrm_ros.ros.readiness import NodeReadinessProbe
+            self.readiness = (NodeReadinessProbe(self, names, self.pub_tick.topic_name),
+                              RequiredNodes(names, timeout_s=60.0))
+            self.control.set_not_ready(self.readiness[1].describe())
+            self._was_ready = False
+            self.create_timer(0.25, self._check_ready)
         self.diagnostics = DiagnosticsPublisher(self, self._counters)
         self._status(f"ready: {cfg.control_rate_hz} Hz, {cfg.adapter} on {cfg.command_topic}"
                      + (f", gripper (action[{cfg.gripper_index}]) on {cfg.gripper_topic}"
@@ -116,6 +126,17 @@ class RobotBridgeNode(Node):
         res.success, res.message = fn()
         self._status(res.message)
         return res
+
+    def _check_ready(self) -> None:
+        """Episodes start only while the policy and reward model are ready (wait_for_nodes);
+        checked all along, so a node that dies or is deactivated blocks the next start."""
+        probe, wait = self.readiness
+        wait.update(probe.poll())
+        self.control.set_not_ready(wait.describe())
+        if wait.ready != self._was_ready:
+            self._was_ready = wait.ready
+            self._status("graph ready: episodes may start" if wait.ready
+                         else f"graph not ready, episodes cannot start: {wait.describe()}")
 
     # --- commands -------------------------------------------------------------------------
     def _on_command(self, msg: Float64MultiArray) -> None:
@@ -186,6 +207,7 @@ class RobotBridgeNode(Node):
     def _counters(self) -> dict:
         return {**self.counters, **self.safety.counters, **self.control.counters,
                 "paused": self.safety.paused, "running": self.control.running,
+                "waiting_for": self.control.not_ready,
                 "episode": self.control.episode, "tick": self.control.tick}
 
 

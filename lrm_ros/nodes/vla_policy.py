@@ -34,6 +34,7 @@ class PolicyNode(ManagedNode):
         self.sync = ObservationSync(self.config.frame_wait_s)
         self.instruction = ""
         self.acted = self.errors = self.no_instruction = self.frames_dropped = 0
+        self.joint_states_dropped = 0
         self.pub_status = self.create_publisher(String, "policy/status", LATCHED)
         self.diagnostics = DiagnosticsPublisher(self, self._counters)
         self.start()
@@ -79,7 +80,13 @@ class PolicyNode(ManagedNode):
         self._act(self.sync.on_frame(_stamp_ns(msg.header), frame))
 
     def _on_joints(self, msg: JointState) -> None:
-        self._act(self.sync.on_joints(_stamp_ns(msg.header), list(msg.position)))
+        positions = list(msg.position)
+        if not positions or not all(math.isfinite(v) for v in positions):
+            self.joint_states_dropped += 1
+            self.get_logger().error(f"dropped joint_states: {len(positions)} positions, empty or "
+                                    "non-finite (NaN/inf)", throttle_duration_sec=2.0)
+            return
+        self._act(self.sync.on_joints(_stamp_ns(msg.header), positions))
 
     def _on_tick(self, msg: ControlTick) -> None:
         self._act(self.sync.on_tick(TickInfo(msg.episode, msg.tick, _stamp_ns(msg.header),
@@ -139,6 +146,7 @@ class PolicyNode(ManagedNode):
                 "errors": self.errors, "ticks_late_frame": self.sync.late,
                 "ticks_skipped_no_frame": self.sync.skipped, "ticks_superseded": self.sync.superseded,
                 "no_instruction": self.no_instruction, "frames_dropped": self.frames_dropped,
+                "joint_states_dropped": self.joint_states_dropped,
                 "deterministic": self.config.deterministic}
 
 

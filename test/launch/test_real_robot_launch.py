@@ -5,7 +5,8 @@ The scenario of the pip-only test (test/test_graph_robot.py), brought up the ROS
 robot_bridge and camera_ingest in /env0. This test is the robot's drivers (camera, joint
 states) and the policy (commands through the monitor); it starts an episode with the operator
 service, checks that ticks flow with frames at model resolution, that commands reach the
-controller topic clipped, and that a pause stops them.
+controller topic clipped, and that a pause stops them; after shutdown, that every node exited
+by itself (exit code 0, no SIGTERM escalation) without a traceback.
 
 Run by `colcon test` or `launch_test` on this file; skipped where launch_testing/launch_ros
 are not installed (pip-only set-up).
@@ -16,6 +17,7 @@ pytest.importorskip("launch_testing")
 pytest.importorskip("launch_ros")
 pytest.importorskip("rclpy")
 
+import signal  # noqa: E402
 import tempfile  # noqa: E402
 import threading  # noqa: E402
 import time  # noqa: E402
@@ -23,7 +25,9 @@ import unittest  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import launch  # noqa: E402
+import launch_testing  # noqa: E402
 import launch_testing.actions  # noqa: E402
+import launch_testing.asserts  # noqa: E402
 import numpy as np  # noqa: E402
 from launch.actions import IncludeLaunchDescription  # noqa: E402
 from launch.launch_description_sources import PythonLaunchDescriptionSource  # noqa: E402
@@ -112,3 +116,24 @@ class TestRealRobotGraph(unittest.TestCase):
                 self.assertEqual(len(got), n)                    # nothing passes while paused
             finally:
                 stop.set()
+
+
+# --- after shutdown ---------------------------------------------------------------------
+
+@launch_testing.post_shutdown_test()
+class TestRealRobotGraphShutdown(unittest.TestCase):
+
+    def test_exit_codes(self, proc_info):
+        # ros2 launch sends SIGINT and escalates to SIGTERM after 5 s: every node must have
+        # exited by itself (run_node: 0; -SIGINT when the signal came before its handlers).
+        launch_testing.asserts.assertExitCodes(
+            proc_info, allowable_exit_codes=[launch_testing.asserts.EXIT_OK, -signal.SIGINT])
+        names = " ".join(proc_info.process_names())
+        for node in ("robot_bridge", "camera_ingest"):
+            self.assertIn(node, names)
+
+    def test_no_tracebacks_in_node_output(self, proc_output):
+        for event in proc_output:
+            text = event.text.decode(errors="replace")
+            self.assertNotIn("Traceback (most recent call last)", text,
+                             f"{event.process_name}: {text[-2000:]}")

@@ -22,9 +22,10 @@ import json
 import math
 import os
 import time
+from collections import deque
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Deque, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -109,6 +110,7 @@ class _Ep:
     rewards: List[float] = field(default_factory=list)
     last_completion: float = NAN
     deterministic: bool = False
+    fallbacks: int = 0          # ticks the bridge drove with its fallback command
 
 
 class EpisodeAssembler:
@@ -117,50 +119,103 @@ class EpisodeAssembler:
     `result_wait_s`) the terminal query result are in."""
 
     def __init__(self, env: str, store: EpisodeStore, result_wait_s: float = 10.0,
-                 clock: Callable[[], float] = time.monotonic):
+                 clock: Callable[[], float] = time.monotonic, feature_dim: int = 0,
+                 action_dim: int = 0):
         self.env, self.store, self.wait = env, store, float(result_wait_s)
+        self.feature_dim, self.action_dim = int(feature_dim), int(action_dim)   # 0: not checked
+        self.last_invalid = ""
         self.clock = clock
         self._eps: Dict[int, _Ep] = {}      # open episodes: the current one, and ended ones
                                              # still waiting for their terminal result
-        self.finished: List[EpisodeInfo] = []     # drained by the caller
+        # steps, held rewards and results of an episode whose tick 0 has not arrived yet:
+        # topics are not ordered across each other, and under load the policy's step for
+        # tick 0 can overtake control/tick (it dropped 1 episode in 379 in a 20-minute soak)
+        self._early: Dict[int, List[Tuple[str, tuple]]] = {}
+        self._newest = -1                    # the newest episode opened
+        # the last episodes finished (bounded: nobody has to drain it; the store is the record)
+        self.finished: Deque[EpisodeInfo] = deque(maxlen=16)
         self.counters = {"episodes_complete": 0, "episodes_aborted": 0, "joined_late": 0,
-                         "steps": 0, "stale_steps": 0, "terminal_result_missing": 0}
+                         "steps": 0, "stale_steps": 0, "terminal_result_missing": 0,
+                         "episodes_fallback": 0, "episodes_dropped": 0, "steps_invalid": 0}
 
     def _current(self, episode: int) -> Optional[_Ep]:
         return self._eps.get(int(episode))
 
-    def on_tick(self, episode: int, tick: int, start: bool, end: bool, end_reason: int) -> None:
+    def _keep_early(self, kind: str, episode: int, args: tuple) -> None:
+        if int(episode) <= self._newest:
+            return                           # an episode already gone (or joined late)
+        self._early.setdefault(int(episode), []).append((kind, args))
+        while sum(len(v) for v in self._early.values()) > 4096:      # bounded
+            self._early.pop(min(self._early))
+
+    def on_tick(self, episode: int, tick: int, start: bool, end: bool, end_reason: int,
+                fallbacks: int = 0) -> None:
+        """`fallbacks`: ControlTick.fallback_count, the episode's ticks so far that the bridge
+        stepped with its fallback command because no valid command came in time: such an
+        episode is not the policy's own (its recorded actions are not what was applied) and
+        is closed as incomplete, never trained on."""
         if start and tick == 0 and episode not in self._eps:
             for old in list(self._eps.values()):
                 if old.end_tick is None:     # never ended: its remaining messages are lost
                     self._abort(old, f"episode {episode} began before episode {old.episode} ended")
             self._eps[int(episode)] = _Ep(int(episode))
+            self._newest = max(self._newest, int(episode))
+            early = self._early.pop(int(episode), [])
+            for old_episode in [e for e in self._early if e < int(episode)]:
+                del self._early[old_episode]
+            for kind, args in early:         # what came before its tick 0
+                {"step": self.on_step, "held": self.on_held, "result": self.on_result}[kind](*args)
         ep = self._current(episode)
         if ep is None:
             if tick == 0 or start:
                 return
             self.counters["joined_late"] += int(tick == 1)
             return
+        ep.fallbacks = max(ep.fallbacks, int(fallbacks))
         if end:
             ep.end_tick, ep.end_reason, ep.end_seen = int(tick), int(end_reason), self.clock()
         self._advance(ep)
 
+    def _invalid_step(self, fields: dict) -> str:
+        """Why a PolicyStep cannot be trained on ("" = it can): wrong sizes, non-finite values."""
+        feats = np.asarray(fields.get("features", ()), np.float64).reshape(-1)
+        raw = np.asarray(fields.get("raw_action", ()), np.float64).reshape(-1)
+        if self.feature_dim and feats.size != self.feature_dim:
+            return f"features has {feats.size} values, the policy takes {self.feature_dim}"
+        if self.action_dim and raw.size != self.action_dim:
+            return f"raw_action has {raw.size} values, the policy has {self.action_dim}"
+        if not (np.isfinite(feats).all() and np.isfinite(raw).all()
+                and math.isfinite(float(fields.get("log_prob", NAN)))):
+            return "non-finite features, raw_action or log_prob"
+        return ""
+
     def on_step(self, episode: int, tick: int, fields: dict) -> None:
+        why = self._invalid_step(fields)
+        if why:      # dropped: the episode misses this step and is never finished
+            self.counters["steps_invalid"] += 1
+            self.last_invalid = why
+            return
         ep = self._current(episode)
-        if ep is not None:
+        if ep is None:
+            self._keep_early("step", episode, (episode, tick, fields))
+        else:
             ep.steps[int(tick)] = fields
             self._advance(ep)
 
     def on_held(self, episode: int, tick: int, value: float, completion: float, stale: bool) -> None:
         ep = self._current(episode)
-        if ep is not None:
+        if ep is None:
+            self._keep_early("held", episode, (episode, tick, value, completion, stale))
+        else:
             ep.held[int(tick)] = (float(value), float(completion), bool(stale))
             self._advance(ep)
 
     def on_result(self, episode: int, query_tick: int, valid: bool, value: float,
                   completion: float) -> None:
         ep = self._current(episode)
-        if ep is not None and valid and math.isfinite(value):
+        if ep is None and valid:
+            self._keep_early("result", episode, (episode, query_tick, valid, value, completion))
+        elif ep is not None and valid and math.isfinite(value):
             ep.results[int(query_tick)] = (float(value), float(completion))
             if ep.end_tick is not None:
                 self._advance(ep)
@@ -219,11 +274,17 @@ class EpisodeAssembler:
     def _summary(self, ep: _Ep) -> dict:
         r = np.asarray(ep.rewards, np.float64)
         return {"end_reason": ep.end_reason, "env_success": ep.end_reason == END_SUCCESS,
+                "fallback_ticks": ep.fallbacks,
                 "final_value": float(r[-1]) if r.size else NAN,
                 "final_completion": float(ep.last_completion), "reward_sum": float(np.nansum(r)),
                 "stale_steps": ep.stale_steps, "deterministic": ep.deterministic}
 
     def _finish(self, ep: _Ep) -> None:
+        if ep.fallbacks:
+            self.counters["episodes_fallback"] += 1
+            self._abort(ep, f"{ep.fallbacks} tick(s) driven by the bridge's fallback command "
+                            "(the policy did not answer in time, or died)")
+            return
         summary = self._summary(ep)
         path = ep.writer.finish(success=bool(summary["env_success"]), extra=summary)
         self.finished.append(self.store._info(path, json.loads((path / "meta.json").read_text())))
@@ -234,6 +295,11 @@ class EpisodeAssembler:
         if ep.writer is not None:
             ep.writer.abort(reason, extra=self._summary(ep))
             self.counters["episodes_aborted"] += 1
+        elif ep.end_tick != 0:
+            # nothing was written (its first step never completed: the policy or the reward
+            # model was gone): not in the store at all, but counted
+            self.counters["episodes_dropped"] += 1
+            self.last_invalid = f"episode {ep.episode} dropped: {reason}"
         if self._eps.get(ep.episode) is ep:
             del self._eps[ep.episode]
 
