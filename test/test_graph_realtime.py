@@ -16,7 +16,7 @@ def test_realtime_ticks_advance_without_commands_and_count_misses(tmp_path, fres
     from lrm_ros.ros.monitor import GraphMonitor
     env = ros_environment(domain_id=fresh_domain)
     os.environ["ROS_DOMAIN_ID"] = str(fresh_domain)
-    specs = resolve(load_graph("sim"), {"policy": "none", "mode": "realtime"})
+    specs = resolve(load_graph("sim"), {"policy": "none", "reward": "none", "mode": "realtime"})
     specs = [dataclasses.replace(s, parameters={**s.parameters, "control_rate_hz": 5.0,
                                                 "camera_width": 64, "camera_height": 64,
                                                 "diagnostics_period_s": 0.2})
