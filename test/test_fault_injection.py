@@ -5,10 +5,12 @@ model, PPO learner, recorder, respawn:=true), real processes. Marked `slow` (abo
 1. Garbage on the input topics (wrong sizes, NaN/inf, huge arrays, unknown encodings,
    malformed images, PolicyUpdates naming a missing or a corrupt file): nothing crashes,
    every drop is counted on /diagnostics, ticks go on.
-2. kill -9, one at a time, of the reward model, the policy and the learner mid-episode: each
+2. kill -9, one at a time, of the reward model, the policy, the learner and the recorder
+   mid-episode: each
    is respawned; fresh held rewards come again once the reward model is back, the bridge
    counts the fallback ticks of the policy's gap, the learner sets the episodes hit by the
-   gap aside (never among its complete episodes) and, respawned, records again.
+   gap aside (never among its complete episodes) and, respawned, records again; the bag the
+   recorder was killed writing stays readable, and the respawned one records next to it.
 docs/FAULT_INJECTION.md lists what was tried and what happened.
 """
 import array
@@ -188,6 +190,13 @@ def test_killed_nodes_are_respawned_and_the_gaps_are_flagged(graph):
     _respawned(runner, "learner", pid)
     assert mon.wait_for(lambda: _count(mon, "/learner", f"{NS}_episodes_complete") >= 1, 180), \
         _diag(mon, "/learner")
+    # the recorder: the bag it was killed writing stays readable; the new one goes next to it
+    pid = _kill(runner, "bag_recorder")
+    _respawned(runner, "bag_recorder", pid)
+    assert mon.wait_for(lambda: (graph["tmp"] / "bag_2").is_dir(), 60)
+    from lrm_ros.bags.load import load_bag
+    killed = load_bag(graph["tmp"] / "bag", namespace=NS)
+    assert killed.episodes and killed.storage == "mcap-direct"      # no metadata.yaml: read directly
     from lrm_ros.core.learn.episode_store import EpisodeStore
     store = EpisodeStore(graph["tmp"] / "learner" / "episodes")
     complete = {i.episode for i in store.complete_episodes()}
