@@ -142,6 +142,7 @@ class QwenVLProcessor:
             int(video_pixels[0] or QWEN3VL_VIDEO_MIN_PIXELS),
             int(video_pixels[1] or QWEN3VL_VIDEO_MAX_PIXELS))
         self._frame_processor = None
+        self._close_brace_ids = None
         self.chat_template = chat_template or getattr(tokenizer, "chat_template", None) or CHAT_TEMPLATE
         tid = tokenizer.convert_tokens_to_ids
         self.image_token = "<|image_pad|>"
@@ -190,6 +191,16 @@ class QwenVLProcessor:
         out = self.image_processor(images=[np.asarray(im) for im in images], return_tensors="np")
         return (torch.from_numpy(np.asarray(out["pixel_values"])),
                 torch.from_numpy(np.asarray(out["image_grid_thw"])).long())
+
+    @property
+    def close_brace_ids(self):
+        """Token ids whose text holds a '}' (a long tensor; computed once)."""
+        if self._close_brace_ids is None:
+            import torch
+            self._close_brace_ids = torch.tensor(
+                sorted(i for t, i in self.tokenizer.get_vocab().items() if "}" in t),
+                dtype=torch.long)
+        return self._close_brace_ids
 
     def tokens_per_image(self, grid_thw) -> List[int]:
         return [int(g.prod()) // (self.merge_size ** 2) for g in grid_thw]
@@ -481,17 +492,14 @@ def _adapter_config(adapter_dir: Path, model):
     mts = list(getattr(cfg, "modules_to_save", None) or [])
     if len(mts) > 1:
         names = [n for n, _ in model.named_modules()]
+        owners = {e: [n for n in names if n == e or n.endswith("." + e)] for e in mts}
 
-        def owners(entry):
-            return [n for n in names if n == entry or n.endswith("." + entry)]
+        def nested(e: str) -> bool:   # every module e names lies inside another entry's
+            outers = [o for other in mts if other != e for o in owners[other]]
+            return bool(owners[e]) and all(any(m.startswith(o + ".") for o in outers)
+                                           for m in owners[e])
 
-        keep = []
-        for e in mts:
-            inside = all(any(o.startswith(outer + ".") for other in mts if other != e
-                             for outer in owners(other)) for o in owners(e)) and owners(e)
-            if not inside:
-                keep.append(e)
-        cfg.modules_to_save = keep
+        cfg.modules_to_save = [e for e in mts if not nested(e)]
     return cfg
 
 
@@ -681,3 +689,12 @@ def make_random_lrm_adapters(base_path: str, root, seed: int = 0) -> Path:
     make_random_lora_adapter(base_path, root / "completion", seed + 2)
     make_random_lora_adapter(base_path, root / "contrastive", seed + 3)
     return root
+
+
+def check_pixels(backend: str, min_pixels: int, max_pixels: int) -> None:
+    """Pixel bounds of a backend config: 0 = the prompt profile's, else 16 <= min <= max."""
+    lo, hi = int(min_pixels), int(max_pixels)
+    if lo < 0 or hi < 0 or (lo and lo < 16) or (lo and hi and hi < lo):
+        raise ValueError(f"{backend}: need 16 <= min_pixels <= max_pixels (0 = the prompt "
+                         f"profile's), got min_pixels={min_pixels}, max_pixels={max_pixels} "
+                         f"(e.g. 224*224 = 50176 for 49 visual tokens per frame)")

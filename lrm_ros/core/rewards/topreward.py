@@ -90,10 +90,8 @@ class TopRewardConfig:
                              f"logp_min={self.logp_min}, logp_max={self.logp_max}")
         if int(self.max_episodes) < 1 or int(self.max_batch) < 1:
             raise ValueError("topreward: max_episodes and max_batch must be >= 1")
-        lo, hi = int(self.min_pixels), int(self.max_pixels)
-        if lo < 0 or hi < 0 or (lo and lo < 16) or (lo and hi and hi < lo):
-            raise ValueError(f"topreward: need 16 <= min_pixels <= max_pixels (0 = the profile's), "
-                             f"got {self.min_pixels}, {self.max_pixels}")
+        from .qwen import check_pixels
+        check_pixels("topreward", self.min_pixels, self.max_pixels)
         if float(self.video_fps) < 0:
             raise ValueError(f"topreward: video_fps must be > 0 (0 = the profile's), got {self.video_fps}")
         self.max_episodes = int(self.max_episodes)

@@ -104,11 +104,8 @@ class VLMConfig:
                              f"per-signal value), got {self.max_new_tokens}")
         if int(self.max_batch) < 1:
             raise ValueError(f"vlm: max_batch must be >= 1, got {self.max_batch}")
-        lo, hi = int(self.min_pixels), int(self.max_pixels)
-        if lo < 0 or hi < 0 or (lo and lo < 16) or (lo and hi and hi < lo):
-            raise ValueError(f"vlm: need 16 <= min_pixels <= max_pixels (0 = the prompt profile's), "
-                             f"got min_pixels={self.min_pixels}, max_pixels={self.max_pixels} "
-                             f"(e.g. 224*224 = 50176 for 49 visual tokens per frame)")
+        from .qwen import check_pixels   # light: qwen imports torch lazily
+        check_pixels("vlm", self.min_pixels, self.max_pixels)
         if self.dtype not in ("auto", "float32", "bfloat16", "float16"):
             raise ValueError(f"vlm: dtype must be auto, float32, bfloat16 or float16, got {self.dtype!r}")
         if self.tri_combination and self.tri_combination not in TRI_COMBINATIONS:
@@ -149,11 +146,7 @@ def _answer_stopper(proc, start: int, budgets: List[int], json_stop: List[Option
     signal's key. Rows are decoded only when their last token holds a '}'."""
     import torch
     from transformers import StoppingCriteria
-    close_ids = getattr(proc, "_close_brace_ids", None)
-    if close_ids is None:
-        close_ids = torch.tensor(sorted(i for t, i in proc.tokenizer.get_vocab().items()
-                                        if "}" in t), dtype=torch.long)
-        proc._close_brace_ids = close_ids
+    close_ids = proc.close_brace_ids
 
     class _Stop(StoppingCriteria):
         def __call__(self, input_ids, scores, **kwargs):
