@@ -102,7 +102,7 @@ def bench_topreward(path, model, proc, n_frames: int, repeats: int, prompts: str
     }
 
 
-def bench_vlm(path, model, proc, n_envs: int, repeats: int, max_new_tokens: int):
+def bench_vlm(path, model, proc, n_envs: int, repeats: int, max_new_tokens: int, measure_single: bool = True):
     """12 envs query at the same tick. Batched: the RewardEngine (max_batch = n_envs) over a
     "tri" backend: one left-padded generate for all 3 x n_envs prompts. One-at-a-time: how a
     request/response reward server (the LRM reference server) serves them: each request is
@@ -145,20 +145,23 @@ def bench_vlm(path, model, proc, n_envs: int, repeats: int, max_new_tokens: int)
     def one_prompt_at_a_time():
         return [{sig: be.score_batch([q])[0] for sig, be in single.items()} for q in queries]
 
-    batched_engine(), one_prompt_at_a_time()          # warm-up
+    batched_engine()                                 # warm-up
     t_batch, rb = timed(batched_engine, repeats)
+    result = {"envs": n_envs, "prompts": 3 * n_envs, "max_new_tokens": max_new_tokens,
+              "batch_sizes": sorted({r[2] for r in rb}), "batched_engine_s": t_batch,
+              "queries_per_s_batched": n_envs / t_batch}
+    if not measure_single:
+        return result
+    one_prompt_at_a_time()
     t_single, rs = timed(one_prompt_at_a_time, repeats)
     answers_b = [r[1].raw["answers"] for r in rb]
     answers_s = [{sig: res.raw["answers"][sig] for sig, res in per.items()
                   if sig in res.raw.get("answers", {})} for per in rs]
     same = all(all(ab.get(sig) == ans for sig, ans in a_s.items())
                for ab, a_s in zip(answers_b, answers_s))
-    return {
-        "envs": n_envs, "prompts": 3 * n_envs, "max_new_tokens": max_new_tokens,
-        "batch_sizes": sorted({r[2] for r in rb}),
-        "batched_engine_s": t_batch, "one_prompt_at_a_time_s": t_single,
-        "speedup": t_single / t_batch, "same_answers": same,
-    }
+    result.update(one_prompt_at_a_time_s=t_single, queries_per_s_single=n_envs / t_single,
+                  speedup=t_single / t_batch, same_answers=same)
+    return result
 
 
 def main(argv=None):
@@ -168,7 +171,10 @@ def main(argv=None):
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--frames", type=int, default=16)
-    ap.add_argument("--envs", type=int, default=12)
+    ap.add_argument("--envs", type=int, nargs="+", default=[12],
+                    help="(b) at each of these numbers of envs querying at the same tick")
+    ap.add_argument("--single-max-envs", type=int, default=1000,
+                    help="(b) measure one-prompt-at-a-time only up to this many envs (it is slow)")
     ap.add_argument("--max-new-tokens", type=int, default=16)
     ap.add_argument("--max-pixels", type=int, default=224 * 224)
     ap.add_argument("--threads", type=int, default=1)
@@ -196,20 +202,35 @@ def main(argv=None):
                   f"max |dlogP| {r['max_abs_logp_diff']:.2e}", flush=True)
         if size_b != size_a:
             path, model, proc = build(size_b, args.device, args.max_pixels, Path(tmp) / "b")
-        b = bench_vlm(path, model, proc, args.envs, args.repeats, args.max_new_tokens)
-        b["model_size"] = size_b
-        print(f"(b) VLM tri, {b['envs']} envs ({b['prompts']} prompts, {b['max_new_tokens']} new "
-              f"tokens, {size_b} model): batched engine {b['batched_engine_s']:.3f} s (batch sizes "
-              f"{b['batch_sizes']}) vs one prompt at a time {b['one_prompt_at_a_time_s']:.3f} s -> "
-              f"{b['speedup']:.1f}x (goal >= 6x); same answers: {b['same_answers']}")
-    result = {"command": "python bench/bench_rewards.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+        b = []
+        for n_envs in args.envs:
+            r = bench_vlm(path, model, proc, n_envs, args.repeats, args.max_new_tokens,
+                          measure_single=n_envs <= args.single_max_envs)
+            r["model_size"] = size_b
+            b.append(r)
+            single = (f"vs one prompt at a time {r['one_prompt_at_a_time_s']:.3f} s -> "
+                      f"{r['speedup']:.1f}x (goal >= 6x); same answers: {r['same_answers']}"
+                      if "speedup" in r else "(one prompt at a time not measured)")
+            print(f"(b) VLM tri, {r['envs']} envs ({r['prompts']} prompts, {r['max_new_tokens']} new "
+                  f"tokens, {size_b} model): batched engine {r['batched_engine_s']:.3f} s "
+                  f"({r['queries_per_s_batched']:.1f} queries/s, batch sizes {r['batch_sizes']}) "
+                  + single, flush=True)
+            write(args, build_s, a, b)
+    return write(args, build_s, a, b, final=True)
+
+
+def write(args, build_s, a, b, final=False):
+    argv = sys.argv[1:]
+    result = {"command": "python bench/bench_rewards.py " + " ".join(argv),
               "device": args.device, "threads": args.threads,
-              "build_s": build_s, "topreward_prefix_cache": a, "vlm_batching": b,
+              "build_s": build_s, "topreward_prefix_cache": a,
+              "vlm_batching": b[0] if len(b) == 1 else b,
               "note": "random-weight Qwen3-VL with the real Qwen tokenizer; ratios, not quality"}
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2))
-    print(f"wrote {out}")
+    if final:
+        print(f"wrote {out}")
     return result
 
 
