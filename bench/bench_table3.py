@@ -44,10 +44,10 @@ def run_config(name: str, a) -> dict:
     import torch
     from tqdm.auto import tqdm
     from lrm_ros.core.learn.ppo import PPOConfig
-    from lrm_ros.core.learn.rl import LearnerConfig, filtered_bc_update, ppo_update
-    from lrm_ros.core.learn.rollout import (as_store_episode, evaluate_policy, held_rewards,
-                                            oracle_rewards, run_episode)
-    from lrm_ros.core.policy.adapter import TinyVLAAdapter
+    from lrm_ros.core.learn.rl import (LearnerConfig, filtered_bc_update, ppo_update,
+                                       widen_action_std)
+    from lrm_ros.core.learn.rollout import as_store_episode, held_rewards, oracle_rewards
+    from lrm_ros.core.learn.rollout_pool import RolloutPool
     from lrm_ros.core.policy.tiny_vla import load_policy
     from lrm_ros.core.rewards import make_backend
     from lrm_ros.core.sim.maniskill_env import ManiSkillSim, SimConfig
@@ -62,24 +62,32 @@ def run_config(name: str, a) -> dict:
     init, _ = load_policy(ckpt)
     for p in init.parameters():
         p.requires_grad_(False)
-    adapter = TinyVLAAdapter(model, seed=a.seed)
-    sim = ManiSkillSim(SimConfig(env_id=a.task, max_episode_ticks=a.max_ticks or recommended_max_ticks(a.task)))
+    if a.explore_std > 0 and name != "il":
+        widen_action_std(model, a.explore_std)
+        widen_action_std(init, a.explore_std)
+    sim_cfg = SimConfig(env_id=a.task, max_episode_ticks=a.max_ticks or recommended_max_ticks(a.task),
+                        camera_width=a.camera, camera_height=a.camera)
+    pool = RolloutPool(sim_cfg, ckpt, workers=a.workers, threads=a.threads, noise_seed=a.seed)
     history = []
     backend = None
     if name in LITE or name == "filtered_bc":
-        backend = make_backend("lite", signal="completion" if name == "filtered_bc" else name)
+        backend = make_backend("lite", signal="completion" if name == "filtered_bc" else name,
+                               **({"model_path": a.lite_checkpoint} if a.lite_checkpoint else {}))
     lcfg = LearnerConfig(store_dir="unused", algorithm="filtered_bc" if name == "filtered_bc" else "ppo",
                          success_absorbing=not a.no_success_absorbing,
                          success_threshold=a.success_threshold, bc_epochs=a.bc_epochs)
     ppo = PPOConfig(learning_rate=a.lr, kl_coef=a.kl_coef, minibatch_size=a.minibatch,
-                    update_epochs=a.update_epochs)
+                    update_epochs=a.update_epochs, target_kl=a.target_kl)
     train_seed = 100_000          # the same training seeds for every configuration
     iterations = 0 if name == "il" else a.iterations
     bar = tqdm(range(iterations), desc=f"{name}", unit="iter")
+    steps = 0
     for it in bar:
-        eps = [run_episode(sim, adapter, train_seed + it * a.episodes_per_iteration + i,
-                           deterministic=False, episode=i)
-               for i in range(a.episodes_per_iteration)]
+        pool.set_policy(model)
+        first = train_seed + it * a.episodes_per_iteration
+        eps = pool.run(range(first, first + a.episodes_per_iteration), deterministic=False,
+                       keep_frames=backend is not None)
+        steps += sum(len(e.action) for e in eps)
         if name == "oracle":
             oracle_rewards(eps)
         else:
@@ -94,21 +102,27 @@ def run_config(name: str, a) -> dict:
                "oracle_return": float(np.mean([e.normalized_dense_rewards[1:].sum() for e in eps])),
                **{k: float(v) for k, v in stats.items()}}
         history.append(row)
-        bar.set_postfix(train_success=f"{row['train_success']:.2f}", ret=f"{row['mean_return']:.1f}")
+        bar.set_postfix(train_success=f"{row['train_success']:.2f}", ret=f"{row['mean_return']:.1f}",
+                        kl0=f"{row.get('kl_to_init', 0):.3f}")
     train_s = time.monotonic() - t0
     if iterations:
         from lrm_ros.core.policy.tiny_vla import save_policy
         save_policy(model, Path(a.out) / f"{name}_policy.pt", {"config": name, "iterations": iterations})
     seeds = range(a.eval_seed, a.eval_seed + a.eval_episodes)
-    ev = evaluate_policy(sim, adapter, seeds, deterministic=True, desc=f"{name} eval")
+    pool.set_policy(model)
+    ev = pool.evaluate(seeds, deterministic=True, desc=f"{name} eval")
+    steps += ev["steps"]
     if a.eval_stochastic:
-        ev["stochastic"] = evaluate_policy(sim, adapter, seeds, deterministic=False, desc=f"{name} eval (sampled)")
-    sim.close()
+        ev["stochastic"] = pool.evaluate(seeds, deterministic=False, desc=f"{name} eval (sampled)")
+    pool.close()
+    total_s = time.monotonic() - t0
     return {"config": name, "task": a.task, "iterations": iterations,
             "success_absorbing": lcfg.success_absorbing,
             "episodes_per_iteration": a.episodes_per_iteration, "interval": a.interval,
-            "eval": ev, "history": history, "train_s": train_s,
-            "total_s": time.monotonic() - t0}
+            "explore_std": a.explore_std, "lr": a.lr, "kl_coef": a.kl_coef, "target_kl": a.target_kl,
+            "workers": a.workers, "camera": a.camera, "env_steps": steps,
+            "steps_per_s": steps / total_s,
+            "eval": ev, "history": history, "train_s": train_s, "total_s": total_s}
 
 
 def report(out: Path) -> dict:
@@ -194,7 +208,14 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--no-success-absorbing", action="store_true",
                     help="train on the plain held values (LearnerConfig.success_absorbing off)")
-    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--threads", type=int, default=1, help="torch threads per rollout worker")
+    ap.add_argument("--workers", type=int, default=2, help="rollout processes (0 = in this process)")
+    ap.add_argument("--camera", type=int, default=224,
+                    help="camera side in pixels (224 = the models' input: no resize)")
+    ap.add_argument("--explore-std", type=float, default=0.0,
+                    help="raise the IL policy's action std to at least this before RL (0 = keep)")
+    ap.add_argument("--target-kl", type=float, default=0.02)
+    ap.add_argument("--lite-checkpoint", default="", help="lite reward checkpoint ('' = shipped)")
     ap.add_argument("--out", default=str(ROOT / "out" / "bench" / "table3"))
     ap.add_argument("--report", action="store_true", help="only merge the per-config results")
     a = ap.parse_args(argv)

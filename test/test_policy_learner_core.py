@@ -559,3 +559,35 @@ def test_assembler_keeps_steps_that_overtake_their_episodes_tick_0(tmp_path):
     assert asm.counters["episodes_dropped"] == 0
     asm.on_step(0, 5, step)                        # an old episode's straggler: not kept
     assert 0 not in asm._early
+
+
+def test_learner_explores_from_a_wider_imitation_policy_and_uses_only_its_episodes(tmp_path):
+    """ppo.explore_std: a fresh learner first publishes version 1 = the imitation policy with
+    the wider action spread; episodes of the narrow version 0 are not trained on."""
+    import math as _m
+    init = tmp_path / "init.pt"
+    torch.manual_seed(0)
+    narrow = TinyVLA(CFG)
+    with torch.no_grad():
+        narrow.log_std.fill_(-2.9)
+    save_policy(narrow, init, {"version": 0})
+    cfg = LearnerConfig(store_dir=str(tmp_path / "learner"), init_checkpoint=str(init),
+                        episodes_per_iteration=4, max_iterations=2)
+    learner = Learner(cfg, PPOConfig(minibatch_size=16, explore_std=0.2))
+    assert learner.version == 1 and learner.iteration == 0 and learner.min_episode_version == 1
+    v1, meta = load_policy(learner.checkpoint, learner.sha256)
+    assert meta["explore_std"] == 0.2
+    np.testing.assert_allclose(v1.effective_log_std().detach().numpy(), _m.log(0.2), rtol=1e-6)
+    np.testing.assert_allclose(learner.init_model.effective_log_std().numpy(), _m.log(0.2), rtol=1e-6)
+    for a, b in zip(v1.actor.parameters(), narrow.actor.parameters()):
+        assert torch.equal(a, b)                            # the same means
+    _record_episodes(learner.store, 4, version=0)
+    assert learner.usable_episodes() == []                  # recorded with the narrow policy
+    _record_episodes(learner.store, 4, version=1, seed=3)
+    assert len(learner.usable_episodes()) == 4
+    res = learner.train_iteration()
+    assert res.version == 2 and res.iteration == 1
+    again = Learner(cfg, PPOConfig(minibatch_size=16, explore_std=0.2))   # resumes, no new v1
+    assert again.resumed and again.version == 2 and again.min_episode_version == 1
+    with pytest.raises(ValueError, match="explore_std"):
+        PPOConfig(explore_std=-1)

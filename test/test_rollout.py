@@ -82,3 +82,37 @@ def test_evaluation_counts_successes_with_an_interval(sim, adapter):
     assert wilson_interval(0, 10)[0] == 0.0 and wilson_interval(10, 10)[1] == 1.0
     lo, hi = wilson_interval(5, 10)
     assert lo == pytest.approx(0.2366, abs=1e-3) and hi == pytest.approx(0.7634, abs=1e-3)
+
+
+def test_parallel_rollouts_equal_serial_ones_and_follow_the_set_policy():
+    """RolloutPool: the same seeds give the same (stochastic) episodes in worker processes as
+    in this process, and a new policy reaches the workers."""
+    import math as _m
+    from lrm_ros.core.learn.rl import widen_action_std
+    from lrm_ros.core.learn.rollout_pool import RolloutPool
+    from lrm_ros.core.sim.maniskill_env import SimConfig
+    cfg = SimConfig(env_id="PushCube-v1", max_episode_ticks=TICKS, camera_width=224, camera_height=224)
+    model, _ = load_policy(DEFAULT_CHECKPOINT)
+    with RolloutPool(cfg, workers=0, noise_seed=3) as serial:
+        serial.set_policy(model)
+        want = serial.run([11, 12], deterministic=False)
+    with RolloutPool(cfg, workers=2, noise_seed=3) as pool:
+        pool.set_policy(model)
+        got = pool.run([11, 12], deterministic=False, episode_ids=[5, 6])
+        assert [e.episode for e in got] == [5, 6] and [e.seed for e in got] == [11, 12]
+        for a, b in zip(want, got):
+            np.testing.assert_allclose(a.raw_action, b.raw_action, rtol=1e-5, atol=1e-6)
+            np.testing.assert_array_equal(a.frames, b.frames)
+        widen_action_std(model, 0.5)
+        assert torch.all(model.log_std >= _m.log(0.5) - 1e-6)
+        pool.set_policy(model)
+        wide = pool.run([11], deterministic=False, keep_frames=False)[0]
+        assert wide.frames.shape[0] == 2                 # first and last frame only
+        # the wider spread reached the worker: the sampled actions leave the mean further
+        m = model
+        mean = m.evaluate_actions(*m.split(torch.as_tensor(wide.features)),
+                                  torch.as_tensor(wide.raw_action, dtype=torch.float32))[3]
+        spread = np.abs(wide.raw_action - mean.detach().numpy()).mean()
+        assert spread > 0.2, spread
+        res = pool.evaluate([11, 12], desc="t", show_progress=False)
+        assert res["episodes"] == 2 and res["steps"] >= 2

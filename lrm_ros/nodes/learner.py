@@ -75,9 +75,14 @@ class LearnerNode(Node):
         self.failed_iterations = 0
         wall_timer(self, 0.25, self._on_timer)
         self.diagnostics = DiagnosticsPublisher(self, self._counters)
-        if self.learner.resumed and self.learner.version > 0:
-            self.get_logger().info(f"resumed at iteration {self.learner.iteration}, policy version "
-                                   f"{self.learner.version}")
+        if self.learner.version > 0:
+            if self.learner.resumed:
+                self.get_logger().info(f"resumed at iteration {self.learner.iteration}, policy "
+                                       f"version {self.learner.version}")
+            else:
+                self.get_logger().info(f"policy version {self.learner.version}: the imitation "
+                                       f"policy with action std >= {self.ppo.explore_std} "
+                                       "(ppo.explore_std) to explore")
             self._announce()
         self.get_logger().info(f"learning with {cfg.algorithm} from envs {list(cfg.envs)}; episodes "
                                f"and checkpoints in {self.learner.root}")

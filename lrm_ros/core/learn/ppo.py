@@ -50,6 +50,11 @@ class PPOConfig:
     returns (0 = off). Behaviour cloning leaves the critic untrained; advantages from an
     untrained critic are mostly noise, and PPO then walks the imitation policy away from what
     it does well"""
+    explore_std: float = 0.0
+    """raise the imitation policy's action std to at least this before RL (0 = keep it).
+    Behaviour cloning leaves it at the floor (~0.05): the rollouts hardly explore, and a step
+    that moves the mean by 0.01 already costs a KL of 0.02 per action dimension. The KL
+    reference (the initial policy) gets the same spread, so the KL term constrains the mean"""
     iterations: int = 30
     """RL iterations (the LRM paper: 30)"""
     stale_rewards: str = "skip"
@@ -66,6 +71,8 @@ class PPOConfig:
             raise ValueError(f"stale_rewards must be one of {STALE_MODES}, got {self.stale_rewards!r}")
         if self.value_prefit_epochs < 0:
             raise ValueError(f"value_prefit_epochs must be >= 0, got {self.value_prefit_epochs}")
+        if not 0 <= self.explore_std < 10:
+            raise ValueError(f"explore_std must be in [0, 10) (0 = keep), got {self.explore_std}")
         if self.target_kl < 0:
             raise ValueError(f"target_kl must be >= 0 (0 = off), got {self.target_kl}")
         if self.update_epochs < 1 or self.minibatch_size < 1 or self.iterations < 1:

@@ -491,6 +491,18 @@ def ppo_update(model, init_model, episodes: Sequence[dict], cfg: LearnerConfig, 
     return stats
 
 
+def widen_action_std(model, std: float) -> None:
+    """Raise the policy's action standard deviation to at least `std` (per dimension).
+    Behaviour cloning leaves it at the floor (~0.05), where the rollouts barely explore and a
+    PPO step that moves the mean by 0.01 already costs a KL of 0.02 per dimension."""
+    import math as _m
+    torch = _torch()
+    if std <= 0:
+        raise ValueError(f"std must be > 0, got {std}")
+    with torch.no_grad():
+        model.log_std.clamp_(min=_m.log(std))
+
+
 def episode_succeeded(meta: dict, cfg: LearnerConfig) -> bool:
     extra = meta.get("extra", meta)
     if cfg.success_source == "env":
@@ -559,6 +571,16 @@ class Learner:
         self.sha256 = str(state.get("sha256", ""))
         self.model, _ = load_policy(self.checkpoint, self.sha256)
         self.resumed = bool(state)
+        self.min_episode_version = int(state.get("min_episode_version", 0))
+        if cfg.algorithm == "ppo" and self.ppo.explore_std > 0:
+            widen_action_std(self.init_model, self.ppo.explore_std)
+            if not self.resumed:
+                # version 1 = the imitation policy with the wider spread: rollouts recorded
+                # with the narrow one (version 0) would give PPO ratios of ~1e-4
+                widen_action_std(self.model, self.ppo.explore_std)
+                self._save_version({"explore_std": self.ppo.explore_std})
+                self.min_episode_version = self.version
+                self._write_state()
 
     # -- state
     def _read_state(self) -> dict:
@@ -576,6 +598,7 @@ class Learner:
         tmp.write_text(json.dumps({"version": self.version, "iteration": self.iteration,
                                    "checkpoint": self.checkpoint, "sha256": self.sha256,
                                    "used": sorted(self.used), "history": self.history,
+                                   "min_episode_version": self.min_episode_version,
                                    "config": asdict(self.cfg), "ppo": asdict(self.ppo)}, indent=1))
         os.replace(tmp, p)
 
@@ -583,7 +606,8 @@ class Learner:
     def usable_episodes(self) -> List[EpisodeInfo]:
         out = []
         for info in self.store.complete_episodes():
-            if info.path.name in self.used or info.policy_version < self.version - self.cfg.max_policy_lag:
+            if (info.path.name in self.used or info.policy_version < self.version - self.cfg.max_policy_lag
+                    or info.policy_version < self.min_episode_version):
                 continue
             if self.cfg.algorithm == "ppo" and info.meta.get("extra", {}).get("deterministic", False):
                 continue   # evaluation rollouts: no exploration to learn from
@@ -600,7 +624,6 @@ class Learner:
         return not self.done and n >= self.cfg.episodes_per_iteration
 
     def train_iteration(self) -> IterationResult:
-        from lrm_ros.core.policy.tiny_vla import save_policy
         infos = self.usable_episodes()[: self.cfg.episodes_per_iteration]
         if not infos:
             raise ValueError("no usable episodes recorded yet")
@@ -632,12 +655,7 @@ class Learner:
                                                        or [NAN])),
                      policy_versions_used=float(len({i.policy_version for i in infos})))
         self.iteration += 1
-        self.version += 1
-        path = self.ckpt_dir / f"policy_v{self.version:04d}.pt"
-        sha = save_policy(self.model, path, meta={"version": self.version, "iteration": self.iteration,
-                                                  "algorithm": self.cfg.algorithm,
-                                                  "init": self.init_meta})
-        self.checkpoint, self.sha256 = str(path.resolve()), sha
+        sha = self._save_version()
         self.used.update(i.path.name for i in infos)
         self.history.append({"iteration": self.iteration, "version": self.version,
                              **{k: (v if math.isfinite(v) else None) for k, v in stats.items()}})
@@ -645,6 +663,16 @@ class Learner:
         self._prune()
         return IterationResult(self.iteration, self.version, self.checkpoint, sha,
                                self.cfg.algorithm, stats)
+
+    def _save_version(self, extra: Optional[dict] = None) -> str:
+        from lrm_ros.core.policy.tiny_vla import save_policy
+        self.version += 1
+        path = self.ckpt_dir / f"policy_v{self.version:04d}.pt"
+        sha = save_policy(self.model, path, meta={"version": self.version, "iteration": self.iteration,
+                                                  "algorithm": self.cfg.algorithm,
+                                                  "init": self.init_meta, **(extra or {})})
+        self.checkpoint, self.sha256 = str(path.resolve()), sha
+        return sha
 
     def _prune(self) -> None:
         if self.cfg.keep_checkpoints <= 0:

@@ -149,6 +149,11 @@ def evaluate_policy(sim, adapter: PolicyAdapter, seeds: Sequence[int], determini
     for s in bar:
         wins.append(run_episode(sim, adapter, int(s), deterministic).success)
         bar.set_postfix(success=f"{np.mean(wins):.2f}")
+    return summarize_successes(wins)
+
+
+def summarize_successes(wins: Sequence[bool]) -> Dict[str, object]:
+    """Success rate of a list of episode outcomes, with its 95% Wilson interval."""
     k, n = int(sum(wins)), len(wins)
     lo, hi = wilson_interval(k, n)
     return {"success_rate": k / n if n else float("nan"), "successes": k, "episodes": n,
