@@ -82,6 +82,7 @@ def run_config(name: str, a) -> dict:
     iterations = 0 if name == "il" else a.iterations
     bar = tqdm(range(iterations), desc=f"{name}", unit="iter")
     steps = 0
+    recent: list = []          # the last --reuse-iterations batches (PPO: max_policy_lag)
     for it in bar:
         pool.set_policy(model)
         first = train_seed + it * a.episodes_per_iteration
@@ -92,7 +93,9 @@ def run_config(name: str, a) -> dict:
             oracle_rewards(eps)
         else:
             held_rewards(backend, eps, interval=a.interval)
-        batch = [as_store_episode(e) for e in eps]
+        recent.append([as_store_episode(e) for e in eps])
+        del recent[:-a.reuse_iterations]
+        batch = [e for group in recent for e in group]
         if name == "filtered_bc":
             stats = filtered_bc_update(model, batch, lcfg, seed=a.seed + it)
         else:
@@ -117,12 +120,24 @@ def run_config(name: str, a) -> dict:
     pool.close()
     total_s = time.monotonic() - t0
     return {"config": name, "task": a.task, "iterations": iterations,
+            "reward_model_tasks": list(backend.meta.get("training_tasks", [])) if backend is not None
+            and hasattr(backend, "meta") else [],
+            "git_rev": _git_rev(), "command": "python bench/bench_table3.py " + " ".join(sys.argv[1:]),
             "success_absorbing": lcfg.success_absorbing,
             "episodes_per_iteration": a.episodes_per_iteration, "interval": a.interval,
-            "explore_std": a.explore_std, "lr": a.lr, "kl_coef": a.kl_coef, "target_kl": a.target_kl,
+            "explore_std": a.explore_std, "reuse_iterations": a.reuse_iterations, "lr": a.lr,
+            "kl_coef": a.kl_coef, "target_kl": a.target_kl,
             "workers": a.workers, "camera": a.camera, "env_steps": steps,
             "steps_per_s": steps / total_s,
             "eval": ev, "history": history, "train_s": train_s, "total_s": total_s}
+
+
+def _git_rev() -> str:
+    import subprocess
+    r = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
+    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
+                           capture_output=True, text=True).stdout.strip()
+    return r.stdout.strip() + ("+dirty" if dirty else "")
 
 
 def report(out: Path) -> dict:
@@ -154,11 +169,29 @@ def report(out: Path) -> dict:
     if not orc - il > 0:
         lines.append(f"\nheadroom undefined: oracle RL ({orc:.2f}) did not beat IL ({il:.2f})")
     md = "\n".join(lines)
+    first = next(iter(rows.values()))
+    task = first["task"]
+    summary = {
+        "task": task,
+        "reward_model_tasks": sorted({t for r in rows.values() for t in r.get("reward_model_tasks", [])}),
+        "iterations": max(r["iterations"] for r in rows.values()),
+        "eval_episodes": max(r["eval"]["episodes"] for r in rows.values()),
+        "wall_s": sum(r["total_s"] for r in rows.values()),
+        "git_rev": sorted({r.get("git_rev", "") for r in rows.values()}),
+        "command": sorted({r.get("command", "") for r in rows.values()}),
+        "rows": {r["config"]: {"success_rate": r["success"], "ci95": r["ci95"],
+                               "headroom_captured": None if math.isnan(r["headroom_captured"])
+                               else r["headroom_captured"]} for r in table},
+        "settings": {k: first.get(k) for k in ("episodes_per_iteration", "interval", "explore_std",
+                                                "reuse_iterations", "lr", "kl_coef", "target_kl",
+                                                "workers", "camera")},
+    }
     (out / "table3.md").write_text(md + "\n")
     (out / "table3.json").write_text(json.dumps({"rows": table, "raw": rows}, indent=1))
+    (out / f"table3_{task.split('-')[0]}.json").write_text(json.dumps(summary, indent=1))
     _plot(rows, table, out / "table3.png")
     print(md)
-    return {"rows": table}
+    return {"rows": table, "summary": summary}
 
 
 def _plot(rows, table, path: Path) -> None:
@@ -215,6 +248,9 @@ def main(argv=None) -> int:
     ap.add_argument("--explore-std", type=float, default=0.0,
                     help="raise the IL policy's action std to at least this before RL (0 = keep)")
     ap.add_argument("--target-kl", type=float, default=0.02)
+    ap.add_argument("--reuse-iterations", type=int, default=1,
+                    help="train each update on the episodes of the last N iterations (PPO's ratio "
+                         "is taken to the policy that recorded them; 1 = on-policy)")
     ap.add_argument("--lite-checkpoint", default="", help="lite reward checkpoint ('' = shipped)")
     ap.add_argument("--out", default=str(ROOT / "out" / "bench" / "table3"))
     ap.add_argument("--report", action="store_true", help="only merge the per-config results")
