@@ -113,6 +113,14 @@ def test_the_learner_store_resumes_after_the_graph_stops(run):
     ep = learner.store.load(complete[0])
     assert ep["features"].shape[1] == 1280 + 384 + 9 and ep["done"][-1]
     assert learner.store.pending_episodes() == []      # stop closed or recovery handled them
+    # the updates trained on every step of the episodes they used, each with a finite reward
+    import numpy as np
+    state = json.loads((tmp / "learner" / "learner_state.json").read_text())
+    used = [learner.store.load(i) for i in complete if i.path.name in set(state["used"])]
+    assert len(used) == 2 * ITERATIONS
+    assert all(np.all(np.isfinite(e["reward"])) for e in used)
+    trained = [h for h in state["history"] if h.get("iteration")]
+    assert sum(h["steps"] for h in trained) == sum(len(e["reward"]) for e in used)
 
 
 def test_the_sim_graph_runs_on_simulated_time(run):
