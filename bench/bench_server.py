@@ -9,12 +9,15 @@ vLLM's CPU attention takes; real Qwen tokenizer), same requests; no assertions. 
       server batches them) vs the in-process batched engine (one left-padded generate) vs
       one request at a time (LRM's reference server design: one prompt per generate call, in
       turn), in-process and through the server (max_in_flight 1).
-  (b) TOPReward over one 16-frame episode (one query per frame, growing video prefix)
-      through the server: with its automatic prefix cache vs without it (each request with
-      its own `cache_salt`, so no cached block can match: the same work as a server started
-      with --no-enable-prefix-caching), reporting vllm:prefix_cache_hits_total and
-      vllm:prompt_tokens_cached_total from /metrics; and the in-process topreward backend's
-      own prefix KV cache vs none, for reference. log P differences server vs in-process.
+  (b) TOPReward over 16-frame episodes (one query per frame, growing prefix; each timed
+      episode has new frames, as live) through the server: with its automatic prefix cache
+      vs without it (each request with its own `cache_salt`, so no cached block can match:
+      the same work as a server started with --no-enable-prefix-caching), reporting
+      vllm:prefix_cache_hits_total and the cached prompt tokens from /metrics; and the
+      in-process topreward backend's own prefix KV cache vs none, for reference. Both
+      profiles: topreward_official (frames as ONE video: vLLM hashes the video whole, so a
+      grown video reuses only the text before it) and lrm_ros (one image per frame: earlier
+      frames are cached blocks). log P differences server vs in-process.
 
 On this 2-core CPU the server and this process share the cores: the figures measure the
 serving machinery (batching, caching, HTTP), not GPU throughput.
@@ -128,20 +131,21 @@ def bench_tri(server, model, proc, n_envs, repeats, max_new_tokens):
     return res
 
 
-def bench_topreward(server, model, proc, n_frames, repeats):
+def bench_topreward(server, model, proc, n_frames, repeats, prompts):
+    """One live episode per repeat, each with new frames (nothing the server has seen)."""
     from lrm_ros.core.rewards import make_backend
     from lrm_ros.core.rewards.base import RewardQuery
-    rng = np.random.default_rng(0)
-    frames = [rng.integers(0, 256, (224, 224, 3), dtype=np.uint8) for _ in range(n_frames)]
 
-    def queries(episode):
-        return [RewardQuery(env="env0", episode=episode, tick=10 * n, instruction="pick up the red cube",
+    def episode_queries(ep):
+        rng = np.random.default_rng(1000 + ep)
+        frames = [rng.integers(0, 256, (224, 224, 3), dtype=np.uint8) for _ in range(n_frames)]
+        return [RewardQuery(env="env0", episode=ep, tick=10 * n, instruction="pick up the red cube",
                             frame=frames[n - 1], frames=tuple(frames[:n])) for n in range(1, n_frames + 1)]
 
-    srv = make_backend("vllm", server_url=server.url, model=server.model, signal="topreward",
-                       timeout_s=600)
-    salted = make_backend("vllm", server_url=server.url, model=server.model, signal="topreward",
-                          timeout_s=600)
+    common = dict(server_url=server.url, model=server.model, signal="topreward", timeout_s=600,
+                  prompts=prompts)
+    srv = make_backend("vllm", **common)
+    salted = make_backend("vllm", **common)
     orig = salted.topreward_body
 
     def no_cache_body(*a, **kw):          # a fresh salt: no cached block can match
@@ -149,17 +153,13 @@ def bench_topreward(server, model, proc, n_frames, repeats):
         body["cache_salt"] = uuid.uuid4().hex
         return body
     salted.topreward_body = no_cache_body
-    cached_local = make_backend("topreward", model_path=str(server.model_dir), model=model, processor=proc)
-    plain_local = make_backend("topreward", model_path=str(server.model_dir), model=model, processor=proc,
-                               cache=False)
-    counter = iter(range(1, 1_000_000))
+    local = dict(model_path=str(server.model_dir), model=model, processor=proc, prompts=prompts)
+    cached_local = make_backend("topreward", **local)
+    plain_local = make_backend("topreward", cache=False, **local)
 
-    def episode(be):
-        ep = next(counter)                # a new episode: the frames are new to the caches?
-        # (the server's cache is content-keyed: a repeat of the same frames hits it; the first
-        # repeat is the warm-up, as the in-process backends' first run)
+    def episode(be, ep):
         lat, lps = [], []
-        for q in queries(ep):
+        for q in episode_queries(ep):
             t = time.perf_counter()
             r = be.score_batch([q])[0]
             lat.append(time.perf_counter() - t)
@@ -167,14 +167,21 @@ def bench_topreward(server, model, proc, n_frames, repeats):
         be.end_episode("env0", ep)
         return lps, lat
 
-    out = {"frames": n_frames, "frame_size": 224}
+    out = {"prompts": prompts, "frames": n_frames, "frame_size": 224, "episodes_timed": repeats}
     for name, be in [("server_prefix_cache", srv), ("server_no_prefix_cache", salted),
                      ("inprocess_kv_cache", cached_local), ("inprocess_no_cache", plain_local)]:
+        episode(be, 0)                    # warm-up (its own frames)
         m0 = srv.metrics() if name.startswith("server") else {}
-        episode(be)                       # warm-up (the server's cache then holds the frames)
-        t, (lps, lat) = timed(lambda: episode(be), repeats)
+        times, lats, lps = [], [], []
+        for ep in range(1, repeats + 1):
+            t = time.perf_counter()
+            lp, lat = episode(be, ep)
+            times.append(time.perf_counter() - t)
+            lats += lat
+            lps += lp
+        t = statistics.median(times)
         entry = {"episode_s": t, "per_query_ms": 1e3 * t / n_frames,
-                 "latency_p50_ms": 1e3 * pct(lat, 50), "latency_p99_ms": 1e3 * pct(lat, 99),
+                 "latency_p50_ms": 1e3 * pct(lats, 50), "latency_p99_ms": 1e3 * pct(lats, 99),
                  "log_p_true": lps}
         if name.startswith("server"):
             m1 = srv.metrics()
@@ -197,7 +204,7 @@ def bench_topreward(server, model, proc, n_frames, repeats):
 
 
 def markdown(res):
-    a, b = res["tri"], res["topreward"]
+    a = res["tri"]
     lines = [
         "# The `vllm` reward backend vs in-process (bench/bench_server.py)", "",
         f"Command: `{res['command']}`  ",
@@ -217,24 +224,29 @@ def markdown(res):
         lines.append(f"| {label} | {e['s']:.2f} | {e['queries_per_s']:.2f} | {e['latency_p50_s']:.2f} | "
                      f"{e['latency_p99_s']:.2f} | {e.get('speedup_vs_inprocess_one_at_a_time', 1.0):.2f}x |")
     lines += ["", f"Same answers, server vs in-process: {a['same_answers_server_vs_inprocess']}.", "",
-              f"## (b) TOPReward over a {b['frames']}-frame episode (224x224 frames as one video, "
-              "one query per frame)", "",
-              "| serving | episode s | per query ms | p50 ms | p99 ms | prefix cache hits (tokens) | prompt tokens cached |",
-              "|---|---|---|---|---|---|---|"]
-    for k, label in [("server_prefix_cache", "server, prefix cache"),
-                     ("server_no_prefix_cache", "server, no prefix cache (cache_salt per request)"),
-                     ("inprocess_kv_cache", "in-process topreward, prefix KV cache"),
-                     ("inprocess_no_cache", "in-process topreward, no cache")]:
-        e = b[k]
-        hits = e.get("vllm:prefix_cache_hits_total_delta", "")
-        cached = e.get("vllm:prompt_tokens_cached_total_delta", "")
-        lines.append(f"| {label} | {e['episode_s']:.2f} | {e['per_query_ms']:.0f} | {e['latency_p50_ms']:.0f} | "
-                     f"{e['latency_p99_ms']:.0f} | {hits if hits == '' else int(hits)} | "
-                     f"{cached if cached == '' else int(cached)} |")
-    lines += ["", f"Server prefix cache: {b['speedup_server_prefix_cache']:.2f}x; in-process KV cache: "
-              f"{b['speedup_inprocess_kv_cache']:.2f}x. Max |log P(True) server - in-process|: "
-              f"{b['max_abs_logp_diff_server_vs_inprocess']:.2e}. Counter deltas cover the warm-up "
-              f"episode and {res['repeats']} timed episodes.", ""]
+              f"## (b) TOPReward over {res['frames']}-frame episodes (224x224 frames, one query per "
+              f"frame; {res['repeats']} live episodes, new frames each, median episode time)", "",
+              "| profile | serving | episode s | per query ms | p50 ms | p99 ms | prefix cache hits (tokens) | prompt tokens cached / total |",
+              "|---|---|---|---|---|---|---|---|"]
+    for b in res["topreward"]:
+        for k, label in [("server_prefix_cache", "server, prefix cache"),
+                         ("server_no_prefix_cache", "server, no prefix cache (cache_salt per request)"),
+                         ("inprocess_kv_cache", "in-process topreward, prefix KV cache"),
+                         ("inprocess_no_cache", "in-process topreward, no cache")]:
+            e = b[k]
+            hits = e.get("vllm:prefix_cache_hits_total_delta")
+            cached = e.get("vllm:prompt_tokens_cached_total_delta")
+            total = e.get("vllm:prompt_tokens_total_delta")
+            lines.append(f"| {b['prompts']} | {label} | {e['episode_s']:.2f} | {e['per_query_ms']:.0f} | "
+                         f"{e['latency_p50_ms']:.0f} | {e['latency_p99_ms']:.0f} | "
+                         f"{'' if hits is None else int(hits)} | "
+                         f"{'' if cached is None else f'{int(cached)} / {int(total)}'} |")
+    lines.append("")
+    for b in res["topreward"]:
+        lines.append(f"- {b['prompts']}: server prefix cache {b['speedup_server_prefix_cache']:.2f}x, "
+                     f"in-process KV cache {b['speedup_inprocess_kv_cache']:.2f}x; max |log P(True) "
+                     f"server - in-process| {b['max_abs_logp_diff_server_vs_inprocess']:.1e}.")
+    lines += ["", "Counters are deltas over the timed episodes (the warm-up episode excluded).", ""]
     return "\n".join(lines)
 
 
@@ -244,6 +256,8 @@ def main(argv=None):
     ap.add_argument("--frames", type=int, default=16)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--max-new-tokens", type=int, default=16)
+    ap.add_argument("--topreward-prompts", nargs="+", default=["topreward_official", "lrm_ros"],
+                    help="TOPReward profiles: frames as one video / as images")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "server.json"))
     args = ap.parse_args(argv)
     import torch
@@ -266,7 +280,9 @@ def main(argv=None):
                "server_start_s": start_s, "repeats": args.repeats}
         res["tri"] = bench_tri(server, model, proc, args.envs, args.repeats, args.max_new_tokens)
         print(json.dumps(res["tri"], indent=1), flush=True)
-        res["topreward"] = bench_topreward(server, model, proc, args.frames, args.repeats)
+        res["frames"] = args.frames
+        res["topreward"] = [bench_topreward(server, model, proc, args.frames, args.repeats, p)
+                            for p in args.topreward_prompts]
     finally:
         server.stop()
     out = Path(args.out)

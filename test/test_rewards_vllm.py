@@ -7,7 +7,9 @@ LoRA adapters served as LoRA modules.
   (greedy, float32, the same weights), for the base model and with one LoRA module per
   signal (the in-process backend holding the same three adapters in peft).
 - TOPReward: log P(" True") through the server equals the in-process `topreward` backend's
-  (frames as one video, open user turn) for odd and even frame counts.
+  (frames as one video, open user turn) for odd and even frame counts, and with frames as
+  images (closed turn); the server's prefix cache reuses earlier frames as images, while a
+  grown video (one multimodal item, hashed whole) only hits on an identical repeat.
 - Faults: closed port, unknown model, a paused (SIGSTOP) server, HTTP 5xx and malformed JSON
   (a tiny local HTTP server: the only way to make a server answer so), and the server
   stopped: each query gets an error/timeout result with the reason, never a hang.
@@ -110,12 +112,12 @@ def test_each_signal_names_its_lora_module(vllm_server, local):
 
 def test_topreward_log_p_true_equals_the_in_process_backend(vllm_server, local):
     model, proc = local
-    frames = _frames(6, seed=3)
+    frames = _frames(6, seed=3, size=224)     # 49 tokens per pair: the prefix fills cache blocks
     srv = _server(vllm_server, signal="topreward")
     assert srv.answer_id == 3007                          # " True" (with its space)
     ref = make_backend("topreward", model_path=str(vllm_server.model_dir), model=model,
                        processor=proc)
-    before = srv.metrics().get("vllm:prefix_cache_hits_total", 0.0)
+    before = srv.metrics()["vllm:prefix_cache_hits_total"]
     for n in (1, 2, 3, 5, 6):                             # odd counts: a padded last pair
         q = RewardQuery("env0", 1, 10 * n, INSTR, frames[n - 1], frames=tuple(frames[:n]))
         (g,), (w,) = srv.score_batch([q]), ref.score_batch([q])
@@ -127,8 +129,32 @@ def test_topreward_log_p_true_equals_the_in_process_backend(vllm_server, local):
     assert len(set(round(x, 4) for x in lp)) == 3         # it depends on the frames
     # each query's frames were encoded once: the episode's earlier frames are reused
     assert srv.stats["frames_encoded"] == 6 + 3
-    after = srv.metrics().get("vllm:prefix_cache_hits_total", 0.0)
-    assert after > before                                 # the growing prefix hit the cache
+    # the video is ONE multimodal item, hashed whole: a grown video shares no cached block
+    # with the previous query beyond the text before it; the same query again hits the cache
+    mid = srv.metrics()["vllm:prefix_cache_hits_total"]
+    q = RewardQuery("env0", 1, 60, INSTR, frames[5], frames=tuple(frames))
+    assert srv.score_batch([q])[0].raw["log_p_true"] == g.raw["log_p_true"]
+    assert srv.metrics()["vllm:prefix_cache_hits_total"] > mid
+    print("prefix cache hits: growing video episode", mid - before)
+
+
+def test_topreward_with_frames_as_images_equals_in_process_and_reuses_the_prefix(vllm_server, local):
+    """lrm_ros's TOPReward variant (one image per frame, closed turn, "True"): equal to the
+    in-process backend; each frame is its own multimodal item, so the growing episode's
+    earlier frames are cached blocks on the server."""
+    model, proc = local
+    frames = _frames(5, seed=6, size=224)
+    srv = _server(vllm_server, signal="topreward", prompts="lrm_ros")
+    ref = make_backend("topreward", model_path=str(vllm_server.model_dir), model=model,
+                       processor=proc, prompts="lrm_ros")
+    assert srv.answer_id == ref.answer_id
+    before = srv.metrics()["vllm:prefix_cache_hits_total"]
+    for n in range(1, 6):
+        q = RewardQuery("env0", 1, 10 * n, INSTR, frames[n - 1], frames=tuple(frames[:n]))
+        (g,), (w,) = srv.score_batch([q]), ref.score_batch([q])
+        assert g.status == "" and g.valid, g.invalid
+        assert abs(g.raw["log_p_true"] - w.raw["log_p_true"]) < 2e-3, (n, g.raw, w.raw)
+    assert srv.metrics()["vllm:prefix_cache_hits_total"] > before
 
 
 def test_configure_fails_on_a_closed_port_or_an_unknown_model(vllm_server):
@@ -194,7 +220,7 @@ def test_a_paused_server_gives_timeouts_and_the_engine_never_blocks(vllm_server)
     assert all(r is not None and "within 1 s" in r.invalid[0] for _, _, r in seen)
     assert "within 1 s" in engine.last_error
     # and the server serves again once resumed
-    (r,) = srv.score_batch(_lrm_queries(_frames(1, seed=5))[:1])
+    (r,) = srv.score_batch(_lrm_queries(_frames(3, seed=5))[:1])
     assert r.status == "" and "progress" in r.raw["answers"]
 
 
@@ -240,7 +266,7 @@ def test_server_faults_5xx_and_malformed_json(status, body, want):
     try:
         b = make_backend("vllm", server_url=fake.url, model="m", check_on_start=False,
                          retries=2, retry_backoff_s=0.01, signal="progress")
-        (r,) = b.score_batch(_lrm_queries(_frames(1))[:1])
+        (r,) = b.score_batch(_lrm_queries(_frames(3))[:1])
         assert r.status == ERROR and not r.valid and want in r.invalid[0], r.invalid
         assert fake.hits == (3 if status >= 500 else 1)   # 5xx retried, the rest not
         if status == 500:
@@ -265,7 +291,7 @@ def test_api_key_is_sent_and_never_shown(monkeypatch):
     try:
         b = make_backend("vllm", server_url=fake.url, model="m", api_key_env="MY_REWARD_KEY",
                          signal="progress")
-        (r,) = b.score_batch(_lrm_queries(_frames(1))[:1])   # {"data": ...}: malformed answer
+        (r,) = b.score_batch(_lrm_queries(_frames(3))[:1])   # {"data": ...}: malformed answer
     finally:
         fake.shutdown()
         fake.server_close()
@@ -338,7 +364,33 @@ def test_server_stopped_gives_errors_and_configure_fails(vllm_server):
     srv = _server(vllm_server, signal="progress", retries=1, retry_backoff_s=0.01, timeout_s=3.0)
     vllm_server.stop()
     assert not vllm_server.alive()
-    (r,) = srv.score_batch(_lrm_queries(_frames(1))[:1])
+    (r,) = srv.score_batch(_lrm_queries(_frames(3))[:1])
     assert r.status == ERROR and "unreachable" in r.invalid[0] and vllm_server.url in r.invalid[0]
     with pytest.raises(ServerUnavailableError, match="server_url"):
         _server(vllm_server, signal="progress", retries=0)
+
+
+def test_node_config_for_the_vllm_backend():
+    from lrm_ros.core.rewards.config import RewardNodeConfig
+    with pytest.raises(ValueError, match="server_url"):
+        RewardNodeConfig(backend="vllm", model_name="m")
+    with pytest.raises(ValueError, match="model_name"):
+        RewardNodeConfig(backend="vllm", server_url="http://gpu-box:8000/v1")
+    with pytest.raises(ValueError, match="request_timeout_s"):
+        RewardNodeConfig(backend="vllm", server_url="http://h:1/v1", model_name="m",
+                         request_timeout_s=20.0, timeout_s=10.0)
+    with pytest.raises(ValueError, match="signal"):
+        RewardNodeConfig(backend="vlm", model_path="/m", signal="topreward")
+    cfg = RewardNodeConfig(backend="vllm", server_url="http://gpu-box:8000/v1",
+                           model_name="Qwen/Qwen3-VL-8B-Instruct", signal="topreward",
+                           adapter_path="progress=p,completion=c,contrastive=k")
+    kw = cfg.backend_kwargs()
+    assert kw["server_url"] == "http://gpu-box:8000/v1" and kw["model"] == "Qwen/Qwen3-VL-8B-Instruct"
+    assert kw["signal"] == "topreward" and kw["timeout_s"] == cfg.request_timeout_s
+    from lrm_ros.core.rewards.server import ServerConfig
+    sc = ServerConfig(**kw)
+    assert sc.adapters() == {"progress": "p", "completion": "c", "contrastive": "k"}
+    assert ServerConfig(server_url="http://h/v1", model="m", adapter="lrm").adapters() == {
+        "progress": "lrm", "completion": "lrm", "contrastive": "lrm"}
+    with pytest.raises(ValueError, match="signal=name"):
+        ServerConfig(server_url="http://h/v1", model="m", adapter="progres=p").adapters()

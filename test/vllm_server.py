@@ -6,6 +6,7 @@ takes) saved with the real Qwen tokenizer, three random LoRA adapters served as 
 Start-up is waited for on /health (the process dying fails at once, with its log)."""
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -101,7 +102,12 @@ def start_server(root: Path, lora: bool = True, extra_args=(), port: int = 0) ->
             "--served-model-name", SERVED_NAME, "--host", "127.0.0.1", "--port", str(port),
             "--max-model-len", "4096", "--dtype", "float32", "--enforce-eager",
             "--max-num-seqs", "64", "--trust-request-mm-kwargs",
-            "--trust-request-chat-template"]
+            "--trust-request-chat-template",
+            # start-up: profile and warm up with inputs of the tests' size (16 images, one
+            # 16-frame video, 224 px) instead of the largest the model takes
+            "--skip-mm-profiling", "--limit-mm-per-prompt", json.dumps({
+                "image": {"count": 16, "width": 224, "height": 224},
+                "video": {"count": 1, "num_frames": 16, "width": 224, "height": 224}})]
     if lora:
         args += ["--enable-lora", "--max-lora-rank", "8", "--max-loras", str(len(adapters)),
                  "--lora-modules"] + [f"{s}={d}" for s, d in adapters.items()]

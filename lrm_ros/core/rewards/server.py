@@ -33,7 +33,9 @@ Two kinds of signal, each the same as the in-process backend it stands in for:
     would otherwise keep the template's <|vision_start|>/<|vision_end|> around the expanded
     pairs, a sequence TOPReward never saw). vLLM takes such per-request settings only when
     started with --trust-request-mm-kwargs --trust-request-chat-template (checked at
-    start-up). The server's prefix cache keeps the growing frame prefix (images
+    start-up). Prefix caching: vLLM hashes a multimodal item whole, so a video grown by a
+    frame shares no cached block with the previous query beyond the text before it; with
+    frames as images (profile lrm_ros) each earlier frame is a cached prefix. The server's prefix cache keeps the growing frame prefix (images
     are part of its key).
     The answer's token id comes from the server's `/tokenize` (or `answer_token_id`).
 
@@ -312,12 +314,15 @@ class ServerRewardBackend(RewardBackend):
         return f"{base}/{path.lstrip('/')}"
 
     def request(self, method: str, url: str, body: Optional[dict] = None,
-                timeout_s: Optional[float] = None) -> dict:
+                timeout_s: Optional[float] = None, deadline: Optional[float] = None) -> dict:
         """One API call with retries (connection errors, 5xx, 429: exponential backoff) within
-        `timeout_s` in all. Raises RequestFailed(status, reason); never logs the key."""
+        `timeout_s` in all (or until the monotonic `deadline` shared by a batch's requests, so
+        that a batch never takes longer than timeout_s, however many wait for a connection).
+        Raises RequestFailed(status, reason); never logs the key."""
         import httpx
         cfg = self.config
-        deadline = time.monotonic() + float(timeout_s or cfg.timeout_s)
+        if deadline is None:
+            deadline = time.monotonic() + float(timeout_s or cfg.timeout_s)
         attempt, last = 0, ""
         while True:
             left = deadline - time.monotonic()
@@ -382,8 +387,11 @@ class ServerRewardBackend(RewardBackend):
 
     def _answer_token_id(self) -> int:
         """The id of the answer word as it follows the statement (vLLM's /tokenize)."""
+        from .prompts import fill
         tp = self.prompts.topreward
-        base = "The answer is:"
+        # the text the answer follows: the statement (open turn) or the assistant header
+        base = (fill(tp.statement, "pick up the cube", self.prompts.instruction)
+                if tp.turn == "open" else "<|im_start|>assistant\n")
         try:
             a = self.request("POST", self._root_url("tokenize"),
                              {"model": self.config.model, "prompt": base, "add_special_tokens": False})
@@ -478,8 +486,9 @@ class ServerRewardBackend(RewardBackend):
         bodies = [self._lrm_body(j, frames) for j in jobs]     # encoded here, once each
         with self._lock:
             self.stats["frames_encoded"] += frames.encoded
-        futs = [self._pool.submit(self.request, "POST", self._url("chat/completions"), b)
-                for b in bodies]
+        deadline = time.monotonic() + self.config.timeout_s
+        futs = [self._pool.submit(self.request, "POST", self._url("chat/completions"), b,
+                                  deadline=deadline) for b in bodies]
         answers: List[Dict[str, str]] = [{} for _ in queries]
         failed: Dict[int, RequestFailed] = {}
         for j, f in zip(jobs, futs):
@@ -570,8 +579,9 @@ class ServerRewardBackend(RewardBackend):
                   for q in queries]
         with self._lock:
             self.stats["frames_encoded"] += frames.encoded
-        futs = [self._pool.submit(self.request, "POST", self._url("chat/completions"), b)
-                for b in bodies]
+        deadline = time.monotonic() + self.config.timeout_s
+        futs = [self._pool.submit(self.request, "POST", self._url("chat/completions"), b,
+                                  deadline=deadline) for b in bodies]
         out = []
         for q, f in zip(queries, futs):
             try:
