@@ -320,6 +320,11 @@ def test_reward_node_scores_a_two_env_sim_through_the_server(vllm_server, tmp_pa
     (reward,) = [s for s in specs if s.executable == "reward_model"]
     assert reward.parameters["backend"] == "vllm"
     assert reward.parameters["server_url"] == vllm_server.url
+    # this checks that queries are scored through the server, not how fast: on 2 shared cores
+    # (the graph, the server and other work) a query took up to 10 s, the default timeout
+    reward = dataclasses.replace(reward, parameters={**reward.parameters, "timeout_s": 120.0,
+                                                     "request_timeout_s": 100.0})
+    specs = [s for s in specs if s.executable != "reward_model"] + [reward]
 
     def answer(ns, tick):
         if not tick.episode_end:
@@ -357,6 +362,85 @@ def test_reward_node_scores_a_two_env_sim_through_the_server(vllm_server, tmp_pa
         monitor.close()
         runner.stop()
         log.close()
+
+
+class _Relay:
+    """A TCP relay from a local port to the vLLM server: 'the server comes up' on that port."""
+
+    def __init__(self, port, target_port):
+        import socket
+        self.sock = socket.create_server(("127.0.0.1", port))
+        self.target = target_port
+        self.alive = True
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        import socket
+        while self.alive:
+            try:
+                a, _ = self.sock.accept()
+            except OSError:
+                return
+            b = socket.create_connection(("127.0.0.1", self.target))
+            for src, dst in ((a, b), (b, a)):
+                threading.Thread(target=self._pump, args=(src, dst), daemon=True).start()
+
+    @staticmethod
+    def _pump(src, dst):
+        try:
+            while True:
+                data = src.recv(65536)
+                if not data:
+                    break
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                try:
+                    s.shutdown(2)
+                except OSError:
+                    pass
+
+    def close(self):
+        self.alive = False
+        self.sock.close()
+
+
+def test_reward_node_configure_fails_naming_the_server_then_configures_once_it_is_up(
+        vllm_server, graph_domain):
+    """The lifecycle reward node (autostart false): configure against a server that is not
+    up fails with the URL and model in the reason and leaves the node unconfigured; once the
+    server answers on that URL, configure again succeeds."""
+    import rclpy
+    from rclpy.parameter import Parameter
+    from vllm_server import free_port
+    from lrm_ros.nodes.reward_model import RewardModelNode
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/v1"
+    ctx = rclpy.Context()
+    rclpy.init(context=ctx, domain_id=graph_domain[0])
+    relay = node = None
+    try:
+        node = RewardModelNode(context=ctx, parameter_overrides=[
+            Parameter("autostart", value=False), Parameter("backend", value="vllm"),
+            Parameter("server_url", value=url), Parameter("model_name", value=vllm_server.model),
+            Parameter("signal", value="tri"), Parameter("envs", value=["env0"]),
+            Parameter("retries", value=0)])
+        node.trigger_configure()
+        assert not node.configured and node.lifecycle_state == "unconfigured"
+        assert url in node._configure_error and vllm_server.model in node._configure_error
+        relay = _Relay(port, vllm_server.port)
+        node.trigger_configure()
+        assert node.configured, node._configure_error
+        assert node.model_id.startswith(f"vllm:{url}:{vllm_server.model}")
+    finally:
+        if node is not None:
+            node.close()
+            node.destroy_node()
+        if relay is not None:
+            relay.close()
+        rclpy.shutdown(context=ctx)
 
 
 def test_server_stopped_gives_errors_and_configure_fails(vllm_server):
