@@ -174,28 +174,35 @@ def bench_topreward(server, model, proc, n_frames, repeats, prompts):
         return lps, lat
 
     out = {"prompts": prompts, "frames": n_frames, "frame_size": 224, "episodes_timed": repeats}
-    for name, be in [("server_prefix_cache", srv), ("server_no_prefix_cache", salted),
-                     ("inprocess_kv_cache", cached_local), ("inprocess_no_cache", plain_local)]:
+    variants = [("server_prefix_cache", srv), ("server_no_prefix_cache", salted),
+                ("inprocess_kv_cache", cached_local), ("inprocess_no_cache", plain_local)]
+    keys = ("vllm:prefix_cache_hits_total", "vllm:prefix_cache_queries_total",
+            "vllm:prompt_tokens_cached_total", "vllm:prompt_tokens_total")
+    acc = {name: {"times": [], "lats": [], "lps": [], "counters": {}} for name, _ in variants}
+    for name, be in variants:
         episode(be, 0)                    # warm-up (its own frames)
-        m0 = srv.metrics() if name.startswith("server") else {}
-        times, lats, lps = [], [], []
-        for ep in range(1, repeats + 1):
+    for ep in range(1, repeats + 1):      # interleaved, so that load drifts hit all alike
+        for name, be in variants:
+            m0 = srv.metrics() if name.startswith("server") else {}
             t = time.perf_counter()
             lp, lat = episode(be, ep)
-            times.append(time.perf_counter() - t)
-            lats += lat
-            lps += lp
-        t = statistics.median(times)
-        entry = {"episode_s": t, "per_query_ms": 1e3 * t / n_frames,
-                 "latency_p50_ms": 1e3 * pct(lats, 50), "latency_p99_ms": 1e3 * pct(lats, 99),
-                 "log_p_true": lps}
-        if name.startswith("server"):
-            m1 = srv.metrics()
-            for key in ("vllm:prefix_cache_hits_total", "vllm:prefix_cache_queries_total",
-                        "vllm:prompt_tokens_cached_total", "vllm:prompt_tokens_total"):
-                if key in m1:
-                    entry[key + "_delta"] = m1[key] - m0.get(key, 0.0)
-        out[name] = entry
+            a = acc[name]
+            a["times"].append(time.perf_counter() - t)
+            a["lats"] += lat
+            a["lps"] += lp
+            if m0:
+                m1 = srv.metrics()
+                for key in keys:
+                    if key in m1:
+                        a["counters"][key + "_delta"] = (a["counters"].get(key + "_delta", 0.0)
+                                                         + m1[key] - m0.get(key, 0.0))
+    for name, _ in variants:
+        a = acc[name]
+        t = statistics.median(a["times"])
+        out[name] = {"episode_s": t, "per_query_ms": 1e3 * t / n_frames,
+                     "latency_p50_ms": 1e3 * pct(a["lats"], 50),
+                     "latency_p99_ms": 1e3 * pct(a["lats"], 99), "log_p_true": a["lps"],
+                     **a["counters"]}
     out["speedup_server_prefix_cache"] = (out["server_no_prefix_cache"]["episode_s"]
                                           / out["server_prefix_cache"]["episode_s"])
     out["speedup_inprocess_kv_cache"] = (out["inprocess_no_cache"]["episode_s"]
@@ -235,7 +242,8 @@ def markdown(res):
               f"flipped by float-level differences; the tests compare 64x64-frame prompts token for "
               f"token).", "",
               f"## (b) TOPReward over {res['frames']}-frame episodes (224x224 frames, one query per "
-              f"frame; {res['repeats']} live episodes, new frames each, median episode time)", "",
+              f"frame; {res['repeats']} live episodes per row, new frames each, the rows' episodes "
+              f"interleaved; median episode time)", "",
               "| profile | serving | episode s | per query ms | p50 ms | p99 ms | prefix cache hits (tokens) | prompt tokens cached / total |",
               "|---|---|---|---|---|---|---|---|"]
     for b in res["topreward"]:
