@@ -17,7 +17,9 @@ vLLM's CPU attention takes; real Qwen tokenizer), same requests; no assertions. 
       in-process topreward backend's own prefix KV cache vs none, for reference. Both
       profiles: topreward_official (frames as ONE video: vLLM hashes the video whole, so a
       grown video reuses only the text before it) and lrm_ros (one image per frame: earlier
-      frames are cached blocks). log P differences server vs in-process.
+      frames are cached blocks). log P differences server vs in-process. The rows' episodes
+      are interleaved; the two server rows never get the same frames (vLLM's multimodal
+      processor cache would otherwise give the second row the first one's preprocessing).
 
 On this 2-core CPU the server and this process share the cores: the figures measure the
 serving machinery (batching, caching, HTTP), not GPU throughput.
@@ -142,10 +144,10 @@ def bench_topreward(server, model, proc, n_frames, repeats, prompts):
     from lrm_ros.core.rewards import make_backend
     from lrm_ros.core.rewards.base import RewardQuery
 
-    def episode_queries(ep):
-        rng = np.random.default_rng(1000 + ep)
+    def episode_queries(seed):
+        rng = np.random.default_rng(1000 + seed)
         frames = [rng.integers(0, 256, (224, 224, 3), dtype=np.uint8) for _ in range(n_frames)]
-        return [RewardQuery(env="env0", episode=ep, tick=10 * n, instruction="pick up the red cube",
+        return [RewardQuery(env="env0", episode=seed, tick=10 * n, instruction="pick up the red cube",
                             frame=frames[n - 1], frames=tuple(frames[:n])) for n in range(1, n_frames + 1)]
 
     common = dict(server_url=server.url, model=server.model, signal="topreward", timeout_s=600,
@@ -163,29 +165,32 @@ def bench_topreward(server, model, proc, n_frames, repeats, prompts):
     cached_local = make_backend("topreward", **local)
     plain_local = make_backend("topreward", cache=False, **local)
 
-    def episode(be, ep):
+    def episode(be, seed):
         lat, lps = [], []
-        for q in episode_queries(ep):
+        for q in episode_queries(seed):
             t = time.perf_counter()
             r = be.score_batch([q])[0]
             lat.append(time.perf_counter() - t)
             lps.append(r.raw["log_p_true"])
-        be.end_episode("env0", ep)
+        be.end_episode("env0", seed)
         return lps, lat
 
     out = {"prompts": prompts, "frames": n_frames, "frame_size": 224, "episodes_timed": repeats}
-    variants = [("server_prefix_cache", srv), ("server_no_prefix_cache", salted),
-                ("inprocess_kv_cache", cached_local), ("inprocess_no_cache", plain_local)]
+    # (name, backend, frames): the two server rows never see the same frames (vLLM's
+    # multimodal processor cache would hand the second the first one's preprocessed video);
+    # each in-process row sees its server row's frames, for the log P comparison
+    variants = [("server_prefix_cache", srv, 0), ("server_no_prefix_cache", salted, 1),
+                ("inprocess_kv_cache", cached_local, 0), ("inprocess_no_cache", plain_local, 1)]
     keys = ("vllm:prefix_cache_hits_total", "vllm:prefix_cache_queries_total",
             "vllm:prompt_tokens_cached_total", "vllm:prompt_tokens_total")
-    acc = {name: {"times": [], "lats": [], "lps": [], "counters": {}} for name, _ in variants}
-    for name, be in variants:
-        episode(be, 0)                    # warm-up (its own frames)
+    acc = {name: {"times": [], "lats": [], "lps": [], "counters": {}} for name, _, _ in variants}
+    for name, be, k in variants:
+        episode(be, 100 + k)              # warm-up (frames of its own)
     for ep in range(1, repeats + 1):      # interleaved, so that load drifts hit all alike
-        for name, be in variants:
+        for name, be, k in variants:
             m0 = srv.metrics() if name.startswith("server") else {}
             t = time.perf_counter()
-            lp, lat = episode(be, ep)
+            lp, lat = episode(be, 2 * ep + k)
             a = acc[name]
             a["times"].append(time.perf_counter() - t)
             a["lats"] += lat
@@ -196,7 +201,7 @@ def bench_topreward(server, model, proc, n_frames, repeats, prompts):
                     if key in m1:
                         a["counters"][key + "_delta"] = (a["counters"].get(key + "_delta", 0.0)
                                                          + m1[key] - m0.get(key, 0.0))
-    for name, _ in variants:
+    for name, _, _ in variants:
         a = acc[name]
         t = statistics.median(a["times"])
         out[name] = {"episode_s": t, "per_query_ms": 1e3 * t / n_frames,
@@ -207,10 +212,10 @@ def bench_topreward(server, model, proc, n_frames, repeats, prompts):
                                           / out["server_prefix_cache"]["episode_s"])
     out["speedup_inprocess_kv_cache"] = (out["inprocess_no_cache"]["episode_s"]
                                          / out["inprocess_kv_cache"]["episode_s"])
-    ref = np.array(out["inprocess_no_cache"]["log_p_true"])
     out["max_abs_logp_diff_server_vs_inprocess"] = float(max(
-        np.max(np.abs(np.array(out[k]["log_p_true"]) - ref))
-        for k in ("server_prefix_cache", "server_no_prefix_cache")))
+        np.max(np.abs(np.array(out[a]["log_p_true"]) - np.array(out[b]["log_p_true"])))
+        for a, b in (("server_prefix_cache", "inprocess_kv_cache"),
+                     ("server_no_prefix_cache", "inprocess_no_cache"))))
     for k in ("server_prefix_cache", "server_no_prefix_cache", "inprocess_kv_cache", "inprocess_no_cache"):
         out[k]["log_p_true"] = [round(x, 4) for x in out[k]["log_p_true"]]
     return out
