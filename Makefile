@@ -5,8 +5,11 @@ SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.lrm_ros
+# vLLM's CPU build, in a venv of its own (it needs transformers<5.20): the `vllm` reward
+# backend's tests and benchmark start a real server from it
+VLLM_VENV ?= .venv-vllm
 
-.PHONY: setup demo test bench demos clean
+.PHONY: setup setup-vllm demo test bench demos clean
 setup: $(STAMP)/package
 
 # Dependencies (pinned; torch is the CPU wheel) and the software Vulkan SAPIEN needs.
@@ -21,11 +24,17 @@ $(STAMP)/package: $(STAMP)/deps $(PKG_SOURCES)
 	bash scripts/setup.sh package $(VENV)
 	@touch $@
 
+setup-vllm: $(VLLM_VENV)/.lrm_ros_vllm
+
+$(VLLM_VENV)/.lrm_ros_vllm: scripts/setup_vllm.sh
+	bash scripts/setup_vllm.sh $(VLLM_VENV)
+	@touch $@
+
 demo: setup
 	$(VENV)/bin/lrm-ros demo
 
-test: setup
-	bash scripts/run_tests.sh $(VENV)
+test: setup setup-vllm
+	LRM_ROS_VLLM_VENV=$(abspath $(VLLM_VENV)) bash scripts/run_tests.sh $(VENV)
 
 bench: setup
 	$(PY) bench/bench_bridge.py
@@ -34,4 +43,4 @@ demos: setup
 	$(VENV)/bin/lrm-ros demos
 
 clean:
-	rm -rf build $(VENV) out
+	rm -rf build $(VENV) $(VLLM_VENV) out

@@ -53,3 +53,19 @@ def graph_domain(ros_domain_id):
         os.environ.pop("ROS_DOMAIN_ID", None)
     else:
         os.environ["ROS_DOMAIN_ID"] = before
+
+
+@pytest.fixture(scope="session")
+def vllm_server(tmp_path_factory):
+    """A real vLLM (CPU build, .venv-vllm from scripts/setup_vllm.sh) serving a random
+    Qwen3-VL and three LoRA modules on 127.0.0.1, started once per session (test/vllm_server.py).
+    LRM_ROS_SKIP_VLLM=1 skips the tests that need it (say so explicitly: a missing venv fails)."""
+    if os.environ.get("LRM_ROS_SKIP_VLLM") == "1":
+        pytest.skip("LRM_ROS_SKIP_VLLM=1: vLLM tests skipped")
+    sys.path.insert(0, str(Path(__file__).parent))
+    from vllm_server import start_server
+    server = start_server(tmp_path_factory.mktemp("vllm"))
+    try:
+        yield server
+    finally:
+        server.stop()

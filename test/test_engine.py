@@ -207,3 +207,36 @@ def test_an_ended_episode_is_released_after_its_last_query_is_answered():
         assert engine.stats()["episode_ends_pending"] == 0
     finally:
         engine.close()
+
+
+class PerQueryFailureBackend(RewardBackend):
+    """Reports that it could not score some queries (as an inference-server backend does)."""
+    name = "per_query"
+
+    def score_batch(self, queries):
+        out = []
+        for q in queries:
+            if q.tick == 1:
+                out.append(RewardResult(value=float("nan"), valid=False, status="error",
+                                        invalid=("HTTP 503 from server",)))
+            elif q.tick == 2:
+                out.append(RewardResult(value=float("nan"), valid=False, status="timeout",
+                                        invalid=("no answer within 1 s",)))
+            else:
+                out.append(RewardResult(value=0.5))
+        return out
+
+
+def test_a_backend_can_fail_single_queries_with_error_or_timeout_and_a_reason():
+    got = Collector()
+    engine = RewardEngine(PerQueryFailureBackend(), EngineConfig(max_batch=8, max_wait_s=0.05), got)
+    for t in (1, 2, 3):
+        engine.submit(query(t))
+    out = got.wait(3)
+    engine.close()
+    assert out[("env0", 1)][0] == "error" and out[("env0", 1)][1].invalid == ("HTTP 503 from server",)
+    assert out[("env0", 2)][0] == "timeout"
+    assert out[("env0", 3)][0] == "ok" and out[("env0", 3)][1].value == 0.5
+    st = engine.stats()
+    assert (st["ok"], st["error"], st["timeout"], st["invalid"]) == (1, 1, 1, 0)
+    assert engine.last_error in ("HTTP 503 from server", "no answer within 1 s")

@@ -9,6 +9,8 @@ outside the ROS executor. Every query gets exactly one outcome through the callb
   timeout   not scored within `timeout_s` of submission (a watchdog reports it even while
             the backend is stuck; a result that arrives later is discarded and counted late)
   error     the backend raised (counted; the engine keeps serving)
+  error / timeout  also when the backend reports that it could not score one query
+            (RewardResult.status, e.g. its inference server failed: the reason in `invalid`)
   dropped   pushed out of a full queue, or the engine was closed
 """
 import collections
@@ -218,7 +220,13 @@ class RewardEngine:
                     self._finish(item, None, ERROR, len(live))
             else:
                 for item, result in zip(live, results):
-                    self._finish(item, result, OK, len(live))
+                    status = getattr(result, "status", "") or OK
+                    if status not in (ERROR, TIMEOUT):
+                        status = OK
+                    elif result.invalid:
+                        with self._cond:
+                            self.last_error = "; ".join(result.invalid)
+                    self._finish(item, result, status, len(live))
             with self._cond:
                 self._inflight = []
 

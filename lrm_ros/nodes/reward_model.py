@@ -55,9 +55,11 @@ class RewardModelNode(ManagedNode):
 
     def configure_node(self) -> None:
         cfg = self.config
-        self.get_logger().info(f"loading reward backend '{cfg.backend}' "
-                               f"({cfg.model_path or 'built-in'}), signal {cfg.effective_signal}")
-        if cfg.cpu_threads and cfg.backend != "oracle":
+        where = (f"server {cfg.server_url}, model {cfg.model_name}" if cfg.backend == "vllm"
+                 else cfg.model_path or "built-in")
+        self.get_logger().info(f"loading reward backend '{cfg.backend}' ({where}), "
+                               f"signal {cfg.effective_signal}")
+        if cfg.cpu_threads and cfg.backend not in ("oracle", "vllm"):
             import torch
             torch.set_num_threads(cfg.cpu_threads)
         self.backend = make_backend(cfg.backend, **cfg.backend_kwargs())
@@ -143,14 +145,16 @@ class RewardModelNode(ManagedNode):
         msg.value = msg.progress = msg.completion = msg.contrastive = math.nan
         if result is not None:
             if not result.valid:
-                msg.status = RewardQueryResult.STATUS_INVALID
-                msg.invalid_reason = "; ".join(result.invalid)
+                if status == OK:
+                    msg.status = RewardQueryResult.STATUS_INVALID
+                msg.invalid_reason = "; ".join(result.invalid)   # or why it failed
             msg.value, msg.progress = float(result.value), float(result.progress)
             msg.completion, msg.contrastive = float(result.completion), float(result.contrastive)
             msg.raw_json = _json_safe(result.raw)
         if status != OK:
             self.get_logger().warn(f"{query.env or '.'} query at tick {query.tick}: {status}"
-                                   + (f" ({self.engine.last_error})" if status == ERROR else ""),
+                                   + (f" ({'; '.join(result.invalid)})" if result is not None
+                                      else f" ({self.engine.last_error})" if status == ERROR else ""),
                                    throttle_duration_sec=2.0)
         msg.header.frame_id = query.env
         msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(query.stamp_ns, 1_000_000_000)

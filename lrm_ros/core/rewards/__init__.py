@@ -17,6 +17,7 @@ _FACTORIES: Dict[str, Union[str, Callable[..., RewardBackend]]] = {
     "topreward": "lrm_ros.core.rewards.topreward:make",  # TOPReward log P(True), prefix KV cache
     "oracle": "lrm_ros.core.rewards.oracle:make",        # the simulator's dense reward (evaluation)
     "lite": "lrm_ros.core.rewards.lite:make",            # the embedded small reward model (heads on frozen features)
+    "vllm": "lrm_ros.core.rewards.server:make",          # an inference server (vLLM, OpenAI-compatible HTTP API)
 }
 
 

@@ -48,6 +48,9 @@ class RewardResult:
     valid: bool = True
     invalid: Tuple[str, ...] = ()              # which parts could not be parsed, and why
     raw: Dict[str, object] = field(default_factory=dict)   # e.g. answers, log P(True)
+    #: "" = scored (valid or not); "error" / "timeout" = the backend could not score this
+    #: query (e.g. its inference server failed or did not answer): `invalid` holds the reason
+    status: str = ""
 
     @staticmethod
     def invalid_result(reason: str, **raw) -> "RewardResult":

@@ -5,8 +5,9 @@ from typing import Dict, Tuple
 from lrm_ros.core.engine import EngineConfig
 from lrm_ros.core.hold import HoldConfig
 
-BACKENDS = ("lite", "vlm", "topreward", "oracle")
+BACKENDS = ("lite", "vlm", "topreward", "oracle", "vllm")
 LRM_SIGNALS = ("progress", "completion", "contrastive", "tri")
+SERVER_SIGNALS = LRM_SIGNALS + ("topreward",)
 
 
 def _h(text):
@@ -17,7 +18,8 @@ def _h(text):
 class RewardNodeConfig:
     backend: str = field(default="oracle", metadata=_h(
         "reward backend: lite (embedded), vlm (Qwen-VL LRM), topreward (Qwen-VL log P(True)), "
-        "oracle (the simulator's dense reward, evaluation only)"))
+        "oracle (the simulator's dense reward, evaluation only), vllm (the VLM reward from an "
+        "inference server over the OpenAI-compatible API: vLLM, SGLang, ...)"))
     model_path: str = field(default="", metadata=_h(
         "vlm/topreward: local directory of a Hugging Face Qwen-VL checkpoint, or a hub id already "
         "in the local Hugging Face cache; lite: checkpoint file ('' = the one shipped)"))
@@ -32,8 +34,8 @@ class RewardNodeConfig:
     adapter_contrastive: str = field(default="", metadata=_h(
         "vlm: the contrastive signal's LoRA adapter directory (instead of adapter_path)"))
     signal: str = field(default="", metadata=_h(
-        "lite/vlm: progress, completion, contrastive or tri ('' = progress); ignored by "
-        "topreward and oracle"))
+        "lite/vlm/vllm: progress, completion, contrastive or tri ('' = progress); vllm also "
+        "topreward; ignored by topreward and oracle"))
     use_first_frame: bool = field(default=True, metadata=_h(
         "progress: show the episode's first frame as well as the current one"))
     prompts_path: str = field(default="", metadata=_h(
@@ -49,6 +51,27 @@ class RewardNodeConfig:
         "topreward: log P(True) mapped to 1 (LRM's -5)"))
     topreward_video_fps: float = field(default=0.0, metadata=_h(
         "topreward with frames as a video: the frame rate of the timestamps (0 = the profile's)"))
+    # vllm: the inference server
+    server_url: str = field(default="", metadata=_h(
+        "vllm: the server's OpenAI-compatible API base URL, e.g. http://gpu-box:8000/v1"))
+    model_name: str = field(default="", metadata=_h(
+        "vllm: the served model name (vLLM --served-model-name, default its --model), e.g. "
+        "Qwen/Qwen3-VL-8B-Instruct; adapter_path / adapter_<signal> name served LoRA modules"))
+    api_key_env: str = field(default="LRM_ROS_REWARD_API_KEY", metadata=_h(
+        "vllm: environment variable holding the server's API key (sent as a bearer token; "
+        "unset = none; never logged)"))
+    max_in_flight: int = field(default=16, metadata=_h(
+        "vllm: most concurrent requests to the server"))
+    request_timeout_s: float = field(default=8.0, metadata=_h(
+        "vllm: a query's server requests must answer within this (retries included), else "
+        "its result is a timeout; keep it below timeout_s"))
+    retries: int = field(default=2, metadata=_h(
+        "vllm: extra attempts after a connection error, HTTP 5xx or 429 (backoff doubling)"))
+    retry_backoff_s: float = field(default=0.2, metadata=_h("vllm: first retry's delay"))
+    image_format: str = field(default="png", metadata=_h(
+        "vllm: how frames are sent: png (lossless) or jpeg"))
+    image_size: int = field(default=0, metadata=_h(
+        "vllm: resize frames so that the longer side is this many pixels before sending (0 = as is)"))
     envs: Tuple[str, ...] = field(default=("",), metadata=_h(
         "environment namespaces served by this node, e.g. ['env0', 'env1'] (topics env0/camera/frame, "
         "...); [''] = the node's own namespace"))
@@ -72,9 +95,28 @@ class RewardNodeConfig:
     def __post_init__(self):
         if self.backend not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS}, got {self.backend!r}")
-        if self.signal and self.signal not in LRM_SIGNALS:
-            raise ValueError(f"signal must be one of {LRM_SIGNALS} (or '' for progress), "
+        signals = SERVER_SIGNALS if self.backend == "vllm" else LRM_SIGNALS
+        if self.signal and self.signal not in signals:
+            raise ValueError(f"signal must be one of {signals} (or '' for progress), "
                              f"got {self.signal!r}")
+        if self.backend == "vllm":
+            if not self.server_url.startswith(("http://", "https://")):
+                raise ValueError(
+                    "backend 'vllm' needs server_url: the inference server's OpenAI-compatible "
+                    "API base, e.g. -p server_url:=http://gpu-box:8000/v1 (graph argument "
+                    f"reward_server_url:=...), got {self.server_url!r}")
+            if not self.model_name.strip():
+                raise ValueError(
+                    "backend 'vllm' needs model_name: the model name the server serves, e.g. "
+                    "Qwen/Qwen3-VL-8B-Instruct (graph argument reward_model_name:=...)")
+            if self.request_timeout_s <= 0 or self.request_timeout_s > self.timeout_s:
+                raise ValueError(f"need 0 < request_timeout_s <= timeout_s, got "
+                                 f"{self.request_timeout_s} and {self.timeout_s}")
+            if self.max_in_flight < 1 or self.retries < 0 or self.retry_backoff_s < 0:
+                raise ValueError("need max_in_flight >= 1, retries >= 0, retry_backoff_s >= 0")
+            if self.image_format not in ("png", "jpeg") or self.image_size < 0:
+                raise ValueError(f"image_format must be png or jpeg and image_size >= 0, got "
+                                 f"{self.image_format!r}, {self.image_size}")
         if self.backend in ("vlm", "topreward") and not self.model_path:
             raise ValueError(
                 f"backend '{self.backend}' needs model_path: a local directory with a Qwen-VL "
@@ -102,6 +144,28 @@ class RewardNodeConfig:
             return self.backend
         return self.signal or "progress"
 
+    def server_kwargs(self) -> Dict[str, object]:
+        """Settings of the `vllm` backend (lrm_ros.core.rewards.server.ServerConfig)."""
+        kw: Dict[str, object] = {
+            "server_url": self.server_url, "model": self.model_name,
+            "signal": self.effective_signal, "use_first_frame": self.use_first_frame,
+            "api_key_env": self.api_key_env, "max_in_flight": self.max_in_flight,
+            "timeout_s": self.request_timeout_s, "retries": self.retries,
+            "retry_backoff_s": self.retry_backoff_s, "image_format": self.image_format,
+            "image_size": self.image_size, "max_batch": self.max_batch,
+            "logp_min": self.topreward_logp_min, "logp_max": self.topreward_logp_max}
+        if self.adapter_path:
+            kw["adapter"] = self.adapter_path
+        for name in ("adapter_progress", "adapter_completion", "adapter_contrastive",
+                     "tri_combination"):
+            if getattr(self, name):
+                kw[name] = getattr(self, name)
+        if self.prompts_path:
+            kw["prompts"] = self.prompts_path
+        if self.topreward_video_fps:
+            kw["video_fps"] = self.topreward_video_fps
+        return kw
+
     def hold_config(self) -> HoldConfig:
         return HoldConfig(**{f.name: getattr(self, f.name) for f in fields(HoldConfig)})
 
@@ -112,6 +176,8 @@ class RewardNodeConfig:
         """Settings handed to `make_backend(self.backend, **kwargs)`."""
         if self.backend == "oracle":
             return {}
+        if self.backend == "vllm":
+            return self.server_kwargs()
         kwargs = {"max_batch": self.max_batch}
         if self.model_path:
             kwargs["model_path"] = self.model_path

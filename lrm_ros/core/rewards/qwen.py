@@ -574,13 +574,16 @@ def build_qwen_tokenizer():
 
 
 def tiny_qwen3vl_config(size: str = "tiny"):
-    """Qwen3-VL configs with random weights: "tiny" (tests), "small" (benchmarks: still
+    """Qwen3-VL configs with random weights: "tiny" (tests), "tiny32" (tests against vLLM's CPU
+    build, whose attention needs head_dim >= 32), "small" (benchmarks: still
     CPU-sized but less overhead-bound), "medium" (~150M parameters: compute-bound on a CPU,
     closer to how a real model spends its time), "8b" (Qwen3-VL-8B's shapes: GPU machines only)."""
     from transformers import Qwen3VLConfig
     shapes = {
         #        text: hidden, layers, heads, kv, head_dim, inter | vision: hidden, depth, heads, inter
         "tiny": dict(t=(64, 2, 4, 2, 16, 128), v=(32, 2, 2, 64), mrope=[2, 3, 3], deep=[1]),
+        # as tiny, with head_dim 32 (text and vision): the smallest vLLM's CPU attention takes
+        "tiny32": dict(t=(64, 2, 2, 1, 32, 128), v=(64, 2, 2, 128), mrope=[4, 6, 6], deep=[1]),
         "small": dict(t=(256, 4, 4, 2, 64, 768), v=(128, 4, 4, 256), mrope=[8, 12, 12], deep=[1, 2]),
         "medium": dict(t=(768, 8, 12, 4, 64, 2304), v=(384, 8, 6, 1536), mrope=[8, 12, 12], deep=[2, 5]),
         "8b": dict(t=(4096, 36, 32, 8, 128, 12288), v=(1152, 27, 16, 4304),
@@ -653,11 +656,13 @@ def make_tiny_qwen3vl(directory, size: str = "tiny", seed: int = 0) -> str:
 
 
 def make_random_lora_adapter(base_path: str, out, seed: int = 0,
-                             modules_to_save: Optional[Sequence[str]] = None) -> Path:
+                             modules_to_save: Optional[Sequence[str]] = None,
+                             target_modules=r".*language_model.*\.(q_proj|v_proj|down_proj)$") -> Path:
     """Write a LoRA adapter with random, non-zero weights for a (tiny random) Qwen3-VL at
     `base_path` into `out` (tests and benchmarks of the adapter paths: NOT a trained
     adapter). `modules_to_save` adds saved copies of whole modules (e.g. the vision tower,
-    as the published LRM progress adapter has)."""
+    as the published LRM progress adapter has). `target_modules`: peft's (a regex, or a list
+    of module names: vLLM's LoRA loader takes lists)."""
     import torch
     from peft import LoraConfig, get_peft_model
     model, _ = load_qwen_vl(base_path)
@@ -665,7 +670,7 @@ def make_random_lora_adapter(base_path: str, out, seed: int = 0,
     torch.manual_seed(seed)
     try:
         cfg = LoraConfig(r=4, lora_alpha=8, init_lora_weights=False,
-                         target_modules=r".*language_model.*\.(q_proj|v_proj|down_proj)$",
+                         target_modules=target_modules,
                          modules_to_save=list(modules_to_save) if modules_to_save else None)
         pm = get_peft_model(model, cfg)
         with torch.no_grad():
