@@ -77,7 +77,8 @@ def run_config(name: str, a) -> dict:
                          success_absorbing=not a.no_success_absorbing,
                          success_threshold=a.success_threshold, bc_epochs=a.bc_epochs)
     ppo = PPOConfig(learning_rate=a.lr, kl_coef=a.kl_coef, minibatch_size=a.minibatch,
-                    update_epochs=a.update_epochs, target_kl=a.target_kl)
+                    update_epochs=a.update_epochs, target_kl=a.target_kl,
+                    train_projections=not a.freeze_projections)
     train_seed = 100_000          # the same training seeds for every configuration
     iterations = 0 if name == "il" else a.iterations
     bar = tqdm(range(iterations), desc=f"{name}", unit="iter")
@@ -126,6 +127,7 @@ def run_config(name: str, a) -> dict:
             "success_absorbing": lcfg.success_absorbing,
             "episodes_per_iteration": a.episodes_per_iteration, "interval": a.interval,
             "explore_std": a.explore_std, "reuse_iterations": a.reuse_iterations, "lr": a.lr,
+            "freeze_projections": a.freeze_projections,
             "kl_coef": a.kl_coef, "target_kl": a.target_kl,
             "workers": a.workers, "camera": a.camera, "env_steps": steps,
             "steps_per_s": steps / total_s,
@@ -183,7 +185,8 @@ def report(out: Path) -> dict:
                                "headroom_captured": None if math.isnan(r["headroom_captured"])
                                else r["headroom_captured"]} for r in table},
         "settings": {k: first.get(k) for k in ("episodes_per_iteration", "interval", "explore_std",
-                                                "reuse_iterations", "lr", "kl_coef", "target_kl",
+                                                "reuse_iterations", "freeze_projections", "lr",
+                                                "kl_coef", "target_kl",
                                                 "workers", "camera")},
     }
     (out / "table3.md").write_text(md + "\n")
@@ -248,6 +251,8 @@ def main(argv=None) -> int:
     ap.add_argument("--explore-std", type=float, default=0.0,
                     help="raise the IL policy's action std to at least this before RL (0 = keep)")
     ap.add_argument("--target-kl", type=float, default=0.02)
+    ap.add_argument("--freeze-projections", action="store_true",
+                    help="PPO updates the actor's MLP head only (ppo.train_projections off)")
     ap.add_argument("--reuse-iterations", type=int, default=1,
                     help="train each update on the episodes of the last N iterations (PPO's ratio "
                          "is taken to the policy that recorded them; 1 = on-policy)")

@@ -591,3 +591,24 @@ def test_learner_explores_from_a_wider_imitation_policy_and_uses_only_its_episod
     assert again.resumed and again.version == 2 and again.min_episode_version == 1
     with pytest.raises(ValueError, match="explore_std"):
         PPOConfig(explore_std=-1)
+
+
+def test_ppo_can_keep_the_imitation_projections_fixed(tmp_path):
+    """ppo.train_projections off: the update changes the actor head (and critic, log-std),
+    never the image/text projections behaviour cloning learned."""
+    init = tmp_path / "init.pt"
+    torch.manual_seed(0)
+    save_policy(TinyVLA(CFG), init, {"version": 0})
+    cfg = LearnerConfig(store_dir=str(tmp_path / "learner"), init_checkpoint=str(init),
+                        episodes_per_iteration=4, max_iterations=1)
+    learner = Learner(cfg, PPOConfig(minibatch_size=16, learning_rate=1e-3, target_kl=0,
+                                     train_projections=False))
+    _record_episodes(learner.store, 4)
+    before = {k: v.clone() for k, v in learner.model.state_dict().items()}
+    learner.train_iteration()
+    after = learner.model.state_dict()
+    for name in before:
+        same = torch.equal(before[name], after[name])
+        if name.startswith(("image_proj.", "text_proj.")):
+            assert same, name
+    assert not torch.equal(before["actor.4.weight"], after["actor.4.weight"])

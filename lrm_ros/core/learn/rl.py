@@ -450,7 +450,9 @@ def ppo_update(model, init_model, episodes: Sequence[dict], cfg: LearnerConfig, 
                          "stale_rewards: flag")
     T = {k: torch.as_tensor(v, dtype=torch.float32) for k, v in data.items() if k != "stale"}
     model.train()
-    optim = torch.optim.Adam(model.parameters(), lr=ppo.learning_rate, eps=1e-5)
+    frozen = () if ppo.train_projections else ("image_proj.", "text_proj.")
+    params = [p for name, p in model.named_parameters() if not name.startswith(frozen)]
+    optim = torch.optim.Adam(params, lr=ppo.learning_rate, eps=1e-5)
     rng = np.random.default_rng(seed)
     sums: Dict[str, float] = {}
     steps = 0
@@ -474,7 +476,7 @@ def ppo_update(model, init_model, episodes: Sequence[dict], cfg: LearnerConfig, 
                 break
             optim.zero_grad()
             losses["loss"].backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), ppo.max_grad_norm)
+            torch.nn.utils.clip_grad_norm_(params, ppo.max_grad_norm)
             optim.step()
             steps += 1
             for k, val in losses.items():
