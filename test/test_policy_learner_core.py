@@ -253,6 +253,7 @@ def test_assembler_aborts_an_episode_whose_messages_never_came_and_skips_late_jo
     store = EpisodeStore(tmp_path)
     asm = EpisodeAssembler("env0", store, result_wait_s=1.0, clock=clock)
     asm.on_tick(0, 0, True, False, 0)
+    asm.on_tick(0, 1, False, False, 0)
     asm.on_step(0, 0, {"features": np.zeros(4, np.float32), "action": np.zeros(2), "raw_action": np.zeros(2),
                        "log_prob": -1.0, "value": 0.0, "version": 0, "deterministic": False})
     asm.on_held(0, 1, 0.3, 0.0, False)
@@ -612,3 +613,31 @@ def test_ppo_can_keep_the_imitation_projections_fixed(tmp_path):
         if name.startswith(("image_proj.", "text_proj.")):
             assert same, name
     assert not torch.equal(before["actor.4.weight"], after["actor.4.weight"])
+
+
+def test_assembler_waits_for_the_end_tick_before_writing_the_last_step(tmp_path):
+    """PolicyStep T-1 and HeldReward T can overtake ControlTick T (the end): the last step is
+    still the one marked done, with the terminal query's result as its reward (a graph run
+    recorded a 'complete' episode without any done step)."""
+    store = EpisodeStore(tmp_path)
+    asm = EpisodeAssembler("env0", store, result_wait_s=5.0, clock=Clock())
+    T = 4
+    msgs = []
+    _feed(_Recorder(msgs), 0, T, rewards=[0.0, 0.1, 0.2, 0.3, 0.4], shuffle=False, terminal=(0.9, 0.95))
+    end = [m for m in msgs if m[0] == "tick" and m[1][1] == T]
+    rest = [m for m in msgs if m not in end]
+    for kind, args in rest + end:                   # the end tick comes last of all
+        {"tick": asm.on_tick, "held": asm.on_held, "step": asm.on_step, "result": asm.on_result}[kind](*args)
+    (info,) = store.complete_episodes()
+    ep = store.load(info)
+    assert ep["done"].tolist() == [False] * (T - 1) + [True]
+    assert ep["reward"][-1] == pytest.approx(0.9)   # the terminal result, not the held 0.4
+
+
+class _Recorder:
+    """Collects the messages `_feed` would deliver, in its order."""
+
+    def __init__(self, out):
+        self.out = out
+        for kind in ("tick", "held", "step", "result"):
+            setattr(self, f"on_{kind}", lambda *a, k=kind: self.out.append((k, a)))

@@ -101,6 +101,7 @@ class _Ep:
     steps: Dict[int, dict] = field(default_factory=dict)
     held: Dict[int, tuple] = field(default_factory=dict)      # tick -> (value, completion, stale)
     next_tick: int = 0
+    max_tick: int = -1          # the newest ControlTick seen: whether tick t ends is known for t <= it
     end_tick: Optional[int] = None
     end_reason: int = 0
     end_seen: float = 0.0
@@ -172,6 +173,7 @@ class EpisodeAssembler:
             self.counters["joined_late"] += int(tick == 1)
             return
         ep.fallbacks = max(ep.fallbacks, int(fallbacks))
+        ep.max_tick = max(ep.max_tick, int(tick))
         if end:
             ep.end_tick, ep.end_reason, ep.end_seen = int(tick), int(end_reason), self.clock()
         self._advance(ep)
@@ -232,7 +234,10 @@ class EpisodeAssembler:
     # -- internals
     def _advance(self, ep: _Ep, timed_out: bool = False) -> None:
         terminal = ep.results.get(ep.end_tick) if ep.end_tick is not None else None
-        while ep.next_tick in ep.steps and (ep.next_tick + 1) in ep.held:
+        # step t is written once its tick t+1 was seen too: only then is it known whether
+        # t+1 ends the episode (PolicyStep t and HeldReward t+1 can overtake ControlTick t+1;
+        # written early, the last step lost its done flag and its terminal result)
+        while ep.next_tick in ep.steps and (ep.next_tick + 1) in ep.held and ep.next_tick < ep.max_tick:
             t = ep.next_tick
             last = ep.end_tick is not None and t + 1 == ep.end_tick
             value, completion, stale = ep.held[t + 1]
