@@ -67,6 +67,44 @@ def timed(fn, repeats: int):
     return statistics.median(times), out
 
 
+INSTRUCTIONS = ["pick up the cube", "stack the red cube on the green cube", "push the cube to the goal",
+                "insert the peg into the hole", "lift the peg upright", "pull the cube back"]
+
+
+def tick_queries(n_envs: int, previous_tick=None):
+    """One LRM query per env at the same tick (random 224x224 frames, seeded per env)."""
+    from lrm_ros.core.rewards.base import RewardQuery
+    extra = {} if previous_tick is None else {"previous_tick": previous_tick}
+    queries = []
+    for i in range(n_envs):
+        rng = np.random.default_rng(100 + i)
+        f = [rng.integers(0, 256, (224, 224, 3), dtype=np.uint8) for _ in range(3)]
+        queries.append(RewardQuery(env=f"env{i}", episode=0, tick=20, instruction=INSTRUCTIONS[i % 6],
+                                   frame=f[2], previous_frame=f[1], first_frame=f[0], **extra))
+    return queries
+
+
+def run_engine(backend, queries, max_batch: int):
+    """Submit every query to a RewardEngine at once; (status, result, latency_s, batch_size)
+    per query, in order."""
+    import threading
+    from lrm_ros.core.engine import EngineConfig, RewardEngine
+    done, results = threading.Event(), {}
+
+    def collect(q, result, status, info):
+        results[q.env] = (status, result, info["latency_s"], info["batch_size"])
+        if len(results) == len(queries):
+            done.set()
+
+    engine = RewardEngine(backend, EngineConfig(max_batch=max_batch, max_wait_s=0.05,
+                                                timeout_s=3600), collect)
+    for q in queries:
+        engine.submit(q)
+    done.wait()
+    engine.close()
+    return [results[q.env] for q in queries]
+
+
 def bench_topreward(path, model, proc, n_frames: int, repeats: int, prompts: str):
     from lrm_ros.core.rewards import make_backend
     from lrm_ros.core.rewards.base import RewardQuery
@@ -107,18 +145,8 @@ def bench_vlm(path, model, proc, n_envs: int, repeats: int, max_new_tokens: int,
     "tri" backend: one left-padded generate for all 3 x n_envs prompts. One-at-a-time: how a
     request/response reward server (the LRM reference server) serves them: each request is
     one prompt (one signal of one env), answered by its own generate call, in turn."""
-    import threading
-    from lrm_ros.core.engine import EngineConfig, RewardEngine
     from lrm_ros.core.rewards import make_backend
-    from lrm_ros.core.rewards.base import RewardQuery
-    instructions = ["pick up the cube", "stack the red cube on the green cube", "push the cube to the goal",
-                    "insert the peg into the hole", "lift the peg upright", "pull the cube back"]
-    queries = []
-    for i in range(n_envs):
-        rng = np.random.default_rng(100 + i)
-        f = [rng.integers(0, 256, (224, 224, 3), dtype=np.uint8) for _ in range(3)]
-        queries.append(RewardQuery(env=f"env{i}", episode=0, tick=20, instruction=instructions[i % 6],
-                                   frame=f[2], previous_frame=f[1], first_frame=f[0]))
+    queries = tick_queries(n_envs)
     common = dict(model_path=path, model=model, processor=proc, max_new_tokens=max_new_tokens,
                   prompts="lrm_ros")
     tri = make_backend("vlm", signal="tri", max_batch=n_envs, **common)
@@ -126,21 +154,7 @@ def bench_vlm(path, model, proc, n_envs: int, repeats: int, max_new_tokens: int,
               for sig in ("contrastive", "progress", "completion")}
 
     def batched_engine():
-        done = threading.Event()
-        results = {}
-
-        def collect(q, result, status, info):
-            results[q.env] = (status, result, info["batch_size"])
-            if len(results) == len(queries):
-                done.set()
-
-        engine = RewardEngine(tri, EngineConfig(max_batch=n_envs, max_wait_s=0.05,
-                                                timeout_s=3600), collect)
-        for q in queries:
-            engine.submit(q)
-        done.wait()
-        engine.close()
-        return [results[q.env] for q in queries]
+        return run_engine(tri, queries, n_envs)
 
     def one_prompt_at_a_time():
         return [{sig: be.score_batch([q])[0] for sig, be in single.items()} for q in queries]
@@ -148,7 +162,7 @@ def bench_vlm(path, model, proc, n_envs: int, repeats: int, max_new_tokens: int,
     batched_engine()                                 # warm-up
     t_batch, rb = timed(batched_engine, repeats)
     result = {"envs": n_envs, "prompts": 3 * n_envs, "max_new_tokens": max_new_tokens,
-              "batch_sizes": sorted({r[2] for r in rb}), "batched_engine_s": t_batch,
+              "batch_sizes": sorted({r[3] for r in rb}), "batched_engine_s": t_batch,
               "queries_per_s_batched": n_envs / t_batch}
     if not measure_single:
         return result

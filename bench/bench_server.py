@@ -36,7 +36,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import uuid
 from pathlib import Path
@@ -46,8 +45,8 @@ import numpy as np
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "test"))
-INSTRUCTIONS = ["pick up the cube", "stack the red cube on the green cube", "push the cube to the goal",
-                "insert the peg into the hole", "lift the peg upright", "pull the cube back"]
+sys.path.insert(0, str(ROOT / "bench"))
+from bench_rewards import run_engine, tick_queries  # noqa: E402  (the same queries and engine loop)
 
 
 def timed(fn, repeats):
@@ -63,33 +62,9 @@ def pct(xs, q):
     return float(np.percentile(np.asarray(xs), q)) if xs else float("nan")
 
 
-def run_engine(backend, queries, max_batch):
-    from lrm_ros.core.engine import EngineConfig, RewardEngine
-    done, results = threading.Event(), {}
-
-    def collect(q, result, status, info):
-        results[q.env] = (status, result, info["latency_s"], info["batch_size"])
-        if len(results) == len(queries):
-            done.set()
-
-    engine = RewardEngine(backend, EngineConfig(max_batch=max_batch, max_wait_s=0.05,
-                                                timeout_s=3600), collect)
-    for q in queries:
-        engine.submit(q)
-    done.wait()
-    engine.close()
-    return [results[q.env] for q in queries]
-
-
 def bench_tri(server, model, proc, n_envs, repeats, max_new_tokens):
     from lrm_ros.core.rewards import make_backend
-    from lrm_ros.core.rewards.base import RewardQuery
-    queries = []
-    for i in range(n_envs):
-        rng = np.random.default_rng(100 + i)
-        f = [rng.integers(0, 256, (224, 224, 3), dtype=np.uint8) for _ in range(3)]
-        queries.append(RewardQuery(env=f"env{i}", episode=0, tick=20, instruction=INSTRUCTIONS[i % 6],
-                                   frame=f[2], previous_frame=f[1], previous_tick=10, first_frame=f[0]))
+    queries = tick_queries(n_envs, previous_tick=10)
     common = dict(max_new_tokens=max_new_tokens, prompts="lrm_ros")
     srv = make_backend("vllm", server_url=server.url, model=server.model, signal="tri",
                        max_batch=n_envs, max_in_flight=3 * n_envs, timeout_s=600, **common)

@@ -104,3 +104,14 @@ class RewardBackend(ABC):
 
     def close(self) -> None:
         """Free models and caches."""
+
+
+def signal_needs(signals, use_first_frame: bool) -> frozenset:
+    """The frames beyond the current one that LRM-style signals read: contrastive compares
+    with the previous query's frame, progress (optionally) with the episode's first."""
+    needs = set()
+    if "contrastive" in signals:
+        needs.add("previous_frame")
+    if "progress" in signals and use_first_frame:
+        needs.add("first_frame")
+    return frozenset(needs)

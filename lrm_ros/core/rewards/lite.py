@@ -59,7 +59,7 @@ from torch import nn
 from lrm_ros.core.features import (IMAGE_ENCODER_ID, IMAGE_FEATURE_DIM, TEXT_ENCODER_ID,
                                    TEXT_FEATURE_DIM)
 
-from .base import NAN, RewardBackend, RewardQuery, RewardResult, tri_value
+from .base import NAN, RewardBackend, RewardQuery, RewardResult, signal_needs, tri_value
 
 LITE_SIGNALS = ("progress", "completion", "contrastive", "tri")
 CHECKPOINT_FORMAT = "lrm_ros.lite_reward"
@@ -367,12 +367,7 @@ class LiteRewardBackend(RewardBackend):
                  image_enc=None, text_enc=None, **kwargs):
         self.config = config if config is not None else LiteConfig(**kwargs)
         cfg = self.config
-        needs = set()
-        if "contrastive" in cfg.signals:
-            needs.add("previous_frame")
-        if "progress" in cfg.signals and cfg.use_first_frame:
-            needs.add("first_frame")
-        self.needs = frozenset(needs)
+        self.needs = signal_needs(cfg.signals, cfg.use_first_frame)
         self.max_batch = cfg.max_batch
         if model is None:
             self.checkpoint = resolve_checkpoint(cfg.model_path)

@@ -72,7 +72,7 @@ from typing import Dict, FrozenSet, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .base import NAN, RewardBackend, RewardQuery, RewardResult
+from .base import NAN, RewardBackend, RewardQuery, RewardResult, signal_needs
 from .vlm import VLM_SIGNALS, frame_key
 
 SERVER_SIGNALS = VLM_SIGNALS + ("topreward",)
@@ -264,12 +264,7 @@ class ServerRewardBackend(RewardBackend):
             lrm.tri_combination = cfg.tri_combination or self.prompts.tri.combination
             lrm.peft = lrm.model = lrm.processor = None
             self._lrm = lrm
-            needs = set()
-            if "contrastive" in vcfg.signals:
-                needs.add("previous_frame")
-            if "progress" in vcfg.signals and cfg.use_first_frame:
-                needs.add("first_frame")
-            self.needs = frozenset(needs)
+            self.needs = signal_needs(vcfg.signals, cfg.use_first_frame)
         self.max_batch = cfg.max_batch
         self._api_key = os.environ.get(cfg.api_key_env, "") if cfg.api_key_env else ""
         self._pool = ThreadPoolExecutor(max_workers=cfg.max_in_flight,

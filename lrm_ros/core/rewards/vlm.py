@@ -64,7 +64,7 @@ from typing import Dict, FrozenSet, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .base import NAN, RewardBackend, RewardQuery, RewardResult, tri_value, tri_value_released
+from .base import NAN, RewardBackend, RewardQuery, RewardResult, signal_needs, tri_value, tri_value_released
 from .parsers import PARSERS_BY_FORMAT, has_closed_answer
 from .prompts import TRI_COMBINATIONS, build_messages, load_prompts
 
@@ -174,12 +174,7 @@ class VLMRewardBackend(RewardBackend):
                                                     if self.adapters else "lrm_ros"))
         self.parsers = PARSERS_BY_FORMAT[self.prompts.answer_format]
         self.tri_combination = cfg.tri_combination or self.prompts.tri.combination
-        needs = set()
-        if "contrastive" in cfg.signals:
-            needs.add("previous_frame")
-        if "progress" in cfg.signals and cfg.use_first_frame:
-            needs.add("first_frame")
-        self.needs: FrozenSet[str] = frozenset(needs)
+        self.needs: FrozenSet[str] = signal_needs(cfg.signals, cfg.use_first_frame)
         self.max_batch = cfg.max_batch
         self.min_pixels = cfg.min_pixels or self.prompts.min_pixels
         self.max_pixels = cfg.max_pixels or self.prompts.max_pixels
