@@ -78,7 +78,10 @@ def run_config(name: str, a) -> dict:
                          success_threshold=a.success_threshold, bc_epochs=a.bc_epochs)
     ppo = PPOConfig(learning_rate=a.lr, kl_coef=a.kl_coef, minibatch_size=a.minibatch,
                     update_epochs=a.update_epochs, target_kl=a.target_kl,
-                    train_projections=not a.freeze_projections)
+                    train_projections=not a.freeze_projections, advantage=a.advantage)
+    if a.episodes_per_iteration % a.group_size:
+        raise SystemExit(f"--episodes-per-iteration ({a.episodes_per_iteration}) must be a multiple "
+                         f"of --group-size ({a.group_size})")
     train_seed = 100_000          # the same training seeds for every configuration
     iterations = 0 if name == "il" else a.iterations
     bar = tqdm(range(iterations), desc=f"{name}", unit="iter")
@@ -86,9 +89,10 @@ def run_config(name: str, a) -> dict:
     recent: list = []          # the last --reuse-iterations batches (PPO: max_policy_lag)
     for it in bar:
         pool.set_policy(model)
-        first = train_seed + it * a.episodes_per_iteration
-        eps = pool.run(range(first, first + a.episodes_per_iteration), deterministic=False,
-                       keep_frames=backend is not None)
+        starts = a.episodes_per_iteration // a.group_size
+        first = train_seed + it * starts
+        seeds = [s for s in range(first, first + starts) for _ in range(a.group_size)]
+        eps = pool.run(seeds, deterministic=False, keep_frames=backend is not None)
         steps += sum(len(e.action) for e in eps)
         if name == "oracle":
             oracle_rewards(eps)
@@ -127,7 +131,8 @@ def run_config(name: str, a) -> dict:
             "success_absorbing": lcfg.success_absorbing,
             "episodes_per_iteration": a.episodes_per_iteration, "interval": a.interval,
             "explore_std": a.explore_std, "reuse_iterations": a.reuse_iterations, "lr": a.lr,
-            "freeze_projections": a.freeze_projections,
+            "freeze_projections": a.freeze_projections, "advantage": a.advantage,
+            "group_size": a.group_size, "minibatch": a.minibatch, "update_epochs": a.update_epochs,
             "kl_coef": a.kl_coef, "target_kl": a.target_kl,
             "workers": a.workers, "camera": a.camera, "env_steps": steps,
             "steps_per_s": steps / total_s,
@@ -186,6 +191,7 @@ def report(out: Path) -> dict:
                                else r["headroom_captured"]} for r in table},
         "settings": {k: first.get(k) for k in ("episodes_per_iteration", "interval", "explore_std",
                                                 "reuse_iterations", "freeze_projections", "lr",
+                                                "advantage", "group_size", "minibatch", "update_epochs",
                                                 "kl_coef", "target_kl",
                                                 "workers", "camera")},
     }
@@ -256,6 +262,11 @@ def main(argv=None) -> int:
     ap.add_argument("--reuse-iterations", type=int, default=1,
                     help="train each update on the episodes of the last N iterations (PPO's ratio "
                          "is taken to the policy that recorded them; 1 = on-policy)")
+    ap.add_argument("--advantage", default="gae", choices=("gae", "group"),
+                    help="PPOConfig.advantage: GAE on the critic, or the return-to-go minus that of "
+                         "the other episodes from the same start (use with --group-size > 1)")
+    ap.add_argument("--group-size", type=int, default=1,
+                    help="episodes per initial state (seed) in each iteration")
     ap.add_argument("--lite-checkpoint", default="", help="lite reward checkpoint ('' = shipped)")
     ap.add_argument("--out", default=str(ROOT / "out" / "bench" / "table3"))
     ap.add_argument("--report", action="store_true", help="only merge the per-config results")

@@ -515,6 +515,33 @@ def test_a_quick_success_is_worth_more_than_a_slow_one_or_hovering():
     assert np.allclose(training_rewards(quick, delta, gamma), np.diff(np.concatenate([[0.0], quick["reward"]])))
 
 
+def test_group_advantages_compare_episodes_from_the_same_start_by_hand():
+    from lrm_ros.core.learn.rl import group_advantages
+
+    def ep(rewards, seed, success):
+        e = _ep(rewards, success)
+        e["meta"]["extra"]["seed"] = seed
+        e["value"] = np.full(len(rewards), 99.0, np.float32)      # the critic is not used
+        return e
+    cfg, ppo = LearnerConfig(store_dir="unused"), PPOConfig(advantage="group", gamma=0.5)
+    quick = ep([0.0, 1.0], 1, True)            # G = [0 + 0.5 * 2, 1 / (1 - 0.5)] = [1, 2]
+    stuck = ep([0.0, 0.0, 0.0], 1, False)      # G = [0, 0, 0]
+    alone = ep([1.0, 1.0, 1.0], 2, False)      # G = [1.75, 1.5, 1]: no peer with its seed
+    adv = group_advantages([quick, stuck, alone], cfg, ppo)
+    np.testing.assert_allclose(adv[0], [1.0, 2.0])
+    # after its success, `quick` counts with its absorbing value 2 at step 2
+    np.testing.assert_allclose(adv[1], [-1.0, -2.0, -2.0])
+    # compared with every other episode of the batch: mean of [1, 2, 2] and [0, 0, 0]
+    np.testing.assert_allclose(adv[2], [1.25, 0.5, 0.0])
+    # without seeds (the graph's episodes) the whole batch is one group
+    for e in (quick, stuck):
+        del e["meta"]["extra"]["seed"]
+    adv = group_advantages([quick, stuck], cfg, ppo)
+    np.testing.assert_allclose(adv[0], [1.0, 2.0])
+    with pytest.raises(ValueError, match="advantage"):
+        PPOConfig(advantage="critic")
+
+
 def test_assembler_drops_malformed_policy_steps_and_counts_them(tmp_path):
     store = EpisodeStore(tmp_path)
     asm = EpisodeAssembler("env0", store, result_wait_s=5.0, clock=Clock(), feature_dim=4, action_dim=2)

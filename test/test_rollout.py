@@ -98,11 +98,16 @@ def test_parallel_rollouts_equal_serial_ones_and_follow_the_set_policy():
         want = serial.run([11, 12], deterministic=False)
     with RolloutPool(cfg, workers=2, noise_seed=3) as pool:
         pool.set_policy(model)
-        got = pool.run([11, 12], deterministic=False, episode_ids=[5, 6])
-        assert [e.episode for e in got] == [5, 6] and [e.seed for e in got] == [11, 12]
+        got = pool.run([11, 12, 11], deterministic=False, episode_ids=[5, 6, 7])
+        assert [e.episode for e in got] == [5, 6, 7] and [e.seed for e in got] == [11, 12, 11]
         for a, b in zip(want, got):
             np.testing.assert_allclose(a.raw_action, b.raw_action, rtol=1e-5, atol=1e-6)
             np.testing.assert_array_equal(a.frames, b.frames)
+        # a seed given twice (a group for PPOConfig.advantage 'group'): same start, new noise
+        np.testing.assert_array_equal(got[2].frames[0], got[0].frames[0])
+        assert not np.allclose(got[2].raw_action[0], got[0].raw_action[0])
+        oracle_rewards([got[2]])
+        assert as_store_episode(got[2])["meta"]["extra"]["seed"] == 11
         widen_action_std(model, 0.5)
         assert torch.all(model.log_std >= _m.log(0.5) - 1e-6)
         pool.set_policy(model)

@@ -12,6 +12,7 @@ from typing import Dict, Tuple
 import numpy as np
 
 STALE_MODES = ("skip", "flag")
+ADVANTAGE_MODES = ("gae", "group")
 
 
 @dataclass(frozen=True)
@@ -63,6 +64,13 @@ class PPOConfig:
     reference (the initial policy) gets the same spread, so the KL term constrains the mean"""
     iterations: int = 30
     """RL iterations (the LRM paper: 30)"""
+    advantage: str = "gae"
+    """how each step's advantage is estimated. 'gae': GAE(gamma, lambda) on the critic's values
+    (refitted first, `value_prefit_epochs`). 'group': no critic: the step's discounted return-to-go
+    minus the mean return-to-go, at the same step, of the other episodes that started from the
+    same initial state (same seed; episodes without a seed are compared with the whole batch),
+    a leave-one-out baseline as in RLOO/GRPO. Paired starts remove the variance between initial
+    states, which a critic fitted on 8 episodes cannot (bench/results/rl_diagnosis_PushCube.md)"""
     stale_rewards: str = "skip"
     """ticks whose held reward is stale: 'skip' (zero weight in the losses) or 'flag' (train
     on them, count them in the statistics)"""
@@ -75,6 +83,8 @@ class PPOConfig:
             raise ValueError(f"clip_coef must be > 0, got {self.clip_coef}")
         if self.stale_rewards not in STALE_MODES:
             raise ValueError(f"stale_rewards must be one of {STALE_MODES}, got {self.stale_rewards!r}")
+        if self.advantage not in ADVANTAGE_MODES:
+            raise ValueError(f"advantage must be one of {ADVANTAGE_MODES}, got {self.advantage!r}")
         if self.value_prefit_epochs < 0:
             raise ValueError(f"value_prefit_epochs must be >= 0, got {self.value_prefit_epochs}")
         if not 0 <= self.explore_std < 10:

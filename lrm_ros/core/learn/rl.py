@@ -416,11 +416,64 @@ def prefit_critic(model, episodes: Sequence[dict], cfg: LearnerConfig, ppo: PPOC
     return out, mse
 
 
+def _episode_seed(ep: dict):
+    meta = ep.get("meta", {})
+    return meta.get("extra", meta).get("seed")
+
+
+def group_advantages(episodes: Sequence[dict], cfg: LearnerConfig, ppo: PPOConfig) -> List[np.ndarray]:
+    """Critic-free advantages (`PPOConfig.advantage == 'group'`), one array per episode.
+
+    A step's advantage is its discounted return-to-go G_t minus the mean G_t of the other
+    episodes of its group at the same step t: the episodes that started from the same seed
+    (their starts are identical, so only the policy's sampled actions tell them apart), or,
+    for an episode alone with its seed or without one, every other episode of the batch.
+    The baseline never uses the episode's own actions, so the estimate stays unbiased. An
+    episode that ended before step t counts from then on with the value it stopped at: a
+    success's absorbing value (`success_absorbing`) or 0."""
+    rtg, tails = [], []
+    for ep in episodes:
+        r = training_rewards(ep, cfg, ppo.gamma)
+        dones = ep["done"].astype(bool)
+        complete = bool(ep["meta"].get("complete", False)) and bool(dones[-1])
+        g = discounted_returns(r, dones, ppo.gamma, 0.0 if complete else float(ep["value"][-1]))
+        rtg.append(g)
+        meta = ep.get("meta", {})
+        success = bool(meta.get("extra", meta).get("env_success", False))
+        tails.append(float(g[-1]) if (complete and success and cfg.success_absorbing
+                                      and cfg.reward_transform == "value" and len(g)) else 0.0)
+    n = len(rtg)
+    if n == 0:
+        return []
+    horizon = max(len(g) for g in rtg)
+    ext = np.array([np.concatenate([g, np.full(horizon - len(g), tail)]) for g, tail in zip(rtg, tails)])
+    groups: Dict[object, List[int]] = {}
+    for i, ep in enumerate(episodes):
+        groups.setdefault(_episode_seed(ep), []).append(i)
+    total = ext.sum(axis=0)
+    out = []
+    for i in range(n):
+        seed = _episode_seed(episodes[i])
+        peers = groups[seed] if seed is not None else list(range(n))
+        if len(peers) < 2:
+            peers = list(range(n))
+        if len(peers) < 2:
+            base = np.zeros(horizon)
+        elif peers is groups.get(seed):
+            base = (ext[peers].sum(axis=0) - ext[i]) / (len(peers) - 1)
+        else:
+            base = (total - ext[i]) / (n - 1)
+        out.append(rtg[i] - base[:len(rtg[i])])
+    return out
+
+
 def _episode_arrays(episodes: Sequence[dict], cfg: LearnerConfig, ppo: PPOConfig,
                     refit: Optional[Sequence[np.ndarray]] = None) -> Dict[str, np.ndarray]:
-    """Flat training arrays; advantages from the recorded values, or from `refit` ones."""
+    """Flat training arrays; advantages by `ppo.advantage`: GAE on the recorded values (or on
+    `refit` ones), or `group_advantages`."""
     parts: Dict[str, list] = {k: [] for k in ("features", "raw_action", "log_prob", "adv", "ret",
                                                "weight", "stale")}
+    grouped = group_advantages(episodes, cfg, ppo) if ppo.advantage == "group" else None
     for i, ep in enumerate(episodes):
         rewards = training_rewards(ep, cfg, ppo.gamma)
         values = ep["value"].astype(np.float64) if refit is None else refit[i]
@@ -428,6 +481,9 @@ def _episode_arrays(episodes: Sequence[dict], cfg: LearnerConfig, ppo: PPOConfig
         complete = bool(ep["meta"].get("complete", False)) and bool(dones[-1])
         adv, ret = compute_gae(rewards, values, dones, last_value=0.0 if complete else float(values[-1]),
                                last_done=complete, gamma=ppo.gamma, lam=ppo.gae_lambda)
+        if grouped is not None:
+            adv = grouped[i]
+            ret = discounted_returns(rewards, dones, ppo.gamma, 0.0 if complete else float(values[-1]))
         parts["features"].append(ep["features"])
         parts["raw_action"].append(ep["raw_action"])
         parts["log_prob"].append(ep["log_prob"])
@@ -443,7 +499,7 @@ def ppo_update(model, init_model, episodes: Sequence[dict], cfg: LearnerConfig, 
     """One PPO iteration over the given episodes (dicts as EpisodeStore.load returns)."""
     torch = _torch()
     refit, prefit_mse = None, float("nan")
-    if ppo.value_prefit_epochs and episodes:
+    if ppo.value_prefit_epochs and episodes and ppo.advantage == "gae":
         refit, prefit_mse = prefit_critic(model, episodes, cfg, ppo, seed)
     data = _episode_arrays(episodes, cfg, ppo, refit)
     n = len(data["log_prob"])

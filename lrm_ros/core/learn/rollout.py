@@ -124,7 +124,7 @@ def as_store_episode(ep: RolloutEpisode) -> dict:
             "log_prob": ep.log_prob.astype(np.float32), "value": ep.value.astype(np.float32),
             "reward": ep.reward.astype(np.float32), "stale": ep.stale, "done": done,
             "completion": ep.completion.astype(np.float32),
-            "meta": {"complete": True, "extra": {"env_success": ep.success, "final_completion": final_c,
+            "meta": {"complete": True, "extra": {"env_success": ep.success, "seed": ep.seed, "final_completion": final_c,
                                                  "final_value": float(ep.reward[-1]) if n else float("nan"),
                                                  "deterministic": ep.deterministic}}}
 

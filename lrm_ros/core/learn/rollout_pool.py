@@ -25,9 +25,10 @@ from lrm_ros.core.learn.rollout import RolloutEpisode, run_episode, summarize_su
 _WORKER: dict = {}
 
 
-def episode_noise_seed(noise_seed: int, seed: int) -> int:
-    """The action-noise seed of one episode: independent of which process runs it."""
-    return (int(noise_seed) * 1_000_003 + int(seed)) % (2 ** 63)
+def episode_noise_seed(noise_seed: int, seed: int, repeat: int = 0) -> int:
+    """The action-noise seed of one episode: independent of which process runs it. `repeat`
+    tells apart the episodes of one call that start from the same seed (0 for the first)."""
+    return (int(noise_seed) * 1_000_003 + int(seed) + int(repeat) * 7_919_000_017) % (2 ** 63)
 
 
 def _state_bytes(model) -> bytes:
@@ -50,12 +51,12 @@ def _init_worker(sim_config, checkpoint: str, threads: int) -> None:
 
 def _run(task) -> RolloutEpisode:
     import torch
-    version, state, seed, deterministic, episode, noise_seed, keep_frames = task
+    version, state, seed, deterministic, episode, noise_seed, keep_frames, repeat = task
     adapter = _WORKER["adapter"]
     if version != _WORKER["version"]:
         adapter.model.load_state_dict(torch.load(io.BytesIO(state), weights_only=True))
         _WORKER["version"] = version
-    adapter._gen.manual_seed(episode_noise_seed(noise_seed, seed))
+    adapter._gen.manual_seed(episode_noise_seed(noise_seed, seed, repeat))
     ep = run_episode(_WORKER["sim"], adapter, seed, deterministic, episode=episode)
     if not keep_frames:      # only the first and last frame travel back
         ep.frames = ep.frames[[0, -1]]
@@ -89,8 +90,13 @@ class RolloutPool:
         if not self._state:
             raise RuntimeError("RolloutPool.run before set_policy(model)")
         ids = list(episode_ids) if episode_ids is not None else list(range(len(seeds)))
+        seen: Dict[int, int] = {}
+        repeats = []
+        for s in seeds:                # a seed given twice gets different action noise
+            repeats.append(seen.get(int(s), 0))
+            seen[int(s)] = repeats[-1] + 1
         tasks = [(self._version, self._state, int(s), bool(deterministic), int(i), self.noise_seed,
-                  keep_frames) for s, i in zip(seeds, ids)]
+                  keep_frames, r) for s, i, r in zip(seeds, ids, repeats)]
         if self._pool is None:
             out = []
             for t in tasks:
