@@ -8,6 +8,7 @@ Configurations (same IL start, same iterations, same seeds):
   progress / completion / contrastive / tri
                PPO on the lite reward model's signal, through the real interval-hold (K)
   filtered_bc  behaviour cloning on the rollouts the lite completion signal calls successful
+  filtered_bc_oracle  the same on the rollouts the simulator calls successful (its upper bound)
 
 Each RL configuration: `--iterations` x (`--episodes-per-iteration` stochastic rollouts ->
 rewards -> one update). Then every configuration is evaluated deterministically on the same
@@ -36,7 +37,9 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-CONFIGS = ("il", "oracle", "progress", "completion", "contrastive", "tri", "filtered_bc")
+CONFIGS = ("il", "oracle", "progress", "completion", "contrastive", "tri", "filtered_bc",
+           "filtered_bc_oracle")
+FILTERED = ("filtered_bc", "filtered_bc_oracle")
 LITE = ("progress", "completion", "contrastive", "tri")
 
 
@@ -73,7 +76,8 @@ def run_config(name: str, a) -> dict:
     if name in LITE or name == "filtered_bc":
         backend = make_backend("lite", signal="completion" if name == "filtered_bc" else name,
                                **({"model_path": a.lite_checkpoint} if a.lite_checkpoint else {}))
-    lcfg = LearnerConfig(store_dir="unused", algorithm="filtered_bc" if name == "filtered_bc" else "ppo",
+    lcfg = LearnerConfig(store_dir="unused", algorithm="filtered_bc" if name in FILTERED else "ppo",
+                         success_source="env" if name == "filtered_bc_oracle" else "completion",
                          success_absorbing=not a.no_success_absorbing,
                          success_threshold=a.success_threshold, bc_epochs=a.bc_epochs)
     ppo = PPOConfig(learning_rate=a.lr, kl_coef=a.kl_coef, minibatch_size=a.minibatch,
@@ -94,14 +98,14 @@ def run_config(name: str, a) -> dict:
         seeds = [s for s in range(first, first + starts) for _ in range(a.group_size)]
         eps = pool.run(seeds, deterministic=False, keep_frames=backend is not None)
         steps += sum(len(e.action) for e in eps)
-        if name == "oracle":
+        if name in ("oracle", "filtered_bc_oracle"):
             oracle_rewards(eps)
         else:
             held_rewards(backend, eps, interval=a.interval)
         recent.append([as_store_episode(e) for e in eps])
         del recent[:-a.reuse_iterations]
         batch = [e for group in recent for e in group]
-        if name == "filtered_bc":
+        if name in FILTERED:
             stats = filtered_bc_update(model, batch, lcfg, seed=a.seed + it)
         else:
             stats = ppo_update(model, init, batch, lcfg, ppo, seed=a.seed + it)
