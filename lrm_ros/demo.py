@@ -20,10 +20,9 @@ from pathlib import Path
 
 from lrm_ros.bringup.graph import argument_defaults, load_graph, parse_launch_arguments, resolve
 from lrm_ros.bringup.runner import GraphRunner, unclean_exits
+from lrm_ros.core.episode_end import END_SUCCESS
 from lrm_ros.core.learn.rollout import wilson_interval
 from lrm_ros.ros.env import apply_ros_environment, ros_environment
-
-END_SUCCESS = 1
 
 
 class PhaseError(RuntimeError):

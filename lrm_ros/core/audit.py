@@ -27,12 +27,12 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 
+from lrm_ros.core.episode_end import END_FAILURE, END_SUCCESS, END_TIME_LIMIT
 from lrm_ros.core.evaluate import (METRIC_KEYS, EpisodeScores, _clean, _fmt, _thumb, add_backend_arguments,
                                    backend_from_args, compute_metrics, episode_queries, score_episodes)
 from lrm_ros.core.hold import HoldConfig, IntervalHold
 
 NAN = float("nan")
-END_SUCCESS = 1
 
 
 def hold_trace(ep, queries, results, interval: int, needs=(), env: str = "audit", ended: bool = True):
@@ -93,9 +93,6 @@ class AuditEpisode:
     @property
     def key(self) -> str:
         return f"{Path(self.bag).name}{'/' + self.namespace if self.namespace else ''} ep {self.episode}"
-
-
-END_TIME_LIMIT, END_RESET_REQUEST, END_FAILURE = 2, 3, 4
 
 
 def _success(ep) -> Optional[bool]:
