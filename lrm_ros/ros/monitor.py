@@ -20,6 +20,7 @@ from sensor_msgs.msg import CameraInfo, Image, JointState
 from std_msgs.msg import Float64MultiArray, String
 from std_srvs.srv import Trigger
 
+from lrm_ros.core.stamps import stamp_ns
 from lrm_ros.msg import ControlTick, HeldReward, PolicyStep, PolicyUpdate, RewardQueryResult, SimOracle
 from lrm_ros.ros.diagnostics import parse_status
 from lrm_ros.ros.image_msgs import image_msg_to_rgb
@@ -110,7 +111,7 @@ class GraphMonitor:
             self._cond.notify_all()
 
     def _tick(self, ns, m: ControlTick):
-        stamp = m.header.stamp.sec * 10**9 + m.header.stamp.nanosec
+        stamp = stamp_ns(m.header)
         self.records[ns].ticks.append((m.episode, m.tick, m.episode_start, m.episode_end,
                                        m.end_reason, m.fallback_count, time.monotonic(), stamp))
         if self._on_tick is not None:
@@ -118,7 +119,7 @@ class GraphMonitor:
         self._notify()
 
     def _frame(self, ns, m: Image):
-        stamp = m.header.stamp.sec * 10**9 + m.header.stamp.nanosec
+        stamp = stamp_ns(m.header)
         rec = self.records[ns]
         rec.frames.append((stamp, m.width, m.height, m.encoding, time.monotonic()))
         if self._keep_every and (len(rec.frames) - 1) % self._keep_every == 0:
@@ -126,7 +127,7 @@ class GraphMonitor:
         self._notify()
 
     def _raw(self, ns, m: Image):
-        stamp = m.header.stamp.sec * 10**9 + m.header.stamp.nanosec
+        stamp = stamp_ns(m.header)
         self.records[ns].raw_images.append((stamp, time.monotonic()))
 
     def _count(self, ns, attr):
