@@ -157,8 +157,13 @@ class RewardModelNode(ManagedNode):
         msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(query.stamp_ns, 1_000_000_000)
         try:
             self._pub_result[query.env].publish(msg)
-        except Exception:          # shutting down: the context may be gone
-            pass
+        except Exception as exc:   # this runs in the engine's thread, not the executor's
+            why = (f"{query.env or '.'}: reward/result of the query at tick {query.tick} "
+                   f"not published: {exc!r}")
+            if self.context.ok():
+                self.get_logger().error(why, throttle_duration_sec=2.0)
+            else:                  # shutting down: the context is gone, as expected
+                self.get_logger().debug(why)
 
     def _counters(self) -> dict:
         out = {"backend": self.config.backend, "model_id": self.model_id, "signal": self.signal,
