@@ -63,8 +63,8 @@ def run_case(name, args, model_dir, domain, log):
             raise RuntimeError(f"{name}: node(s) did not exit cleanly: {bad}; see {log.name}")
     nominal = 1.0 / args.rate
     # At the bridge: its own publish stamps. At a subscriber: the monitor's receive times.
-    stamps = np.array([t[7] for t in ticks], dtype=np.float64) / 1e9
-    recv = np.array([t[6] for t in ticks])
+    stamps = np.array([t.stamp_ns for t in ticks], dtype=np.float64) / 1e9
+    recv = np.array([t.t_recv for t in ticks])
     jitter = np.abs(np.diff(stamps) - nominal) * 1000
     jitter_recv = np.abs(np.diff(recv) - nominal) * 1000
     return {
