@@ -282,18 +282,18 @@ def graph_run(env_id: str, ticks: int, warmup: int, num_envs: int, domain: int, 
 
 
 def _graph_env_stats(rec, warmup, ticks, offset_ns, diag, ingest_diag) -> dict:
-    # ticks: (episode, tick, start, end, reason, fallbacks, t_recv, stamp_ns)
-    tk = list(rec.ticks)
+    tk = list(rec.ticks)                            # monitor TickRecords
     window = tk[warmup:warmup + ticks + 1]
-    steps = sum(1 for t in window[1:] if t[1] > 0)  # tick 0 of an episode is a reset, not a step
-    resets = sum(1 for t in window[1:] if t[1] == 0)
-    elapsed = window[-1][6] - window[0][6]
-    periods = [b[6] - a[6] for a, b in zip(window, window[1:]) if b[1] > 0 and b[0] == a[0]]
-    w0, w1 = window[0][6], window[-1][6]
+    steps = sum(1 for t in window[1:] if t.tick > 0)  # tick 0 of an episode is a reset, not a step
+    resets = sum(1 for t in window[1:] if t.tick == 0)
+    elapsed = window[-1].t_recv - window[0].t_recv
+    periods = [b.t_recv - a.t_recv for a, b in zip(window, window[1:])
+               if b.tick > 0 and b.episode == a.episode]
+    w0, w1 = window[0].t_recv, window[-1].t_recv
     fallbacks_in_window = sum(
-        1 for a, b in zip(window, window[1:]) if b[0] == a[0] and b[5] > a[5])
+        1 for a, b in zip(window, window[1:]) if b.episode == a.episode and b.fallbacks > a.fallbacks)
     # bridge publish (stamp, wall) -> tick received by the monitor (monotonic + offset)
-    tick_lat = [(t[6] * 1e9 + offset_ns - t[7]) / 1e9 for t in window]
+    tick_lat = [(t.t_recv * 1e9 + offset_ns - t.stamp_ns) / 1e9 for t in window]
     wall_stamps = bool(tick_lat) and abs(statistics.median(tick_lat)) < STAMP_SANITY_S
     # frames vs raw images, matched by stamp, inside the window
     raw = {}

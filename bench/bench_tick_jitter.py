@@ -24,6 +24,7 @@ import numpy as np
 
 from lrm_ros.bringup.graph import load_graph, resolve
 from lrm_ros.bringup.runner import GraphRunner, unclean_exits
+from lrm_ros.core.hold import DEFAULT_INTERVAL
 from lrm_ros.ros.env import apply_ros_environment, ros_environment
 
 
@@ -62,8 +63,8 @@ def run_case(name, args, model_dir, domain, log):
             raise RuntimeError(f"{name}: node(s) did not exit cleanly: {bad}; see {log.name}")
     nominal = 1.0 / args.rate
     # At the bridge: its own publish stamps. At a subscriber: the monitor's receive times.
-    stamps = np.array([t[7] for t in ticks], dtype=np.float64) / 1e9
-    recv = np.array([t[6] for t in ticks])
+    stamps = np.array([t.stamp_ns for t in ticks], dtype=np.float64) / 1e9
+    recv = np.array([t.t_recv for t in ticks])
     jitter = np.abs(np.diff(stamps) - nominal) * 1000
     jitter_recv = np.abs(np.diff(recv) - nominal) * 1000
     return {
@@ -87,7 +88,7 @@ def main(argv=None):
     p.add_argument("--rate", type=float, default=10.0, help="bridge control rate (Hz)")
     p.add_argument("--seconds", type=float, default=30.0, help="measurement window per case")
     p.add_argument("--backend", default="topreward", choices=["topreward", "vlm"])
-    p.add_argument("--interval", type=int, default=10, help="K of the reward node (1 = busy all the time)")
+    p.add_argument("--interval", type=int, default=DEFAULT_INTERVAL, help="K of the reward node (1 = busy all the time)")
     p.add_argument("--out", default="out/bench/tick_jitter.json")
     args = p.parse_args(argv)
     apply_ros_environment()

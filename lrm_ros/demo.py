@@ -20,10 +20,9 @@ from pathlib import Path
 
 from lrm_ros.bringup.graph import argument_defaults, load_graph, parse_launch_arguments, resolve
 from lrm_ros.bringup.runner import GraphRunner, unclean_exits
+from lrm_ros.core.episode_end import END_SUCCESS
 from lrm_ros.core.learn.rollout import wilson_interval
 from lrm_ros.ros.env import apply_ros_environment, ros_environment
-
-END_SUCCESS = 1
 
 
 class PhaseError(RuntimeError):
@@ -32,7 +31,7 @@ class PhaseError(RuntimeError):
 
 def _ended(rec):
     """(episode, success) of every ended episode, in order."""
-    return [(t[0], t[4] == END_SUCCESS) for t in rec.ticks if t[3]]
+    return [(t.episode, t.reason == END_SUCCESS) for t in rec.ticks if t.end]
 
 
 def _run_phase(title, overrides, names, done, progress, total, timeout, log, unit="ep"):
@@ -86,8 +85,8 @@ def fallback_episodes(mon, names, per_env=None):
             ended = ended[:per_env]
         worst = {}
         for t in mon.records[n].ticks:
-            if t[0] in ended:
-                worst[t[0]] = max(worst.get(t[0], 0), int(t[5]))
+            if t.episode in ended:
+                worst[t.episode] = max(worst.get(t.episode, 0), int(t.fallbacks))
         bad = [(e, c) for e, c in sorted(worst.items()) if c > 0]
         if bad:
             out[n] = bad
@@ -121,9 +120,9 @@ def _traces(mon, names, per_env):
         rec = mon.records[n]
         eps = [e for e, _ in _ended(rec)[:per_env]]
         for e in eps:
-            held = [(h[1], h[2], h[5]) for h in rec.held if h[0] == e]
-            oracle = [(o[1], o[3]) for o in rec.oracle if o[0] == e]
-            ok = any(t[3] and t[4] == END_SUCCESS for t in rec.ticks if t[0] == e)
+            held = [(h.tick, h.value, h.stale) for h in rec.held if h.episode == e]
+            oracle = [(o.tick, o.normalized) for o in rec.oracle if o.episode == e]
+            ok = any(t.end and t.reason == END_SUCCESS for t in rec.ticks if t.episode == e)
             out.append({"env": n, "episode": e, "success": ok, "held": held, "oracle": oracle})
     return out
 

@@ -1,7 +1,6 @@
 """Pure logic of the bridge: configuration checks and command admission (no ROS, no sim)."""
 import math
 import threading
-import time
 
 import numpy as np
 import pytest
@@ -71,9 +70,8 @@ def test_gate_counts_rejections_and_a_rejected_command_does_not_satisfy_the_tick
 def test_gate_wakes_a_waiting_tick_from_another_thread_and_can_be_interrupted():
     gate = CommandGate(1)
     threading.Timer(0.05, gate.offer, args=([0.5],)).start()
-    start = time.monotonic()
     action, fallback = gate.wait(5.0)
-    assert action.tolist() == [0.5] and not fallback and time.monotonic() - start < 4.0
+    assert action.tolist() == [0.5] and not fallback      # a wait that timed out falls back
     threading.Timer(0.05, gate.interrupt).start()
     assert gate.wait(5.0) == (None, False)
 

@@ -1,4 +1,5 @@
-"""lrm_ros.core (and the bag writer) must import no ROS: nodes convert messages, call core, publish."""
+"""lrm_ros.core (and the bag writer) must import no ROS: nodes convert messages, call core, publish.
+The core's copy of the message constants it needs must equal the message's."""
 import pkgutil
 import subprocess
 import sys
@@ -22,3 +23,16 @@ def test_every_core_module_imports_without_rclpy_or_messages():
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           cwd="/", timeout=120)
     assert proc.returncode == 0, f"core imported ROS modules: {proc.stdout} {proc.stderr[-2000:]}"
+
+
+def test_the_core_end_reasons_are_the_control_tick_messages():
+    import re
+    from pathlib import Path
+    from lrm_ros.core import episode_end
+    from lrm_ros.msg import ControlTick
+    text = (Path(__file__).parents[1] / "msg" / "ControlTick.msg").read_text()
+    declared = {n: int(v) for n, v in re.findall(r"^uint8 (END_\w+) = (\d+)", text, re.M)}
+    ours = {n: v for n, v in vars(episode_end).items() if n.startswith("END_") and n != "END_REASONS"}
+    assert len(declared) == 5 and ours == declared
+    assert {n: getattr(ControlTick, n) for n in declared} == declared
+    assert episode_end.END_REASONS == {n[4:].lower(): v for n, v in declared.items()}

@@ -42,11 +42,11 @@ def test_fallback_driven_episodes_are_found_per_env():
     from types import SimpleNamespace
     import pytest
     from lrm_ros.demo import PhaseError, _check_no_fallbacks, fallback_episodes
-    from lrm_ros.ros.monitor import EnvRecord
+    from lrm_ros.ros.monitor import EnvRecord, TickRecord
 
     def ticks(episode, n, fallbacks=0):
-        # (episode, tick, start, end, reason, fallbacks, t_recv, stamp_ns)
-        return [(episode, t, t == 0, t == n, 2 if t == n else 0, fallbacks if t >= 2 else 0, 0.0, t)
+        return [TickRecord(episode=episode, tick=t, start=t == 0, end=t == n, reason=2 if t == n else 0,
+                           fallbacks=fallbacks if t >= 2 else 0, t_recv=0.0, stamp_ns=t)
                 for t in range(n + 1)]
 
     clean, bad = EnvRecord(), EnvRecord()

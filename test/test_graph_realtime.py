@@ -1,7 +1,6 @@
 """The bridge in realtime mode (real process, real ManiSkill): ticks run at the configured
 rate on their own; ticks without a fresh command use the fallback and are counted."""
 import dataclasses
-import os
 
 import pytest
 
@@ -12,10 +11,10 @@ from lrm_ros.ros.env import ros_environment
 NS = "env0"
 
 
-def test_realtime_ticks_advance_without_commands_and_count_misses(tmp_path, fresh_domain):
+def test_realtime_ticks_advance_without_commands_and_count_misses(tmp_path, fresh_domain, monkeypatch):
     from lrm_ros.ros.monitor import GraphMonitor
     env = ros_environment(domain_id=fresh_domain)
-    os.environ["ROS_DOMAIN_ID"] = str(fresh_domain)
+    monkeypatch.setenv("ROS_DOMAIN_ID", str(fresh_domain))   # the monitor's; undone after the test
     specs = resolve(load_graph("sim"), {"policy": "none", "reward": "none", "mode": "realtime"})
     specs = [dataclasses.replace(s, parameters={**s.parameters, "control_rate_hz": 5.0,
                                                 "camera_width": 64, "camera_height": 64,
@@ -31,9 +30,9 @@ def test_realtime_ticks_advance_without_commands_and_count_misses(tmp_path, fres
             name = f"/{NS}/maniskill_bridge"
             assert mon.wait_for(
                 lambda: int(mon.node_diagnostics(name).get("commands_missed", 0)) >= 3, 10.0)
-            ticks = [t[1] for t in mon.records[NS].ticks if t[0] == 0]
+            ticks = [t.tick for t in mon.records[NS].ticks if t.episode == 0]
             assert ticks[:6] == list(range(6))
-            fallbacks = [t[5] for t in mon.records[NS].ticks]
+            fallbacks = [t.fallbacks for t in mon.records[NS].ticks]
             assert fallbacks == sorted(fallbacks) and fallbacks[-1] >= 3
             assert runner.dead() == []
         finally:

@@ -12,6 +12,7 @@ import pytest
 
 from lrm_ros.bringup.graph import load_graph, resolve
 from lrm_ros.bringup.runner import GraphRunner
+from lrm_ros.core.episode_end import END_SUCCESS
 
 NS = "env0"
 PANDA = [f"panda_joint{i}" for i in range(1, 8)] + ["panda_finger_joint1", "panda_finger_joint2"]
@@ -98,10 +99,9 @@ def _call(mon, name, srv_type, request=None, timeout=20.0):
     client = mon.node.create_client(srv_type, name)
     assert client.wait_for_service(timeout_sec=timeout), f"service {name} not available"
     future = client.call_async(request or srv_type.Request())
-    deadline = time.monotonic() + timeout
-    while not future.done() and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert future.done(), f"{name} did not answer"
+    answered = threading.Event()
+    future.add_done_callback(lambda _: answered.set())
+    assert answered.wait(timeout), f"{name} did not answer"
     return future.result()
 
 
@@ -113,6 +113,7 @@ def test_operator_episodes_safety_and_lifecycle(robot):
     from lrm_ros.ros.qos import LATCHED
     mon, commands = robot["mon"], robot["commands"]
     rec = mon.records[NS]
+    bridge = lambda: mon.node_diagnostics(f"/{NS}/robot_bridge")  # noqa: E731  (1 Hz)
 
     # no episode while the policy is not active: episode/start is refused, naming it
     res = _call(mon, f"/{NS}/policy/change_state", ChangeState,
@@ -137,10 +138,10 @@ def test_operator_episodes_safety_and_lifecycle(robot):
         assert "/reward_model" in res.message or "/env0/policy" in res.message, res.message
     assert res.success and "episode 0 started" in res.message, res.message
     assert mon.wait_for(lambda: len(commands) >= 8, 60), (len(rec.ticks), robot["log"].name)
-    assert rec.ticks[0][:3] == (0, 0, True)
+    assert (rec.ticks[0].episode, rec.ticks[0].tick, rec.ticks[0].start) == (0, 0, True)
     # every tick from tick 0 on has its held reward (the reward model was ready first)
-    assert mon.wait_for(lambda: {(h[0], h[1]) for h in rec.held} >= {(t[0], t[1]) for t in rec.ticks[:5]}, 10), \
-        (rec.ticks[:5], rec.held[:5])
+    assert mon.wait_for(lambda: {(h.episode, h.tick) for h in rec.held}
+                        >= {(t.episode, t.tick) for t in rec.ticks[:5]}, 10), (rec.ticks[:5], rec.held[:5])
     assert rec.instruction == "push the red cube to the target"
     vals = np.array([c[1] for c in commands])
     assert vals.shape[1] == 6 and np.all(np.abs(vals) <= 0.5 + 1e-9)          # clipped
@@ -154,14 +155,17 @@ def test_operator_episodes_safety_and_lifecycle(robot):
     # pause: one stop command at once, then nothing while ticks go on
     pause = mon.node.create_publisher(Bool, f"/{NS}/safety/pause", LATCHED)
     n_ticks = len(rec.ticks)
+    refused = int(bridge().get("refused_paused", 0))
     t_pause = time.monotonic()
     pause.publish(Bool(data=True))
     assert mon.wait_for(lambda: any(c[0] > t_pause and c[1] == [0.0] * 6 for c in commands), 5)
-    time.sleep(1.5)
+    # ticks go on and the bridge refuses the policy's commands for them
+    assert mon.wait_for(lambda: len(rec.ticks) >= n_ticks + 3
+                        and int(bridge().get("refused_paused", 0)) >= refused + 3, 20), bridge()
     after = [c for c in commands if c[0] > t_pause]
     assert after[0][1] == [0.0] * 6 and len(after) == 1, after
-    assert not [x for x in robot["gripper"] if x[0] > t_pause + 0.2]          # the gripper keeps its hold
-    assert len(rec.ticks) >= n_ticks + 3                                        # ticks continue
+    # the gripper keeps its hold: one gripper position per command sent, none with the stop
+    assert len(robot["gripper"]) == len(commands) - 1, (len(robot["gripper"]), len(commands))
     pause.publish(Bool(data=False))
     t_resume = time.monotonic()
     assert mon.wait_for(lambda: sum(c[0] > t_resume for c in commands) >= 3, 20)
@@ -172,10 +176,13 @@ def test_operator_episodes_safety_and_lifecycle(robot):
     res = _call(mon, f"/{NS}/policy/change_state", ChangeState,
                 ChangeState.Request(transition=Transition(id=Transition.TRANSITION_DEACTIVATE)))
     assert res.success
-    time.sleep(0.6)
-    t_off = time.monotonic()
-    time.sleep(1.5)
-    assert not [c for c in commands if c[0] > t_off]
+    # a command published before the deactivation may still be on its way: two ticks later
+    # none is; then, over five more ticks, the policy neither steps nor commands
+    t0 = len(rec.ticks)
+    assert mon.wait_for(lambda: len(rec.ticks) >= t0 + 2, 10)
+    n_commands, n_steps = len(commands), len(rec.policy_steps)
+    assert mon.wait_for(lambda: len(rec.ticks) >= t0 + 7, 10)
+    assert (len(commands), len(rec.policy_steps)) == (n_commands, n_steps), commands[n_commands:]
     assert _call(mon, f"/{NS}/policy/get_state", GetState).current_state.label == "inactive"
     # cleanup frees the model; configure loads it again
     for tid, label in ((Transition.TRANSITION_CLEANUP, "unconfigured"),
@@ -191,10 +198,11 @@ def test_operator_episodes_safety_and_lifecycle(robot):
     # the operator marks success: the next tick ends the episode as a success
     res = _call(mon, f"/{NS}/episode/mark_success", Trigger)
     assert res.success
-    assert mon.wait_for(lambda: any(t[3] for t in rec.ticks), 10)
-    end = [t for t in rec.ticks if t[3]][0]
-    assert end[0] == 0 and end[4] == 1
-    n = len(rec.ticks)
-    time.sleep(1.0)
-    assert len(rec.ticks) == n                                                  # idle again
+    assert mon.wait_for(lambda: any(t.end for t in rec.ticks), 10)
+    end = [t for t in rec.ticks if t.end][0]
+    assert (end.episode, end.reason) == (0, END_SUCCESS)
+    # idle again: the bridge stopped running, and the end was the last of all its ticks
+    assert mon.wait_for(lambda: bridge().get("running") == "False"
+                        and int(bridge().get("ticks", -1)) == len(rec.ticks), 10), (bridge(), len(rec.ticks))
+    assert rec.ticks[-1] == end
     assert not _call(mon, f"/{NS}/episode/stop", Trigger).success               # nothing to stop

@@ -8,13 +8,13 @@ malformed images, reset, episode ends, and that nothing is left behind.
 import array
 import dataclasses
 import os
-import time
 from pathlib import Path
 
 import pytest
 
 from lrm_ros.bringup.graph import load_graph, resolve
 from lrm_ros.bringup.runner import GraphRunner, stale_shm
+from lrm_ros.core.episode_end import END_RESET_REQUEST, END_TIME_LIMIT
 
 IMAGE_SIZE = 96          # not the default 224: proves the parameter reaches the node
 MAX_TICKS = 6
@@ -80,15 +80,15 @@ def test_first_tick_instruction_and_frame(graph):
     mon, _ = graph
     rec = mon.records[NS]
     first = rec.ticks[0]
-    assert first[:4] == (0, 0, True, False)            # episode 0, tick 0, start, not end
+    assert (first.episode, first.tick, first.start, first.end) == (0, 0, True, False)
     assert "cube" in rec.instruction.lower()
     assert mon.wait_for(lambda: len(rec.frames) >= 1, 20.0), "no camera/frame arrived"
-    stamp, width, height, encoding, _ = rec.frames[0]
-    assert (width, height, encoding) == (IMAGE_SIZE, IMAGE_SIZE, "rgb8")
-    assert stamp == first[7]                           # the original stamp is kept
+    frame = rec.frames[0]
+    assert (frame.width, frame.height, frame.encoding) == (IMAGE_SIZE, IMAGE_SIZE, "rgb8")
+    assert frame.stamp_ns == first.stamp_ns            # the original stamp is kept
     # the bridge held tick 0 until the reward model was active (wait_for_nodes): it has a
     # held reward, as does every tick after it
-    assert mon.wait_for(lambda: (0, 0) in {(h[0], h[1]) for h in rec.held}, 20.0), rec.held[:3]
+    assert mon.wait_for(lambda: (0, 0) in {(h.episode, h.tick) for h in rec.held}, 20.0), rec.held[:3]
 
 
 def test_a_bridge_waiting_for_a_node_that_never_comes_stops_naming_it(tmp_path, fresh_domain):
@@ -117,14 +117,15 @@ def test_lockstep_one_tick_per_command_with_frames_and_oracle(graph):
     seen = [start]
     for _ in range(3):
         seen.append(_step(mon, (0.1, 0, 0, 0, 0, 0, 1.0)))
-    ticks = [t[1] for t in seen]
-    assert ticks == list(range(start[1], start[1] + 4)) or seen[-1][2], ticks
+    # one tick per command: the next tick of the episode, or tick 0 of the next after an end
+    for a, b in zip(seen, seen[1:]):
+        expected = (a.episode + 1, 0, True) if a.end else (a.episode, a.tick + 1, False)
+        assert (b.episode, b.tick, b.start) == expected, seen
     # Lockstep: with no command the tick waits (until the timeout, checked below).
     n = len(_ticks(mon))
-    time.sleep(TIMEOUT_S * 0.3)
-    assert len(_ticks(mon)) == n
-    stamps = {t[7] for t in seen}
-    assert mon.wait_for(lambda: stamps <= {f[0] for f in rec.frames}, 10.0), \
+    assert not mon.wait_for(lambda: len(_ticks(mon)) > n, TIMEOUT_S * 0.3), "ticked without a command"
+    stamps = {t.stamp_ns for t in seen}
+    assert mon.wait_for(lambda: stamps <= {f.stamp_ns for f in rec.frames}, 10.0), \
         "a tick's camera/frame did not arrive"
     assert len(rec.oracle) >= len(seen) and rec.joint_states >= len(seen)
 
@@ -201,36 +202,34 @@ def test_compressed_input_is_decoded_to_model_resolution(graph):
 def test_reset_service_starts_a_new_episode(graph):
     mon, _ = graph
     # Be mid-episode: not on a terminal tick and not about to hit the time limit.
-    while _ticks(mon)[-1][3] or _ticks(mon)[-1][1] >= MAX_TICKS - 1:
+    while _ticks(mon)[-1].end or _ticks(mon)[-1].tick >= MAX_TICKS - 1:
         n = len(_ticks(mon))
-        if _ticks(mon)[-1][3]:
+        if _ticks(mon)[-1].end:
             assert mon.wait_for(lambda: len(_ticks(mon)) > n, 20.0)
         else:
             _step(mon)
-    episode = _ticks(mon)[-1][0]
+    episode = _ticks(mon)[-1].episode
     response = mon.reset(NS)
     assert response.success, response.message
-    assert mon.wait_for(lambda: _ticks(mon)[-1][0] > episode, 20.0)
+    assert mon.wait_for(lambda: _ticks(mon)[-1].episode > episode, 20.0)
     recs = _ticks(mon)
-    end = [t for t in recs if t[0] == episode and t[3]]
-    assert end and end[-1][4] == 3                       # END_RESET_REQUEST
-    new = [t for t in recs if t[0] == episode + 1]
-    assert new[0][1] == 0 and new[0][2]                  # tick 0, episode_start
+    end = [t for t in recs if t.episode == episode and t.end]
+    assert len(end) == 1 and end[0].reason == END_RESET_REQUEST
+    new = [t for t in recs if t.episode == episode + 1]
+    assert (new[0].tick, new[0].start) == (0, True)
 
 
 def test_time_limit_ends_the_episode_and_auto_resets(graph):
     mon, _ = graph
-    episode = _ticks(mon)[-1][0]
+    episode = _ticks(mon)[-1].episode
     for _ in range(MAX_TICKS + 2):
-        if _ticks(mon)[-1][0] != episode:
+        if _ticks(mon)[-1].episode != episode:
             break
-        tick = _step(mon, (0.0,) * 7)
-    ended = [t for t in _ticks(mon) if t[0] == episode and t[3]]
-    assert ended, "no episode_end within max_episode_ticks"
-    assert ended[0][4] in (1, 2, 4) and ended[0][1] <= MAX_TICKS
-    if ended[0][4] == 2:
-        assert ended[0][1] == MAX_TICKS                  # END_TIME_LIMIT at the limit
-    assert mon.wait_for(lambda: _ticks(mon)[-1][0] == episode + 1, 20.0)
+        _step(mon, (0.0,) * 7)
+    ended = [t for t in _ticks(mon) if t.episode == episode and t.end]
+    # zero actions move nothing: PushCube neither succeeds nor fails, the time limit ends it
+    assert [(t.tick, t.reason) for t in ended] == [(MAX_TICKS, END_TIME_LIMIT)], ended
+    assert mon.wait_for(lambda: _ticks(mon)[-1].episode == episode + 1, 20.0)
     # the reward node released the ended episode's backend state (backend.end_episode)
     assert mon.wait_for(lambda: int(mon.node_diagnostics("/reward_model").get(
         "engine_episodes_ended", 0)) >= 1, 20.0), mon.node_diagnostics("/reward_model")
@@ -240,14 +239,15 @@ def test_the_embedded_lite_reward_model_scores_the_queries(graph):
     """The default backend with its shipped checkpoint, all three signals (tri)."""
     mon, runner = graph
     rec = mon.records[NS]
-    assert mon.wait_for(lambda: any(r[2] == 0 for r in rec.results), 60.0), rec.results
-    ok = [r for r in rec.results if r[2] == 0]
-    assert all(0.0 <= r[3] <= 1.0 for r in ok)
+    assert mon.wait_for(lambda: any(r.status == 0 for r in rec.results), 60.0), rec.results
+    ok = [r for r in rec.results if r.status == 0]
+    assert all(0.0 <= r.value <= 1.0 for r in ok)
     # queries at ticks K, 2K, ... and at each episode's end (time limit, or the reset test's
     # END_RESET_REQUEST: the reward model is active from tick 0 on, so it sees that one too)
-    ends = {(t[0], t[1]) for t in rec.ticks if t[3]}
-    assert all(r[1] % 3 == 0 or (r[0], r[1]) in ends for r in rec.results), (rec.results, ends)
-    assert mon.wait_for(lambda: any(h[3] > 0 for h in rec.held), 30.0)   # a held result
+    ends = {(t.episode, t.tick) for t in rec.ticks if t.end}
+    assert all(r.query_tick % 3 == 0 or (r.episode, r.query_tick) in ends for r in rec.results), \
+        (rec.results, ends)
+    assert mon.wait_for(lambda: any(h.query_tick > 0 for h in rec.held), 30.0)   # a held result
     assert runner.dead() == []
 
 

@@ -31,6 +31,21 @@ def test_defaults_and_derived_configs():
                                     "logp_max": -5.0, "video_fps": 1.0}
 
 
+def test_the_files_that_cannot_import_the_default_interval_state_the_same_one():
+    """The YAML graphs and the reward node's params file restate K; they must say DEFAULT_INTERVAL."""
+    import yaml
+    from lrm_ros.core.hold import DEFAULT_INTERVAL, HoldConfig
+    from lrm_ros.paths import config_path
+    assert HoldConfig().interval == RewardNodeConfig().interval == DEFAULT_INTERVAL
+    graphs = {g.name: yaml.safe_load(g.read_text()) for g in config_path("graphs").glob("*.yaml")}
+    stated = {name: g["arguments"]["reward_interval"]["default"] for name, g in graphs.items()
+              if "reward_interval" in g.get("arguments", {})}
+    assert sorted(stated) == ["real_robot.yaml", "replay.yaml", "sim.yaml"]
+    assert set(stated.values()) == {DEFAULT_INTERVAL}, stated
+    params = yaml.safe_load(config_path("params/reward_model.yaml").read_text())
+    assert params["/**"]["ros__parameters"]["interval"] == DEFAULT_INTERVAL
+
+
 @pytest.mark.parametrize("kwargs, words", [
     ({"backend": "gpt"}, ["backend", "lite", "vlm", "topreward", "oracle"]),
     ({"backend": "vlm"}, ["model_path", "local directory", "-p model_path:="]),

@@ -134,10 +134,13 @@ def test_vlm_signals_and_first_query(tiny_model):
     be2 = VLMRewardBackend(VLMConfig(model_path=path, signal="completion", use_first_frame=False,
                                      max_new_tokens=4), model=model, processor=proc)
     assert be2.needs == frozenset()
-    # the random model's answers: mostly not JSON -> explicit invalid, value NaN
+    # the random model's answer (mostly not JSON): valid exactly when the completion parser
+    # accepts it; else an explicit invalid result with the parser's reason and value NaN
     r = be2.score_batch([q0])[0]
     assert set(r.raw["answers"]) == {"completion"}
-    assert r.valid or math.isnan(r.value)
+    v, ok, reason = be2.parsers["completion"](r.raw["answers"]["completion"])
+    expected = (True, v, ()) if ok else (False, "nan", (reason or "completion: invalid",))
+    assert (r.valid, "nan" if math.isnan(r.value) else r.value, r.invalid) == expected
 
 
 def test_vlm_to_result_from_answers(tiny_model):

@@ -37,7 +37,8 @@ def _alive(pid):
     return True
 
 
-def test_ctrl_c_stops_every_node_cleanly(tmp_path, fresh_domain):
+def test_ctrl_c_stops_every_node_cleanly(tmp_path, fresh_domain, monkeypatch):
+    from lrm_ros.ros.monitor import GraphMonitor
     path = _graph(tmp_path)
     proc = subprocess.Popen([LRM_ROS, "up", str(path), "--domain-id", str(fresh_domain)],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
@@ -50,7 +51,12 @@ def test_ctrl_c_stops_every_node_cleanly(tmp_path, fresh_domain):
         if "started" in line and "pid" in line:
             pids.append(int(line.rsplit("pid", 1)[1].strip(" )\n")))
     assert len(pids) == 2, "".join(lines)
-    time.sleep(3.0)           # let the nodes finish starting (rclpy init)
+    # let the nodes finish starting: each has subscribed to its control/tick, the last step
+    # of its construction, right before it spins
+    monkeypatch.setenv("ROS_DOMAIN_ID", str(fresh_domain))
+    with GraphMonitor([], node_name="runner_test_monitor") as mon:
+        assert mon.wait_for(lambda: all(mon.subscribers(f"/env{i}/control/tick") == 1 for i in (0, 1)), 60), \
+            "".join(lines)
     proc.send_signal(signal.SIGINT)
     out, _ = proc.communicate(timeout=60)
     assert proc.returncode == 0, "".join(lines) + out

@@ -18,8 +18,9 @@ from typing import Dict, Iterator, List, Optional, Tuple
 
 import numpy as np
 
-from lrm_ros.bags.reader import BagFormatError, Episode, _stamp
+from lrm_ros.bags.reader import BagFormatError, Episode
 from lrm_ros.bags.types import make_typestore
+from lrm_ros.core.stamps import stamp_ns
 
 NAN = float("nan")
 _MSG_SPLIT = re.compile(r"^=+\s*\nMSG: (\S+)\s*\n", re.MULTILINE)
@@ -201,15 +202,15 @@ def load_bag(path, *, namespace: str = "", camera_topic: str = "camera/image_raw
                 img = _decode_image(msg, msgtype)
                 if image_size:
                     img = resize_center_crop(img, image_size, image_size)
-                s = _stamp(msg)
+                s = stamp_ns(msg.header)
                 frames[s] = img
                 frame_order.append(s)
             elif r == "tick":
-                ticks.append((_stamp(msg), msg))
+                ticks.append((stamp_ns(msg.header), msg))
             elif r == "joints":
-                joints[_stamp(msg)] = msg
+                joints[stamp_ns(msg.header)] = msg
             elif r == "oracle":
-                oracle[_stamp(msg)] = msg
+                oracle[stamp_ns(msg.header)] = msg
             elif r == "command":
                 commands[logtime] = np.asarray(msg.data, np.float64)
             elif r == "instruction":

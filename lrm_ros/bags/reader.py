@@ -10,6 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
+from lrm_ros.core.stamps import stamp_ns
+
 from .types import make_typestore
 
 __all__ = ["Episode", "read_episodes", "BagFormatError"]
@@ -48,10 +50,6 @@ class Episode:
     @property
     def success(self) -> bool:
         return bool(self.successes[-1]) if self.successes.size else False
-
-
-def _stamp(msg) -> int:
-    return int(msg.header.stamp.sec) * 1_000_000_000 + int(msg.header.stamp.nanosec)
 
 
 def _image(msg) -> np.ndarray:
@@ -103,11 +101,11 @@ def read_episodes(bag_path: Path | str, *, namespace: str = "") -> list[Episode]
                 if name == "task/instruction":
                     instructions.append((logtime, msg.data))
                 elif name == "control/tick":
-                    ticks.append((_stamp(msg), msg))
+                    ticks.append((stamp_ns(msg.header), msg))
                 elif name == "policy/command":  # Float64MultiArray has no header: its log time is the tick's stamp
                     by_stamp[name][logtime] = msg
                 else:
-                    by_stamp[name][_stamp(msg)] = msg
+                    by_stamp[name][stamp_ns(msg.header)] = msg
         except BagFormatError:
             raise
         except Exception as e:

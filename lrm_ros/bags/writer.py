@@ -11,6 +11,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from lrm_ros.core.episode_end import END_REASONS
+
 from .types import make_typestore, msgtype
 
 __all__ = ["TOPICS", "EpisodeBagWriter", "END_REASONS"]
@@ -26,8 +28,6 @@ TOPICS: dict[str, str] = {
     "policy/command": "std_msgs/msg/Float64MultiArray",
 }
 
-# ControlTick.END_* constants (msg/ControlTick.msg)
-END_REASONS = {"none": 0, "success": 1, "time_limit": 2, "reset_request": 3, "failure": 4}
 
 _NS = 1_000_000_000
 

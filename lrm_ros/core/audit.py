@@ -27,12 +27,12 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 
+from lrm_ros.core.episode_end import END_FAILURE, END_SUCCESS, END_TIME_LIMIT
 from lrm_ros.core.evaluate import (METRIC_KEYS, EpisodeScores, _clean, _fmt, _thumb, add_backend_arguments,
                                    backend_from_args, compute_metrics, episode_queries, score_episodes)
-from lrm_ros.core.hold import HoldConfig, IntervalHold
+from lrm_ros.core.hold import DEFAULT_INTERVAL, HoldConfig, IntervalHold
 
 NAN = float("nan")
-END_SUCCESS = 1
 
 
 def hold_trace(ep, queries, results, interval: int, needs=(), env: str = "audit", ended: bool = True):
@@ -93,9 +93,6 @@ class AuditEpisode:
     @property
     def key(self) -> str:
         return f"{Path(self.bag).name}{'/' + self.namespace if self.namespace else ''} ep {self.episode}"
-
-
-END_TIME_LIMIT, END_RESET_REQUEST, END_FAILURE = 2, 3, 4
 
 
 def _success(ep) -> Optional[bool]:
@@ -253,7 +250,7 @@ def audit(bags: Sequence[Path | str], out_dir: Path | str, *, backend=None, inte
                 rec = recorded_source(ep)
                 if rec is not None:
                     a.sources["recorded"] = rec
-                k = interval or _recorded_interval(rec) or 10
+                k = interval or _recorded_interval(rec) or DEFAULT_INTERVAL
                 if backend is not None:
                     qs = episode_queries(ep, f"a{len(episodes)}", k, needs, ended=bool(ep.episode_end))
                     work.append((len(episodes), qs))
@@ -362,7 +359,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("bags", nargs="+", help="bag directories (or .mcap files)")
     add_backend_arguments(p, "re-score with: lite | vlm | topreward | oracle | none", default="none")
-    p.add_argument("--interval", type=int, default=0, help="K for re-scoring (0: as recorded, else 10)")
+    p.add_argument("--interval", type=int, default=0, help=f"K for re-scoring (0: as recorded, else {DEFAULT_INTERVAL})")
     p.add_argument("--namespace", action="append", default=[],
                    help="namespace(s) to audit, e.g. env0 (default: every one with control/tick)")
     p.add_argument("--camera-topic", default="camera/image_raw",

@@ -55,7 +55,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from lrm_ros.core import metrics as M
-from lrm_ros.core.hold import HoldConfig, IntervalHold
+from lrm_ros.core.hold import DEFAULT_INTERVAL, HoldConfig, IntervalHold
 from lrm_ros.core.rewards.base import NAN, RewardBackend, RewardQuery, RewardResult
 
 __all__ = ["EpisodeScores", "episode_queries", "score_episodes", "compute_metrics", "evaluate",
@@ -347,7 +347,7 @@ def _left_out_text(lo: Dict[str, Dict[str, Any]]) -> str:
 
 
 # ------------------------------------------------------------------------------ evaluation
-def evaluate(bags: Sequence[Path | str], backend: RewardBackend, out_dir: Path | str, *, interval: int = 10,
+def evaluate(bags: Sequence[Path | str], backend: RewardBackend, out_dir: Path | str, *, interval: int = DEFAULT_INTERVAL,
              batch_size: int = 0, reversed_contrastive: bool = True, max_episodes: int = 0,
              plot_episodes: int = 4, progress: bool = True, backend_label: str = "") -> Dict[str, Any]:
     """Score all episodes of ``bags`` (bags or folders of bags) with ``backend``; write
@@ -647,7 +647,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                                 description="Evaluate a reward backend offline on episode bags.")
     p.add_argument("--bags", nargs="+", required=True, help="bags, or folders of bags (e.g. data/demos)")
     add_backend_arguments(p, "oracle | lite | vlm | topreward (registry name)", required=True)
-    p.add_argument("--interval", type=int, default=10, help="K: query every K ticks (as online)")
+    p.add_argument("--interval", type=int, default=DEFAULT_INTERVAL, help="K: query every K ticks (as online)")
     p.add_argument("--batch-size", type=int, default=0, help="queries per score_batch (0: the backend's max)")
     p.add_argument("--max-episodes", type=int, default=0, help="per bag (0: all)")
     p.add_argument("--plot-episodes", type=int, default=4, help="episodes plotted per task")

@@ -32,10 +32,12 @@ import numpy as np
 
 from lrm_ros.core.rewards.base import NAN, RewardQuery, RewardResult
 
+DEFAULT_INTERVAL = 10   # K: the default query interval, online and offline
+
 
 @dataclass(frozen=True)
 class HoldConfig:
-    interval: int = field(default=10, metadata={"help": "K: query the reward model every K control ticks"})
+    interval: int = field(default=DEFAULT_INTERVAL, metadata={"help": "K: query the reward model every K control ticks"})
     stale_after_ticks: int = field(default=0, metadata={"help": (
         "a held value older than this many ticks is flagged stale; 0 = 2 K")})
     initial_value: float = field(default=0.0, metadata={"help": "value held before an episode's first result"})

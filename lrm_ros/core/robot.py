@@ -24,10 +24,11 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from lrm_ros.core.episode_end import END_FAILURE, END_NONE, END_RESET_REQUEST, END_SUCCESS, END_TIME_LIMIT
+
 ADAPTERS = ("forward_command", "joint_trajectory", "twist")
 ON_PAUSE = ("zero", "hold", "none")
 SUCCESS_SOURCES = ("operator", "completion", "both")
-END_NONE, END_SUCCESS, END_TIME_LIMIT, END_RESET_REQUEST, END_FAILURE = 0, 1, 2, 3, 4
 
 
 def _broadcast(name: str, values: Sequence[float], n: int) -> np.ndarray:

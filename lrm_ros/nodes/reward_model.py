@@ -14,6 +14,7 @@ from lrm_ros.core.hold import IntervalHold
 from lrm_ros.core.image import ImageError
 from lrm_ros.core.rewards import make_backend
 from lrm_ros.core.rewards.config import RewardNodeConfig
+from lrm_ros.core.stamps import stamp_ns
 from lrm_ros.msg import ControlTick, HeldReward, RewardQueryResult, SimOracle
 from lrm_ros.nodes.runtime import run_node
 from lrm_ros.ros.diagnostics import DiagnosticsPublisher
@@ -24,10 +25,6 @@ from lrm_ros.ros.qos import LATCHED, RELIABLE, SENSOR_QUEUE
 
 _STATUS = {OK: RewardQueryResult.STATUS_OK, TIMEOUT: RewardQueryResult.STATUS_TIMEOUT,
            ERROR: RewardQueryResult.STATUS_ERROR}
-
-
-def _stamp_ns(header) -> int:
-    return header.stamp.sec * 1_000_000_000 + header.stamp.nanosec
 
 
 def _json_safe(raw: dict) -> str:
@@ -109,7 +106,7 @@ class RewardModelNode(ManagedNode):
             self.get_logger().error(f"{env or '.'}: dropped camera/frame: {exc}",
                                     throttle_duration_sec=2.0)
             return
-        self._submit(self.holds[env].on_frame(_stamp_ns(msg.header), frame))
+        self._submit(self.holds[env].on_frame(stamp_ns(msg.header), frame))
 
     def _on_tick(self, env: str, msg: ControlTick) -> None:
         if not self.active:
@@ -120,7 +117,7 @@ class RewardModelNode(ManagedNode):
             # its per-episode backend state (TOPReward's KV cache) goes once it is answered
             self.engine.end_episode(env, last)
         self._episode[env] = msg.episode
-        queries, held = self.holds[env].on_tick(msg.episode, msg.tick, _stamp_ns(msg.header),
+        queries, held = self.holds[env].on_tick(msg.episode, msg.tick, stamp_ns(msg.header),
                                                 msg.episode_start, msg.episode_end)
         self._submit(queries)
         out = HeldReward(header=Header(stamp=msg.header.stamp, frame_id=msg.header.frame_id),
@@ -160,8 +157,13 @@ class RewardModelNode(ManagedNode):
         msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(query.stamp_ns, 1_000_000_000)
         try:
             self._pub_result[query.env].publish(msg)
-        except Exception:          # shutting down: the context may be gone
-            pass
+        except Exception as exc:   # this runs in the engine's thread, not the executor's
+            why = (f"{query.env or '.'}: reward/result of the query at tick {query.tick} "
+                   f"not published: {exc!r}")
+            if self.context.ok():
+                self.get_logger().error(why, throttle_duration_sec=2.0)
+            else:                  # shutting down: the context is gone, as expected
+                self.get_logger().debug(why)
 
     def _counters(self) -> dict:
         out = {"backend": self.config.backend, "model_id": self.model_id, "signal": self.signal,

@@ -10,6 +10,7 @@ from std_msgs.msg import Float64MultiArray, String
 from lrm_ros.core.policy.adapter import PolicyObservation
 from lrm_ros.core.policy.runtime import (ObservationSync, PolicyNodeConfig, PolicyRuntime, TickInfo,
                                          build_adapter)
+from lrm_ros.core.stamps import stamp_ns
 from lrm_ros.msg import ControlTick, PolicyStep, PolicyUpdate
 from lrm_ros.nodes.runtime import run_node
 from lrm_ros.ros.diagnostics import DiagnosticsPublisher, wall_timer
@@ -18,10 +19,6 @@ from lrm_ros.core.image import ImageError
 from lrm_ros.ros.image_msgs import image_msg_to_rgb
 from lrm_ros.ros.params import declare_config
 from lrm_ros.ros.qos import LATCHED, RELIABLE, SENSOR_QUEUE
-
-
-def _stamp_ns(header) -> int:
-    return int(header.stamp.sec) * 1_000_000_000 + int(header.stamp.nanosec)
 
 
 class PolicyNode(ManagedNode):
@@ -77,7 +74,7 @@ class PolicyNode(ManagedNode):
             self.frames_dropped += 1
             self.get_logger().error(f"dropped camera/frame: {exc}", throttle_duration_sec=2.0)
             return
-        self._act(self.sync.on_frame(_stamp_ns(msg.header), frame))
+        self._act(self.sync.on_frame(stamp_ns(msg.header), frame))
 
     def _on_joints(self, msg: JointState) -> None:
         positions = list(msg.position)
@@ -86,10 +83,10 @@ class PolicyNode(ManagedNode):
             self.get_logger().error(f"dropped joint_states: {len(positions)} positions, empty or "
                                     "non-finite (NaN/inf)", throttle_duration_sec=2.0)
             return
-        self._act(self.sync.on_joints(_stamp_ns(msg.header), positions))
+        self._act(self.sync.on_joints(stamp_ns(msg.header), positions))
 
     def _on_tick(self, msg: ControlTick) -> None:
-        self._act(self.sync.on_tick(TickInfo(msg.episode, msg.tick, _stamp_ns(msg.header),
+        self._act(self.sync.on_tick(TickInfo(msg.episode, msg.tick, stamp_ns(msg.header),
                                              msg.episode_start, msg.episode_end)))
 
     def _on_update(self, msg: PolicyUpdate) -> None:

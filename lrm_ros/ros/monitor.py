@@ -9,7 +9,7 @@ import threading
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, NamedTuple, Optional, Sequence
 
 import numpy as np
 import rclpy
@@ -20,26 +20,95 @@ from sensor_msgs.msg import CameraInfo, Image, JointState
 from std_msgs.msg import Float64MultiArray, String
 from std_srvs.srv import Trigger
 
+from lrm_ros.core.stamps import stamp_ns
 from lrm_ros.msg import ControlTick, HeldReward, PolicyStep, PolicyUpdate, RewardQueryResult, SimOracle
 from lrm_ros.ros.diagnostics import parse_status
 from lrm_ros.ros.image_msgs import image_msg_to_rgb
 from lrm_ros.ros.qos import LATCHED, RELIABLE, SENSOR
 
 
+# What the monitor records per message: tuples with names (t_recv: time.monotonic() at arrival)
+class TickRecord(NamedTuple):
+    episode: int
+    tick: int
+    start: bool
+    end: bool
+    reason: int            # ControlTick.END_*
+    fallbacks: int
+    t_recv: float
+    stamp_ns: int
+
+
+class FrameRecord(NamedTuple):
+    stamp_ns: int
+    width: int
+    height: int
+    encoding: str
+    t_recv: float
+
+
+class RawImageRecord(NamedTuple):
+    stamp_ns: int
+    t_recv: float
+
+
+class OracleRecord(NamedTuple):
+    episode: int
+    tick: int
+    dense: float
+    normalized: float
+    success: bool
+
+
+class HeldRecord(NamedTuple):
+    episode: int
+    tick: int
+    value: float
+    query_tick: int
+    age: int
+    stale: bool
+    t_recv: float
+
+
+class ResultRecord(NamedTuple):
+    episode: int
+    query_tick: int
+    status: int            # RewardQueryResult.STATUS_*
+    value: float
+    latency_s: float
+    batch_size: int
+
+
+class PolicyStepRecord(NamedTuple):
+    episode: int
+    tick: int
+    policy_version: int
+    deterministic: bool
+    n_features: int
+
+
+class PolicyUpdateRecord(NamedTuple):
+    version: int
+    checkpoint_path: str
+    sha256: str
+    algorithm: str
+    iteration: int
+
+
 @dataclass
 class EnvRecord:
-    ticks: List[tuple] = field(default_factory=list)      # (episode, tick, start, end, reason, fallbacks, t_recv, stamp_ns)
-    frames: List[tuple] = field(default_factory=list)     # (stamp_ns, width, height, encoding, t_recv)
-    raw_images: List[tuple] = field(default_factory=list)  # (stamp_ns, t_recv)
-    oracle: List[tuple] = field(default_factory=list)     # (episode, tick, dense, normalized, success)
+    ticks: List[TickRecord] = field(default_factory=list)
+    frames: List[FrameRecord] = field(default_factory=list)
+    raw_images: List[RawImageRecord] = field(default_factory=list)
+    oracle: List[OracleRecord] = field(default_factory=list)
     joint_states: int = 0
     camera_infos: int = 0
     instruction: Optional[str] = None
     last_frame: Optional[np.ndarray] = None
     sample_frames: List[tuple] = field(default_factory=list)  # (stamp_ns, rgb)
-    held: List[tuple] = field(default_factory=list)       # (episode, tick, value, query_tick, age, stale, t_recv)
-    results: List[tuple] = field(default_factory=list)    # (episode, query_tick, status, value, latency_s, batch_size)
-    policy_steps: List[tuple] = field(default_factory=list)  # (episode, tick, policy_version, deterministic, n_features)
+    held: List[HeldRecord] = field(default_factory=list)
+    results: List[ResultRecord] = field(default_factory=list)
+    policy_steps: List[PolicyStepRecord] = field(default_factory=list)
     policy_status: List[str] = field(default_factory=list)   # policy/status texts
 
 
@@ -50,7 +119,7 @@ class GraphMonitor:
         self.namespaces = [ns.strip("/") for ns in namespaces]
         self.records: Dict[str, EnvRecord] = {ns: EnvRecord() for ns in self.namespaces}
         self.diagnostics: Dict[str, Dict[str, str]] = {}
-        self.policy_updates: List[tuple] = []   # (version, checkpoint_path, sha256, algorithm, iteration)
+        self.policy_updates: List[PolicyUpdateRecord] = []
         self.learner_stats: List[dict] = []
         self._keep_every = keep_frames_every
         self._on_tick = on_tick
@@ -110,46 +179,46 @@ class GraphMonitor:
             self._cond.notify_all()
 
     def _tick(self, ns, m: ControlTick):
-        stamp = m.header.stamp.sec * 10**9 + m.header.stamp.nanosec
-        self.records[ns].ticks.append((m.episode, m.tick, m.episode_start, m.episode_end,
-                                       m.end_reason, m.fallback_count, time.monotonic(), stamp))
+        stamp = stamp_ns(m.header)
+        self.records[ns].ticks.append(TickRecord(m.episode, m.tick, m.episode_start, m.episode_end,
+                                                 m.end_reason, m.fallback_count, time.monotonic(), stamp))
         if self._on_tick is not None:
             self._on_tick(ns, m)
         self._notify()
 
     def _frame(self, ns, m: Image):
-        stamp = m.header.stamp.sec * 10**9 + m.header.stamp.nanosec
+        stamp = stamp_ns(m.header)
         rec = self.records[ns]
-        rec.frames.append((stamp, m.width, m.height, m.encoding, time.monotonic()))
+        rec.frames.append(FrameRecord(stamp, m.width, m.height, m.encoding, time.monotonic()))
         if self._keep_every and (len(rec.frames) - 1) % self._keep_every == 0:
             rec.sample_frames.append((stamp, image_msg_to_rgb(m)))
         self._notify()
 
     def _raw(self, ns, m: Image):
-        stamp = m.header.stamp.sec * 10**9 + m.header.stamp.nanosec
-        self.records[ns].raw_images.append((stamp, time.monotonic()))
+        stamp = stamp_ns(m.header)
+        self.records[ns].raw_images.append(RawImageRecord(stamp, time.monotonic()))
 
     def _count(self, ns, attr):
         setattr(self.records[ns], attr, getattr(self.records[ns], attr) + 1)
 
     def _oracle(self, ns, m: SimOracle):
-        self.records[ns].oracle.append((m.episode, m.tick, m.dense_reward,
-                                        m.normalized_dense_reward, m.success))
+        self.records[ns].oracle.append(OracleRecord(m.episode, m.tick, m.dense_reward,
+                                                    m.normalized_dense_reward, m.success))
         self._notify()
 
     def _held(self, ns, m: HeldReward):
-        self.records[ns].held.append((m.episode, m.tick, m.value, m.query_tick, m.age_ticks,
-                                      m.stale, time.monotonic()))
+        self.records[ns].held.append(HeldRecord(m.episode, m.tick, m.value, m.query_tick, m.age_ticks,
+                                                m.stale, time.monotonic()))
         self._notify()
 
     def _result(self, ns, m: RewardQueryResult):
-        self.records[ns].results.append((m.episode, m.query_tick, m.status, m.value,
-                                         m.latency_s, m.batch_size))
+        self.records[ns].results.append(ResultRecord(m.episode, m.query_tick, m.status, m.value,
+                                                     m.latency_s, m.batch_size))
         self._notify()
 
     def _policy_step(self, ns, m: PolicyStep):
-        self.records[ns].policy_steps.append((m.episode, m.tick, m.policy_version, m.deterministic,
-                                              len(m.features)))
+        self.records[ns].policy_steps.append(PolicyStepRecord(m.episode, m.tick, m.policy_version,
+                                                              m.deterministic, len(m.features)))
         self._notify()
 
     def _policy_status(self, ns, m: String):
@@ -157,7 +226,8 @@ class GraphMonitor:
         self._notify()
 
     def _update(self, m: PolicyUpdate):
-        self.policy_updates.append((m.version, m.checkpoint_path, m.sha256, m.algorithm, m.iteration))
+        self.policy_updates.append(PolicyUpdateRecord(m.version, m.checkpoint_path, m.sha256, m.algorithm,
+                                                      m.iteration))
         self._notify()
 
     def _stats(self, m: String):

@@ -1,13 +1,18 @@
 """ROS parameters declared from a frozen config dataclass of lrm_ros.core.
 
-Every field becomes a parameter with the field's default and the field's `help` metadata as
-its description. Values are coerced to the field's type (YAML `5` for a float is fine), then
+Every field becomes a parameter with the field's default and a description: the field's `help`
+metadata, or else its attribute docstring (the string literal right below the field in the class
+body, the style of e.g. `PPOConfig`). Values are coerced to the field's type (YAML `5` for a float is fine), then
 the dataclass validates itself in `__post_init__`. A bad value stops the node at start-up
 with a message naming the parameter; live changes are refused (restart the node instead).
 """
+import ast
 import dataclasses
+import functools
+import inspect
+import textwrap
 import typing
-from typing import Any, Type, TypeVar
+from typing import Any, Dict, Type, TypeVar
 
 from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
 from rclpy.node import Node
@@ -26,6 +31,34 @@ _ARRAY_TYPES = {str: Parameter.Type.STRING_ARRAY, float: Parameter.Type.DOUBLE_A
 
 def _field_types(cls) -> dict:
     return typing.get_type_hints(cls)
+
+
+def _attribute_docstrings(cls) -> Dict[str, str]:
+    """name -> the string literal that follows the field's annotated assignment in the class
+    body (whitespace collapsed); base classes first, so a subclass's own text wins."""
+    docs: Dict[str, str] = {}
+    for klass in reversed(cls.__mro__):
+        if not dataclasses.is_dataclass(klass):
+            continue
+        try:
+            tree = ast.parse(textwrap.dedent(inspect.getsource(klass)))
+        except (OSError, TypeError, SyntaxError):    # no source (e.g. made at run time)
+            continue
+        body = tree.body[0].body if tree.body and isinstance(tree.body[0], ast.ClassDef) else []
+        for node, after in zip(body, body[1:]):
+            if (isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name)
+                    and isinstance(after, ast.Expr) and isinstance(after.value, ast.Constant)
+                    and isinstance(after.value.value, str)):
+                docs[node.target.id] = " ".join(after.value.value.split())
+    return docs
+
+
+@functools.lru_cache(maxsize=None)
+def field_descriptions(cls) -> Dict[str, str]:
+    """name -> description of every field of the dataclass `cls`: its `help` metadata, else its
+    attribute docstring, else ''."""
+    docs = _attribute_docstrings(cls)
+    return {f.name: f.metadata.get("help", "") or docs.get(f.name, "") for f in dataclasses.fields(cls)}
 
 
 def _coerce(name: str, value: Any, hint) -> Any:
@@ -58,13 +91,14 @@ def _coerce(name: str, value: Any, hint) -> Any:
 def declare_config(node: Node, cls: Type[T], prefix: str = "") -> T:
     """Declare one parameter per field of `cls`, read them and build a validated `cls`."""
     hints = _field_types(cls)
+    descriptions = field_descriptions(cls)
     values = {}
     for field in dataclasses.fields(cls):
         name = prefix + field.name
         hint = hints[field.name]
         default = field.default if field.default is not dataclasses.MISSING else (
             field.default_factory() if field.default_factory is not dataclasses.MISSING else None)
-        descriptor = ParameterDescriptor(description=field.metadata.get("help", ""),
+        descriptor = ParameterDescriptor(description=descriptions[field.name],
                                          dynamic_typing=True)
         origin = typing.get_origin(hint)
         if origin in (tuple, list):

@@ -22,6 +22,8 @@ import time
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
+from lrm_ros.core.stamps import stamp_ns
+
 REPLAYED = ("control/tick", "task/instruction", "sim/oracle", "joint_states")
 
 
@@ -222,7 +224,7 @@ def run_replay(argv: Optional[List[str]] = None) -> int:
                         # A tick the bag has no frame for is answered only once later ticks
                         # (or the next episode) come: no waiting for it.
                         due = (m.tick > 0 and m.tick % interval == 0) or m.episode_end
-                        stamp = m.header.stamp.sec * 1_000_000_000 + m.header.stamp.nanosec
+                        stamp = stamp_ns(m.header)
                         has_frame = stamp in cam_stamps.get(i, ())
                         ok = mon.wait_for(lambda: any(h[0] == m.episode and h[1] == m.tick
                                                       for h in rec_i.held[-50:]) and

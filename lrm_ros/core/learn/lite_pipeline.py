@@ -17,6 +17,8 @@ import time
 from pathlib import Path
 from typing import List, Sequence
 
+from lrm_ros.core.hold import DEFAULT_INTERVAL
+
 
 def _episodes(paths: Sequence[str]):
     from lrm_ros.bags.reader import read_episodes
@@ -31,7 +33,7 @@ def _episodes(paths: Sequence[str]):
 
 
 def run(demos: Sequence[str], failures: Sequence[str], test_tasks: Sequence[str], out_dir: str,
-        epochs: int = 30, interval: int = 10, ship: bool = False, seed: int = 0) -> dict:
+        epochs: int = 30, interval: int = DEFAULT_INTERVAL, ship: bool = False, seed: int = 0) -> dict:
     from lrm_ros.core.data.labels import LabelConfig, build_examples, split_by_task
     from lrm_ros.core.evaluate import evaluate
     from lrm_ros.core.learn.train_lite import TrainConfig, train
@@ -85,7 +87,7 @@ def main(argv=None) -> int:
                         "train on all tasks and evaluate in-distribution")
     p.add_argument("--out", default="out/lite")
     p.add_argument("--epochs", type=int, default=30)
-    p.add_argument("--interval", type=int, default=10, help="K of the evaluation queries")
+    p.add_argument("--interval", type=int, default=DEFAULT_INTERVAL, help="K of the evaluation queries")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--ship", action="store_true",
                    help="copy the checkpoint to lrm_ros/models/lite_reward.pt")

@@ -29,6 +29,7 @@ from typing import Callable, Deque, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from lrm_ros.core.episode_end import END_SUCCESS
 from lrm_ros.core.learn.episode_store import EpisodeInfo, EpisodeStore
 from lrm_ros.core.learn.ppo import (PPOConfig, compute_gae, discounted_returns, gaussian_kl, ppo_losses,
                                    stale_weights)
@@ -36,7 +37,6 @@ from lrm_ros.core.learn.ppo import (PPOConfig, compute_gae, discounted_returns, 
 ALGORITHMS = ("ppo", "filtered_bc")
 REWARD_TRANSFORMS = ("value", "delta")
 SUCCESS_SOURCES = ("completion", "env")
-END_SUCCESS = 1   # ControlTick.END_SUCCESS (kept here so the core stays ROS-free)
 NAN = float("nan")
 
 

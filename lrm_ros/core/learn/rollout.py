@@ -16,10 +16,8 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from lrm_ros.core.image import resize_center_crop
-from lrm_ros.core.learn.rl import END_SUCCESS
+from lrm_ros.core.episode_end import END_FAILURE, END_SUCCESS, END_TIME_LIMIT
 from lrm_ros.core.policy.adapter import PolicyAdapter, PolicyObservation
-
-END_FAILURE, END_TIME_LIMIT = 4, 2
 
 
 @dataclass

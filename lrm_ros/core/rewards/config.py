@@ -3,7 +3,7 @@ from dataclasses import dataclass, field, fields
 from typing import Dict, Tuple
 
 from lrm_ros.core.engine import EngineConfig
-from lrm_ros.core.hold import HoldConfig
+from lrm_ros.core.hold import DEFAULT_INTERVAL, HoldConfig
 
 BACKENDS = ("lite", "vlm", "topreward", "oracle", "vllm")
 LRM_SIGNALS = ("progress", "completion", "contrastive", "tri")
@@ -76,7 +76,7 @@ class RewardNodeConfig:
         "environment namespaces served by this node, e.g. ['env0', 'env1'] (topics env0/camera/frame, "
         "...); [''] = the node's own namespace"))
     # hold
-    interval: int = field(default=10, metadata=HoldConfig.__dataclass_fields__["interval"].metadata)
+    interval: int = field(default=DEFAULT_INTERVAL, metadata=HoldConfig.__dataclass_fields__["interval"].metadata)
     stale_after_ticks: int = field(default=0, metadata=HoldConfig.__dataclass_fields__["stale_after_ticks"].metadata)
     initial_value: float = field(default=0.0, metadata=HoldConfig.__dataclass_fields__["initial_value"].metadata)
     query_on_episode_end: bool = field(default=True, metadata=HoldConfig.__dataclass_fields__["query_on_episode_end"].metadata)

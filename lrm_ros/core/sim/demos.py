@@ -34,13 +34,14 @@ from typing import Any
 
 import numpy as np
 
+from lrm_ros.core.episode_end import END_FAILURE, END_NONE, END_RESET_REQUEST, END_SUCCESS, END_TIME_LIMIT
+
 from .maniskill_env import ManiSkillSim, SimConfig
 from .tasks import DEMO_TASKS, MOTION_PLANNING_TASKS, recommended_max_ticks, time_limit_for
 from .vulkan import ensure_vulkan_icd
 
 __all__ = ["generate_demos", "main", "DEMO_TASKS", "write_summary", "auto_max_ticks"]
 
-END_NONE, END_SUCCESS, END_TIME_LIMIT, END_RESET_REQUEST, END_FAILURE = 0, 1, 2, 3, 4
 EPISODE_GAP_S = 1.0  # simulated time between the last tick of an episode and the next tick 0
 START_S = 1.0  # stamp of the first tick of the first episode
 
