@@ -59,6 +59,7 @@ def run_config(name: str, a) -> dict:
     torch.set_num_threads(a.threads)
     torch.manual_seed(a.seed)
     t0 = time.monotonic()
+    git_rev = _git_rev()           # the code this run started with (commits may land meanwhile)
     from lrm_ros.core.policy.adapter import DEFAULT_CHECKPOINT
     ckpt = a.checkpoint or str(DEFAULT_CHECKPOINT)
     model, _ = load_policy(ckpt)
@@ -131,7 +132,7 @@ def run_config(name: str, a) -> dict:
     return {"config": name, "task": a.task, "iterations": iterations,
             "reward_model_tasks": list(backend.meta.get("training_tasks", [])) if backend is not None
             and hasattr(backend, "meta") else [],
-            "git_rev": _git_rev(), "command": "python bench/bench_table3.py " + " ".join(sys.argv[1:]),
+            "git_rev": git_rev, "command": "python bench/bench_table3.py " + " ".join(sys.argv[1:]),
             "success_absorbing": lcfg.success_absorbing,
             "episodes_per_iteration": a.episodes_per_iteration, "interval": a.interval,
             "explore_std": a.explore_std, "reuse_iterations": a.reuse_iterations, "lr": a.lr,
