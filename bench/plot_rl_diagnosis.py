@@ -1,0 +1,56 @@
+#!/usr/bin/env python3
+"""Plot bench/results/rl_diagnosis_<task>.json (the runs of bench_table3.py collected there):
+evaluation success with 95% Wilson intervals, and the training rollouts' success per iteration.
+
+  .venv/bin/python bench/plot_rl_diagnosis.py bench/results/rl_diagnosis_PushCube.json
+"""
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+LABELS = {"il": "IL (BC)", "oracle_explore0.1_lr1e-4": "PPO, std 0.1",
+          "oracle_explore0.1_headonly_lr3e-4": "PPO, head only", "oracle_group4_lr1e-4": "PPO, group adv.",
+          "filtered_bc_oracle": "filtered BC\n(sim. success)"}
+
+
+def main(path: str) -> Path:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    d = json.loads(Path(path).read_text())
+    runs = d["runs"]
+    names = [k for k in runs if k in LABELS] + [k for k in runs if k not in LABELS]
+    label = lambda k: LABELS.get(k, k)          # noqa: E731
+    sr = np.array([runs[k]["eval"]["success_rate"] for k in names])
+    ci = np.array([runs[k]["eval"]["ci95"] for k in names])
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(12, 4.5))
+    a1.bar([label(k) for k in names], sr, yerr=[sr - ci[:, 0], ci[:, 1] - sr], capsize=4,
+           color=["grey" if k == "il" else "C2" if k.startswith("filtered") else "C0" for k in names])
+    if "il" in runs:
+        lo, hi = runs["il"]["eval"]["ci95"]
+        a1.axhspan(lo, hi, color="grey", alpha=0.15)
+    a1.set_ylabel("success, deterministic eval episodes (95% Wilson)")
+    a1.set_ylim(0, 0.6)
+    a1.set_title(f"{d['task']} from the shipped tiny_vla")
+    a1.tick_params(axis="x", labelsize=8)
+    for k in names:
+        h = runs[k].get("history") or []
+        if len(h) < 5:
+            continue
+        y = np.array([r["train_success"] for r in h])
+        a2.plot([r["iteration"] for r in h][4:], np.convolve(y, np.ones(5) / 5, mode="valid"),
+                label=label(k).replace("\n", " "))
+    a2.set_xlabel("iteration")
+    a2.set_ylabel("training rollout success (5-iteration mean)")
+    a2.set_title("training rollouts (8 per iteration)")
+    a2.legend(fontsize=8)
+    fig.tight_layout()
+    out = Path(path).with_suffix(".png")
+    fig.savefig(out, dpi=110)
+    return out
+
+
+if __name__ == "__main__":
+    print(main(sys.argv[1] if len(sys.argv) > 1 else "bench/results/rl_diagnosis_PushCube.json"))
