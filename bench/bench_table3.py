@@ -104,7 +104,8 @@ def run_config(name: str, a) -> dict:
         else:
             held_rewards(backend, eps, interval=a.interval)
         recent.append([as_store_episode(e) for e in eps])
-        del recent[:-a.reuse_iterations]
+        if name not in FILTERED:       # filtered BC keeps every success so far (LearnerConfig.bc_replay)
+            del recent[:-a.reuse_iterations]
         batch = [e for group in recent for e in group]
         if name in FILTERED:
             stats = filtered_bc_update(model, batch, lcfg, seed=a.seed + it)
@@ -250,7 +251,7 @@ def main(argv=None) -> int:
     ap.add_argument("--kl-coef", type=float, default=0.05)
     ap.add_argument("--minibatch", type=int, default=64)
     ap.add_argument("--update-epochs", type=int, default=4)
-    ap.add_argument("--bc-epochs", type=int, default=10)
+    ap.add_argument("--bc-epochs", type=int, default=2, help="filtered BC: epochs per iteration")
     ap.add_argument("--success-threshold", type=float, default=0.5)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--no-success-absorbing", action="store_true",

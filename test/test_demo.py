@@ -1,5 +1,5 @@
-"""`lrm-ros demo` (what `make demo` runs), shrunk: 1 environment, 6-tick episodes, one PPO
-iteration of 2 episodes, 2 evaluation episodes before and after. Real processes throughout."""
+"""`lrm-ros demo` (what `make demo` runs), shrunk: 1 environment, 6-tick episodes, one
+filtered-BC iteration of 2 episodes, 2 evaluation episodes before and after. Real processes throughout."""
 import json
 import os
 import subprocess
@@ -18,7 +18,8 @@ def test_demo_runs_the_whole_pipeline_and_reports_it(tmp_path):
                            "--out", str(out), "--timeout", "300"],
                           capture_output=True, text=True, timeout=900, env=env)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    assert "IL policy" in proc.stdout and "after 1 PPO iter." in proc.stdout
+    assert "IL policy" in proc.stdout and "after 1 filtered BC iter." in proc.stdout
+    assert report_learning(out) == "filtered BC iterations (successes labelled by the simulator's success)"
     report = json.loads((out / "report.json").read_text())
     assert report["task"] == "PushCube-v1"
     for phase in ("before", "after"):
@@ -29,11 +30,17 @@ def test_demo_runs_the_whole_pipeline_and_reports_it(tmp_path):
         assert all(t["held"] and t["oracle"] for t in report["traces"][phase])
     (it,) = report["iterations"]
     assert it["iteration"] == 1 and it["version"] == 1 and it["episodes"] == 2
+    # the simulator labelled the rollouts: 6-tick episodes cannot push the cube home
+    assert it["env_success_rate"] == 0.0 and it["episodes_selected"] == 0
     assert Path(report["final_checkpoint"]).is_file()
     html = (out / "report.html").read_text()
     for png in ("success_before_after.png", "reward_over_iterations.png", "reward_traces_before.png",
                 "reward_traces_after.png"):
         assert (out / png).stat().st_size > 1000 and png in html
+
+
+def report_learning(out):
+    return json.loads((out / "report.json").read_text())["learning"]
 
 
 def test_fallback_driven_episodes_are_found_per_env():

@@ -387,6 +387,33 @@ def test_filtered_bc_trains_only_on_rollouts_the_completion_signal_calls_success
     assert none["episodes_selected"] == 0 and none["steps"] == 0
 
 
+def test_filtered_bc_learner_keeps_training_on_earlier_successes_across_restarts(tmp_path):
+    """bc_replay: each iteration trains on this iteration's successes and every earlier one
+    (as bench_table3's filtered rows do); the kept set survives a restart."""
+    init = tmp_path / "init.pt"
+    torch.manual_seed(0)
+    save_policy(TinyVLA(CFG), init, {"version": 0})
+    cfg = LearnerConfig(store_dir=str(tmp_path / "l"), init_checkpoint=str(init), algorithm="filtered_bc",
+                        success_source="env", episodes_per_iteration=4, max_iterations=3,
+                        max_policy_lag=5)
+    learner = Learner(cfg)
+    _record_episodes(learner.store, 4, T=6, success_every=2)          # 2 successes
+    first = learner.train_iteration()
+    assert (first.stats["episodes_selected"], first.stats["episodes_replayed"]) == (2, 0)
+    again = Learner(cfg)                                                # restart
+    _record_episodes(again.store, 4, T=6, success_every=4, seed=1)     # 1 new success
+    second = again.train_iteration()
+    assert (second.stats["episodes_selected"], second.stats["episodes_replayed"]) == (3, 2)
+    assert second.stats["steps"] == 3 * 6
+    off = LearnerConfig(store_dir=str(tmp_path / "off"), init_checkpoint=str(init), algorithm="filtered_bc",
+                        success_source="env", episodes_per_iteration=4, bc_replay=False)
+    plain = Learner(off)
+    _record_episodes(plain.store, 4, T=6, success_every=2)
+    plain.train_iteration()
+    _record_episodes(plain.store, 4, T=6, success_every=4, seed=1)
+    assert plain.train_iteration().stats["episodes_selected"] == 1
+
+
 def test_reward_transforms_and_config_validation():
     np.testing.assert_allclose(step_rewards([0.2, 0.2, 0.5], "value", 2.0), [0.4, 0.4, 1.0])
     np.testing.assert_allclose(step_rewards([0.2, 0.2, 0.5], "delta", 1.0), [0.2, 0.0, 0.3])
