@@ -451,22 +451,15 @@ def group_advantages(episodes: Sequence[dict], cfg: LearnerConfig, ppo: PPOConfi
         return []
     horizon = max(len(g) for g in rtg)
     ext = np.array([np.concatenate([g, np.full(horizon - len(g), tail)]) for g, tail in zip(rtg, tails)])
+    seeds = [_episode_seed(ep) for ep in episodes]
     groups: Dict[object, List[int]] = {}
-    for i, ep in enumerate(episodes):
-        groups.setdefault(_episode_seed(ep), []).append(i)
-    total = ext.sum(axis=0)
+    for i, seed in enumerate(seeds):
+        groups.setdefault(seed, []).append(i)
     out = []
-    for i in range(n):
-        seed = _episode_seed(episodes[i])
-        peers = groups[seed] if seed is not None else list(range(n))
-        if len(peers) < 2:
-            peers = list(range(n))
-        if len(peers) < 2:
-            base = np.zeros(horizon)
-        elif peers is groups.get(seed):
-            base = (ext[peers].sum(axis=0) - ext[i]) / (len(peers) - 1)
-        else:
-            base = (total - ext[i]) / (n - 1)
+    for i, seed in enumerate(seeds):
+        peers = groups[seed] if seed is not None and len(groups[seed]) > 1 else range(n)
+        others = len(peers) - 1
+        base = (ext[list(peers)].sum(axis=0) - ext[i]) / others if others else np.zeros(horizon)
         out.append(rtg[i] - base[:len(rtg[i])])
     return out
 
@@ -483,11 +476,12 @@ def _episode_arrays(episodes: Sequence[dict], cfg: LearnerConfig, ppo: PPOConfig
         values = ep["value"].astype(np.float64) if refit is None else refit[i]
         dones = ep["done"].astype(bool)
         complete = bool(ep["meta"].get("complete", False)) and bool(dones[-1])
-        adv, ret = compute_gae(rewards, values, dones, last_value=0.0 if complete else float(values[-1]),
-                               last_done=complete, gamma=ppo.gamma, lam=ppo.gae_lambda)
-        if grouped is not None:
-            adv = grouped[i]
-            ret = discounted_returns(rewards, dones, ppo.gamma, 0.0 if complete else float(values[-1]))
+        last_value = 0.0 if complete else float(values[-1])
+        if grouped is None:
+            adv, ret = compute_gae(rewards, values, dones, last_value=last_value, last_done=complete,
+                                   gamma=ppo.gamma, lam=ppo.gae_lambda)
+        else:
+            adv, ret = grouped[i], discounted_returns(rewards, dones, ppo.gamma, last_value)
         parts["features"].append(ep["features"])
         parts["raw_action"].append(ep["raw_action"])
         parts["log_prob"].append(ep["log_prob"])
