@@ -94,6 +94,12 @@ def test_completion_labels(data):
     # reversed clips count as failures: their final frames (the original start) are 0
     rv = lab.source_mask("completion", "reversed")
     assert (ex.completion_label[rv] == 0).all() and set(t[rv].tolist()) <= {0, 1, 2}
+    # every completion example carries its clip's first frame: tick 0 (a failure's too), the
+    # done frame for the reversed clip
+    fr = ex.completion_first
+    assert (fr >= 0).all() and (task_code(ex, fr) == code).all()
+    assert (tick_of(ex, fr[~rv]) == 0).all()
+    assert (tick_of(ex, fr[rv & (code == 2)]) == 40).all()
     # balancing: both classes weigh the same in total
     exb = build_examples(eps, fails, LabelConfig())
     pos = exb.completion_label == 1
@@ -180,3 +186,25 @@ def test_mixed_sizes_need_image_size(data):
         build_examples([eps[0], big])
     ex = build_examples([eps[0], big], config=LabelConfig(image_size=(4, 4)))
     assert ex.frames.shape[1:] == (4, 4, 3)
+
+
+def test_augmented_episode_is_one_camera_and_labels_the_same(data):
+    """Another camera sees every frame of an episode the same way (one draw per episode, a
+    frame reads the same twice); the labels built from it are the original's."""
+    from lrm_ros.core.data.augment import AugmentConfig, augment_episode
+
+    eps, fails = data
+    rng = np.random.default_rng(0)
+    aug = [augment_episode(e, rng) for e in eps]
+    assert len(aug[0].frames) == len(eps[0].frames)
+    f5 = aug[0].frames[5]
+    assert f5.shape == eps[0].frames[5].shape and f5.dtype == np.uint8
+    assert (aug[0].frames[5] == f5).all() and not (f5 == eps[0].frames[5]).all()
+    assert aug[0].frames.cam is aug[0].frames.cam and aug[0].frames.cam != aug[1].frames.cam
+    a = build_labelled(aug, fails, LabelConfig(seed=3)).lite
+    b = build_labelled(eps, fails, LabelConfig(seed=3)).lite
+    np.testing.assert_array_equal(a.progress_target, b.progress_target)
+    np.testing.assert_array_equal(a.completion_label, b.completion_label)
+    assert a.num_frames == b.num_frames and not (a.frames == b.frames).all()
+    with pytest.raises(ValueError, match="scale"):
+        AugmentConfig(scale=(0.9, 1.2))

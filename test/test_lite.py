@@ -270,6 +270,26 @@ def test_backend_signals(checkpoint, image_enc, text_enc, signal, use_first, nee
         assert res[3].value == pytest.approx(res[0].value, abs=1e-6)   # same current frame
 
 
+def test_completion_head_with_first_frame(tmp_path, image_enc, text_enc):
+    """A model with completion_first compares the current frame with the episode's first:
+    the backend asks for the first frame even for signal completion, and the answer depends
+    on it; without a first frame (use_first_frame false) it still answers."""
+    torch.manual_seed(1)
+    model = lite.LiteRewardModel(lite.LiteModelConfig(hidden=64, completion_first=True))
+    model.set_feature_stats(np.full(1280, 0.2), np.full(1280, 0.3))
+    path = lite.save_checkpoint(model, tmp_path / "cf.pt")
+    be = make_backend("lite", model_path=str(path), signal="completion")
+    assert be.needs == frozenset({"first_frame"})
+    q = _queries(n_env=1)[0]
+    other = RewardQuery(env="env0", episode=0, tick=10, instruction=q.instruction, frame=q.frame,
+                        first_frame=q.previous_frame)
+    a, b = be.score_batch([q, other])
+    assert 0.0 < a.completion < 1.0 and abs(a.completion - b.completion) > 1e-6
+    no_first = make_backend("lite", model_path=str(path), signal="completion", use_first_frame=False)
+    assert no_first.needs == frozenset()
+    assert 0.0 < no_first.score_batch([q])[0].completion < 1.0
+
+
 def test_backend_encodes_each_frame_once(checkpoint, image_enc, text_enc):
     be = lite.make(model_path=str(checkpoint), signal="tri", max_batch=8)
     qs = _queries(n_env=3)

@@ -29,6 +29,9 @@ Negatives:
                has). Failures give no progress or contrastive labels (their direction is
                unknown).
 
+Every progress and completion example carries its clip's first frame (the reversed clip's is
+the done frame), for models that compare with it.
+
 Output: :class:`lrm_ros.core.learn.lite_data.LiteExamples` (``build_examples``), or that plus
 each example's provenance (``build_labelled`` -> :class:`LabelledExamples`). Conventions are
 LiteExamples' (contrastive label 1 = the current image is closer to done, progress ``first``
@@ -53,7 +56,7 @@ _SRC = {s: i for i, s in enumerate(SOURCES)}
 
 _LITE_COLS = {   # the columns of lrm_ros.core.learn.lite_data.LiteExamples, per kind
     "progress": ("frame", "first", "instr", "target", "weight", "task"),
-    "completion": ("frame", "instr", "label", "weight", "task"),
+    "completion": ("frame", "first", "instr", "label", "weight", "task"),
     "contrastive": ("prev", "cur", "instr", "label", "weight", "task"),
 }
 # provenance kept next to them: row tuples are LiteExamples columns + these
@@ -144,7 +147,8 @@ def _compact(ex: "LiteExamples", masks: Dict[str, np.ndarray]) -> Tuple["LiteExa
     sel = {k: {c: getattr(ex, f"{k}_{c}")[masks[k]] for c in cols} for k, cols in _LITE_COLS.items()}
     used_f = np.unique(np.concatenate([
         sel["progress"]["frame"], sel["progress"]["first"][sel["progress"]["first"] >= 0],
-        sel["completion"]["frame"], sel["contrastive"]["prev"], sel["contrastive"]["cur"]]).astype(np.int64))
+        sel["completion"]["frame"], sel["completion"]["first"][sel["completion"]["first"] >= 0],
+        sel["contrastive"]["prev"], sel["contrastive"]["cur"]]).astype(np.int64))
     used_i = np.unique(np.concatenate([sel[k]["instr"] for k in KINDS])).astype(np.int64)
     fmap = np.full(ex.num_frames, -1, np.int64)
     fmap[used_f] = np.arange(used_f.size)
@@ -266,15 +270,15 @@ def build_labelled(episodes: Sequence, failures: Sequence = (),
         first = idx[0]
         for t in ticks:
             P.append((idx[t], first, instr, t / last, 1.0, task, S["success"]))
-            C.append((idx[t], instr, float(t >= done_from), 1.0, task, S["success"]))
+            C.append((idx[t], first, instr, float(t >= done_from), 1.0, task, S["success"]))
         if cfg.reversed:   # the reversed clip starts at the done frame; its end is the start
             for t in ticks:
                 P.append((idx[t], idx[last], instr, t / last, cfg.reversed_weight, task, S["reversed"]))
             for t in ticks:
                 if t < cfg.done_ticks:
-                    C.append((idx[t], instr, 0.0, 1.0, task, S["reversed"]))
+                    C.append((idx[t], idx[last], instr, 0.0, 1.0, task, S["reversed"]))
         for t in trunc:
-            C.append((idx[t], instr, 0.0, 1.0, task, S["truncated"]))
+            C.append((idx[t], first, instr, 0.0, 1.0, task, S["truncated"]))
         # contrastive pairs
         pairs = [(t, t + K) for t in ticks if t + K in idx]
         for a in [t for t in ticks if t in set(base)]:
@@ -296,7 +300,7 @@ def build_labelled(episodes: Sequence, failures: Sequence = (),
                 for t in picks:
                     o = others[int(rng.integers(len(others)))]
                     P.append((idx[t], first, o, 0.0, 1.0, task, S["cross_task"]))
-                    C.append((idx[t], o, 0.0, 1.0, task, S["cross_task"]))
+                    C.append((idx[t], first, o, 0.0, 1.0, task, S["cross_task"]))
     for ep in fail:
         T = int(len(ep.frames))
         if T < 1:
@@ -310,7 +314,7 @@ def build_labelled(episodes: Sequence, failures: Sequence = (),
         succ_flags = np.asarray(ep.successes, bool)
         for t in ticks:
             label = float(succ_flags[t]) if t < succ_flags.size else 0.0
-            C.append((idx[t], instr, label, 1.0, task, S["failure"]))
+            C.append((idx[t], idx[0], instr, label, 1.0, task, S["failure"]))
 
     from lrm_ros.core.learn.lite_data import LiteExamples
 

@@ -8,7 +8,8 @@ examples (the first frame of an episode; a frame that is "current" in one pair a
 of equal length per kind:
 
   progress     frame, first (-1 = no first frame), instr, target in [0, 1], weight, task
-  completion   frame, instr, label 0/1, weight, task
+  completion   frame, first (-1 = none; the episode's first frame, for models whose
+               completion head compares with it), instr, label 0/1, weight, task
   contrastive  prev, cur, instr, label 0/1 (1 = the `cur` frame is closer to done), weight, task
 
 `instr` indexes `instructions`; `task` indexes `tasks` (task names such as ManiSkill env ids,
@@ -32,7 +33,7 @@ FORMAT = "lrm_ros.lite_examples/1"
 _KINDS: Dict[str, Dict[str, type]] = {
     "progress": {"frame": np.int64, "first": np.int64, "instr": np.int64, "target": np.float32,
                  "weight": np.float32, "task": np.int64},
-    "completion": {"frame": np.int64, "instr": np.int64, "label": np.float32,
+    "completion": {"frame": np.int64, "first": np.int64, "instr": np.int64, "label": np.float32,
                    "weight": np.float32, "task": np.int64},
     "contrastive": {"prev": np.int64, "cur": np.int64, "instr": np.int64, "label": np.float32,
                     "weight": np.float32, "task": np.int64},
@@ -61,6 +62,7 @@ class LiteExamples:
     progress_weight: np.ndarray = field(default_factory=lambda: _empty(np.float32))
     progress_task: np.ndarray = field(default_factory=lambda: _empty(np.int64))
     completion_frame: np.ndarray = field(default_factory=lambda: _empty(np.int64))
+    completion_first: np.ndarray = field(default_factory=lambda: _empty(np.int64))
     completion_instr: np.ndarray = field(default_factory=lambda: _empty(np.int64))
     completion_label: np.ndarray = field(default_factory=lambda: _empty(np.float32))
     completion_weight: np.ndarray = field(default_factory=lambda: _empty(np.float32))
@@ -83,6 +85,8 @@ class LiteExamples:
             w = getattr(self, f"{kind}_weight")
             if w.size == 0 and n:
                 setattr(self, f"{kind}_weight", np.ones(n, np.float32))
+            if kind == "completion" and self.completion_first.size == 0 and n:
+                self.completion_first = np.full(n, -1, np.int64)   # older files: none
             t = getattr(self, f"{kind}_task")
             if t.size == 0 and n:
                 setattr(self, f"{kind}_task", np.zeros(n, np.int64))
@@ -298,8 +302,9 @@ class LiteExamplesBuilder:
                   weight=float(weight), task=_index(self.tasks, task))
 
     def add_completion(self, frame: int, instruction: str, label: float, weight: float = 1.0,
-                       task: str = "") -> None:
-        self._add("completion", frame=int(frame), instr=_index(self.instructions, instruction),
+                       task: str = "", first: int = -1) -> None:
+        self._add("completion", frame=int(frame), first=int(first),
+                  instr=_index(self.instructions, instruction),
                   label=float(label), weight=float(weight), task=_index(self.tasks, task))
 
     def add_contrastive(self, prev: int, cur: int, instruction: str, label: float,

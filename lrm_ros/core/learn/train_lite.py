@@ -61,6 +61,7 @@ class TrainConfig:
     text_proj: int = 64
     hidden: int = 256
     dropout: float = 0.1
+    completion_first: bool = False        # LiteModelConfig.completion_first
     # features
     cache_dir: Optional[str] = None       # None = default_cache_dir(); "" = no disk cache
     feature_batch: int = 0                # frames per encoder pass (0 = the encoder's default)
@@ -170,7 +171,12 @@ def _batch_losses(model, feats, text, ex: LiteExamples, idx: Dict[str, np.ndarra
         out["progress"] = (loss, pred, target)
     i = idx.get("completion")
     if i is not None and i.size:
-        logit = model.completion_logit(feats[t(ex.completion_frame[i])], text[t(ex.completion_instr[i])])
+        first = ex.completion_first[i]
+        has = first >= 0
+        if first_dropout > 0 and rng is not None:
+            has &= rng.random(i.size) >= first_dropout
+        logit = model.completion_logit(feats[t(ex.completion_frame[i])], text[t(ex.completion_instr[i])],
+                                       feats[t(np.where(has, first, 0))], t(has))
         target = t(ex.completion_label[i])
         loss = _wmean(F.binary_cross_entropy_with_logits(logit, target, reduction="none"),
                       t(ex.completion_weight[i]))
@@ -247,9 +253,10 @@ def _tasks_used(ex: LiteExamples) -> List[str]:
 
 
 def train(examples: LiteExamples, config: Optional[TrainConfig] = None, out: Optional[str] = None,
-          image_enc=None, text_enc=None, model=None):
+          image_enc=None, text_enc=None, model=None, extra_meta: Optional[dict] = None):
     """Train the heads -> (model, history). `history` is a list of per-epoch dicts (train
-    losses, validation metrics, seconds). Writes the checkpoint to `out` when given."""
+    losses, validation metrics, seconds). Writes the checkpoint to `out` when given, its
+    metadata updated with `extra_meta` (plain values)."""
     import torch
 
     from lrm_ros.core.rewards.lite import LiteModelConfig, LiteRewardModel, save_checkpoint
@@ -273,7 +280,8 @@ def train(examples: LiteExamples, config: Optional[TrainConfig] = None, out: Opt
     if model is None:
         model = LiteRewardModel(LiteModelConfig(image_dim=feats.shape[1], text_dim=text.shape[1],
                                                 image_proj=cfg.image_proj, text_proj=cfg.text_proj,
-                                                hidden=cfg.hidden, dropout=cfg.dropout))
+                                                hidden=cfg.hidden, dropout=cfg.dropout,
+                                                completion_first=cfg.completion_first))
         model.set_feature_stats(feats_np.mean(0), feats_np.std(0))
     for p in model.parameters():
         p.requires_grad_(True)
@@ -338,6 +346,7 @@ def train(examples: LiteExamples, config: Optional[TrainConfig] = None, out: Opt
             "train_config": _plain(asdict(cfg)),
             "seconds": {"features": round(t_feat, 2), "total": round(time.time() - t_start, 2)},
         }
+        meta.update(_plain(extra_meta or {}))
         save_checkpoint(model, out, meta)
     return model, history
 

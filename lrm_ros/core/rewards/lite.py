@@ -5,7 +5,8 @@ all-MiniLM-L6-v2 instruction embedding, 384-d) and small trained heads for LRM's
 signals (`LiteRewardModel`):
 
   progress     current frame [+ the episode's first frame] + instruction -> sigmoid in [0, 1]
-  completion   current frame + instruction -> logit; the result carries the probability
+  completion   current frame [+ the episode's first frame, with `completion_first`] +
+               instruction -> logit; the result carries the probability
   contrastive  previous frame, current frame, instruction -> logit that the current frame is
                closer to done. Antisymmetric by construction: logit(a, b) = g(b, a) - g(a, b)
                with one network g, so swapping the frames negates the logit exactly and two
@@ -88,6 +89,7 @@ class LiteModelConfig:
     text_proj: int = 64                  # shared text projection
     hidden: int = 256                    # width of each head's MLP (2 hidden layers)
     dropout: float = 0.1
+    completion_first: bool = False       # the completion head also sees the episode's first frame
 
     def __post_init__(self):
         for f in ("image_dim", "text_dim", "image_proj", "text_proj", "hidden"):
@@ -132,8 +134,8 @@ class LiteRewardModel(nn.Module):
         self.text_proj = nn.Sequential(nn.Linear(cfg.text_dim, t), nn.LayerNorm(t), nn.GELU())
         # progress: [cur, first, cur - first, has_first] + text
         self.progress_head = _mlp(3 * p + 1 + t, h, cfg.dropout)
-        # completion: cur + text
-        self.completion_head = _mlp(p + t, h, cfg.dropout)
+        # completion: cur + text, or [cur, first, cur - first, has_first] + text
+        self.completion_head = _mlp((3 * p + 1 if cfg.completion_first else p) + t, h, cfg.dropout)
         # contrastive pair scorer g(a, b, text): [a, b, a - b] + text
         self.pair_head = _mlp(3 * p + t, h, cfg.dropout)
 
@@ -158,6 +160,12 @@ class LiteRewardModel(nn.Module):
                        has_first: Optional[torch.Tensor] = None) -> torch.Tensor:
         """`first` may be None (no first frame for any row) or given with a (N,) 0/1 mask
         `has_first` (rows without one: their first-frame inputs are zeroed)."""
+        x = torch.cat([self._with_first(cur, first, has_first), self.embed_text(text)], dim=-1)
+        return self.progress_head(x).squeeze(-1)
+
+    def _with_first(self, cur, first, has_first) -> torch.Tensor:
+        """[cur, first, cur - first, has_first] embeddings; rows without a first frame (or
+        first=None: none at all) get zeros for the first-frame parts."""
         c = self.embed_image(cur)
         if first is None:
             f = torch.zeros_like(c)
@@ -166,14 +174,19 @@ class LiteRewardModel(nn.Module):
             m = (torch.ones(c.shape[0], 1, dtype=c.dtype, device=c.device) if has_first is None
                  else has_first.to(c.dtype).reshape(-1, 1))
             f = self.embed_image(first) * m
-        x = torch.cat([c, f, (c - f) * m, m, self.embed_text(text)], dim=-1)
-        return self.progress_head(x).squeeze(-1)
+        return torch.cat([c, f, (c - f) * m, m], dim=-1)
 
     def progress(self, cur, text, first=None, has_first=None) -> torch.Tensor:
         return torch.sigmoid(self.progress_logit(cur, text, first, has_first))
 
-    def completion_logit(self, cur: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
-        x = torch.cat([self.embed_image(cur), self.embed_text(text)], dim=-1)
+    def completion_logit(self, cur: torch.Tensor, text: torch.Tensor,
+                         first: Optional[torch.Tensor] = None,
+                         has_first: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """With `config.completion_first` the head compares with the first frame (as
+        progress_logit; `first` None = none); otherwise `first` is ignored."""
+        img = (self._with_first(cur, first, has_first) if self.config.completion_first
+               else self.embed_image(cur))
+        x = torch.cat([img, self.embed_text(text)], dim=-1)
         return self.completion_head(x).squeeze(-1)
 
     def _pair(self, a: torch.Tensor, b: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
@@ -377,6 +390,8 @@ class LiteRewardBackend(RewardBackend):
             self.meta = {}
             model.eval()
         self.model = model
+        if getattr(model.config, "completion_first", False) and cfg.use_first_frame:
+            self.needs = self.needs | {"first_frame"}
         if image_enc is None or text_enc is None:
             from lrm_ros.core.features import image_encoder, text_encoder
             image_enc = image_enc or image_encoder()
@@ -394,7 +409,7 @@ class LiteRewardBackend(RewardBackend):
     def build_inputs(self, queries: Sequence[RewardQuery]) -> LiteInputs:
         cfg = self.config
         want_prev = "contrastive" in cfg.signals
-        want_first = "progress" in cfg.signals and cfg.use_first_frame
+        want_first = "first_frame" in self.needs
         by_id: Dict[int, int] = {}        # id(frame) -> row (same object in one chunk)
         by_key: Dict[bytes, int] = {}     # content -> row
         rows: List[Optional[np.ndarray]] = []
@@ -451,18 +466,17 @@ class LiteRewardBackend(RewardBackend):
         feats = torch.from_numpy(inp.image_feats).to(dev)
         text = torch.from_numpy(inp.text).to(dev)
         cur = feats[torch.from_numpy(inp.cur).to(dev)]
+        has_first = inp.first >= 0
+        first = mask = None
+        if has_first.any():
+            first = feats[torch.from_numpy(np.where(has_first, inp.first, 0)).to(dev)]
+            mask = torch.from_numpy(has_first).to(dev)
         out: Dict[str, np.ndarray] = {}
         with torch.inference_mode():
             if "progress" in cfg.signals:
-                has_first = inp.first >= 0
-                if has_first.any():
-                    first = feats[torch.from_numpy(np.where(has_first, inp.first, 0)).to(dev)]
-                    out["progress"] = m.progress(cur, text, first,
-                                                 torch.from_numpy(has_first).to(dev)).cpu().numpy()
-                else:
-                    out["progress"] = m.progress(cur, text).cpu().numpy()
+                out["progress"] = m.progress(cur, text, first, mask).cpu().numpy()
             if "completion" in cfg.signals:
-                out["completion"] = torch.sigmoid(m.completion_logit(cur, text)).cpu().numpy()
+                out["completion"] = torch.sigmoid(m.completion_logit(cur, text, first, mask)).cpu().numpy()
             if "contrastive" in cfg.signals:
                 has_prev = inp.prev >= 0
                 prob = np.full(len(inp.cur), NAN, dtype=np.float32)

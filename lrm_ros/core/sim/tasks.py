@@ -8,6 +8,8 @@ __all__ = [
     "TASK_INSTRUCTIONS",
     "MOTION_PLANNING_TASKS",
     "DEMO_TASKS",
+    "RESERVED_EVAL_TASKS",
+    "LITE_TRAIN_TASKS",
     "instruction_for",
     "known_tasks",
     "RECOMMENDED_MAX_EPISODE_TICKS",
@@ -46,6 +48,16 @@ MOTION_PLANNING_TASKS: tuple[str, ...] = (
     "StackPyramid-v1",
 )
 
+# Tasks reserved for the independent evaluation of reward models: no reward model is trained,
+# tuned or selected on them (lrm-ros train-lite refuses them as training or leave-task-out
+# tasks). Demos and failures of them may be generated, to evaluate on.
+RESERVED_EVAL_TASKS: tuple[str, ...] = (
+    "PullCubeTool-v1",
+    "PlugCharger-v1",
+    "PegInsertionSide-v1",
+    "PlaceSphere-v1",
+)
+
 # Tasks whose demonstrations lrm_ros.core.sim.demos generates and tests routinely (the planner
 # succeeds on nearly every seed, and the conversion to pd_ee_delta_pose replays reliably).
 DEMO_TASKS: tuple[str, ...] = (
@@ -55,6 +67,11 @@ DEMO_TASKS: tuple[str, ...] = (
     "StackCube-v1",
     "LiftPegUpright-v1",
 )
+
+# Tasks the lite reward model trains on: every task with motion-planned demos here except
+# the reserved ones (lrm-ros train-lite; leave-task-out folds run over these).
+LITE_TRAIN_TASKS: tuple[str, ...] = tuple(t for t in MOTION_PLANNING_TASKS
+                                          if t not in RESERVED_EVAL_TASKS)
 
 # Time limits (control ticks at 20 Hz) for every task with a motion-planning solution: at least
 # the longest measured motion-planned demo, converted to pd_ee_delta_pose, needs to reach success

@@ -1,0 +1,104 @@
+#!/usr/bin/env python3
+"""Leave-task-out comparison of lite model variants, side by side in one run (same data, same
+features, same folds): how well each scores tasks it never saw. Only the allowed training
+tasks are used (lrm_ros.core.sim.tasks.LITE_TRAIN_TASKS); the reserved evaluation tasks are
+refused, so a variant is selected without them.
+
+Run (after `lrm-ros train-lite --generate` or with your own demo / failure folders):
+  PYTHONPATH=. .venv/bin/python bench/bench_lite_lto.py --data data \
+      --variants base first first_reg --policy-rollouts 40 --out bench/results/lite_variants
+
+Variants (TrainConfig fields changed from the defaults of `lrm-ros train-lite`):
+  base       completion head on the current frame only (the model shipped before issue 13)
+  first      the completion head also compares with the episode's first frame
+  first_reg  `first` with stronger regularisation: dropout 0.3, 64-d image projection,
+             weight decay 1e-3
+Writes OUT.json and OUT.md (per task and mean, per variant).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+VARIANTS = {
+    "base": dict(completion_first=False),
+    "first": dict(completion_first=True),
+    "first_reg": dict(completion_first=True, dropout=0.3, image_proj=64, weight_decay=1e-3),
+}
+
+
+def main(argv=None) -> int:
+    from lrm_ros.core.sim.tasks import LITE_TRAIN_TASKS
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", default="data")
+    ap.add_argument("--demos", nargs="*", default=None)
+    ap.add_argument("--failures", nargs="*", default=None)
+    ap.add_argument("--tasks", nargs="+", default=list(LITE_TRAIN_TASKS))
+    ap.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    ap.add_argument("--epochs", type=int, default=30)
+    ap.add_argument("--interval", type=int, default=10)
+    ap.add_argument("--policy-rollouts", type=int, default=0)
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--out", default="out/bench/lite_variants")
+    a = ap.parse_args(argv)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    import torch
+    torch.set_num_threads(2)
+    from lrm_ros.core.features import text_encoder
+    from lrm_ros.core.learn import lite_lto
+    from lrm_ros.core.learn.lite_pipeline import _git_rev, prepare
+    from lrm_ros.core.learn.train_lite import TrainConfig
+    from lrm_ros.core.policy.adapter import DEFAULT_CHECKPOINT as POLICY
+    from lrm_ros.core.policy.tiny_vla import load_policy
+
+    t0 = time.perf_counter()
+    rev = _git_rev()
+    tasks = lite_lto.check_tasks(a.tasks)
+    prep = prepare(tasks, a.data, a.demos, a.failures, a.seed)
+    text_enc = text_encoder()
+    rollouts = {}
+    if a.policy_rollouts:
+        policy_tasks = load_policy(str(POLICY))[1].get("tasks", [])
+        for t in [t for t in tasks if t in policy_tasks]:
+            rollouts[t] = lite_lto.policy_rollouts(t, a.policy_rollouts, workers=a.workers)
+    out = Path(a.out)
+    res = {"command": "bench/bench_lite_lto.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+           "git_rev": rev, "tasks": tasks, "examples": prep.examples.counts(),
+           "frames": prep.examples.num_frames, "data_hash": prep.data_hash,
+           "policy_rollouts": {t: [int(sum(e.success for e in eps)), len(eps)] for t, eps in rollouts.items()},
+           "variants": {}}
+    for name in a.variants:
+        cfg = replace(TrainConfig(epochs=a.epochs, seed=a.seed, val_fraction=0.1, show_progress=False),
+                      **VARIANTS[name])
+        tv = time.perf_counter()
+        per_task = lite_lto.leave_task_out(prep.examples, {t: prep.bags(t) for t in tasks}, tasks,
+                                           out.parent / f"{out.name}_{name}", cfg, a.interval,
+                                           prep.memo, text_enc, False, rollouts)
+        res["variants"][name] = {"config": VARIANTS[name], "per_task": per_task,
+                                 "mean": lite_lto.mean_metrics(per_task),
+                                 "seconds": round(time.perf_counter() - tv, 1)}
+        print(f"[variants] {name}: " + json.dumps({k: round(v, 3) for k, v in
+                                                   res["variants"][name]["mean"].items()}), flush=True)
+    res["wall_s"] = round(time.perf_counter() - t0, 1)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".json").write_text(json.dumps(res, indent=2, default=str))
+    md = [f"# lite variants, leave-task-out over {', '.join(tasks)}", "",
+          f"`{res['command']}` (git {rev}, {res['wall_s']:.0f} s; {res['frames']} labelled frames).", ""]
+    for name, v in res["variants"].items():
+        md += [f"## {name}: {v['config']}", "", lite_lto.table_markdown(v["per_task"], v["mean"]), ""]
+    out.with_suffix(".md").write_text("\n".join(md))
+    print(f"[variants] wrote {out.with_suffix('.json')} and .md")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
