@@ -285,6 +285,17 @@ def test_completion_head_with_first_frame(tmp_path, image_enc, text_enc):
                         first_frame=q.previous_frame)
     a, b = be.score_batch([q, other])
     assert 0.0 < a.completion < 1.0 and abs(a.completion - b.completion) > 1e-6
+    # a difference-only model answers the same frame shown as its own first frame identically
+    # whatever that frame is: it sees no frame by itself, only changes
+    torch.manual_seed(2)
+    dm = lite.LiteRewardModel(lite.LiteModelConfig(hidden=64, completion_first=True, absolute=False))
+    dm.set_feature_stats(np.full(1280, 0.2), np.full(1280, 0.3))
+    dbe = make_backend("lite", model_path=str(lite.save_checkpoint(dm, tmp_path / "d.pt")), signal="tri")
+    same = [RewardQuery(env=f"e{i}", episode=0, tick=0, instruction=q.instruction, frame=f, first_frame=f)
+            for i, f in enumerate((q.frame, q.previous_frame))]
+    r1, r2 = dbe.score_batch(same)
+    assert r1.completion == pytest.approx(r2.completion, abs=1e-6)
+    assert r1.progress == pytest.approx(r2.progress, abs=1e-6)
     no_first = make_backend("lite", model_path=str(path), signal="completion", use_first_frame=False)
     assert no_first.needs == frozenset()
     assert 0.0 < no_first.score_batch([q])[0].completion < 1.0

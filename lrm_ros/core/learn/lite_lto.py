@@ -130,7 +130,7 @@ def leave_task_out(examples, bags_by_task: Dict[str, List[str]], tasks: Sequence
 
     from lrm_ros.core.data.labels import split_by_task
     from lrm_ros.core.evaluate import evaluate
-    from lrm_ros.core.learn.train_lite import train
+    from lrm_ros.core.learn.train_lite import _tasks_used, train
     from lrm_ros.core.rewards import make_backend
 
     out = Path(out_dir)
@@ -139,7 +139,7 @@ def leave_task_out(examples, bags_by_task: Dict[str, List[str]], tasks: Sequence
         t0 = time.perf_counter()
         train_ex, _ = split_by_task(examples, [task])
         print(f"[lite lto] {n}/{len(tasks)}: {task} held out; training on "
-              f"{sorted(set(train_ex.tasks))} ({train_ex.counts()})", flush=True)
+              f"{_tasks_used(train_ex)} ({train_ex.counts()})", flush=True)
         ckpt = out / "folds" / f"without_{task}.pt"
         train(train_ex, replace(train_config, val_tasks=()), out=str(ckpt), text_enc=text_enc)
         backend = make_backend("lite", model_path=str(ckpt), signal="tri",

@@ -62,6 +62,7 @@ class TrainConfig:
     hidden: int = 256
     dropout: float = 0.1
     completion_first: bool = False        # LiteModelConfig.completion_first
+    absolute: bool = True                 # LiteModelConfig.absolute
     # features
     cache_dir: Optional[str] = None       # None = default_cache_dir(); "" = no disk cache
     feature_batch: int = 0                # frames per encoder pass (0 = the encoder's default)
@@ -281,7 +282,8 @@ def train(examples: LiteExamples, config: Optional[TrainConfig] = None, out: Opt
         model = LiteRewardModel(LiteModelConfig(image_dim=feats.shape[1], text_dim=text.shape[1],
                                                 image_proj=cfg.image_proj, text_proj=cfg.text_proj,
                                                 hidden=cfg.hidden, dropout=cfg.dropout,
-                                                completion_first=cfg.completion_first))
+                                                completion_first=cfg.completion_first,
+                                                absolute=cfg.absolute))
         model.set_feature_stats(feats_np.mean(0), feats_np.std(0))
     for p in model.parameters():
         p.requires_grad_(True)

@@ -90,6 +90,7 @@ class LiteModelConfig:
     hidden: int = 256                    # width of each head's MLP (2 hidden layers)
     dropout: float = 0.1
     completion_first: bool = False       # the completion head also sees the episode's first frame
+    absolute: bool = True                # heads see the frames' embeddings, not only differences
 
     def __post_init__(self):
         for f in ("image_dim", "text_dim", "image_proj", "text_proj", "hidden"):
@@ -132,12 +133,15 @@ class LiteRewardModel(nn.Module):
         self.register_buffer("image_std", torch.ones(cfg.image_dim))
         self.image_proj = nn.Sequential(nn.Linear(cfg.image_dim, p), nn.LayerNorm(p), nn.GELU())
         self.text_proj = nn.Sequential(nn.Linear(cfg.text_dim, t), nn.LayerNorm(t), nn.GELU())
+        # with `absolute` false the heads see only differences of embeddings (cur - first,
+        # a - b), never what a frame shows by itself: cues that do not depend on the scene
+        wf = 3 * p + 1 if cfg.absolute else p + 1
         # progress: [cur, first, cur - first, has_first] + text
-        self.progress_head = _mlp(3 * p + 1 + t, h, cfg.dropout)
+        self.progress_head = _mlp(wf + t, h, cfg.dropout)
         # completion: cur + text, or [cur, first, cur - first, has_first] + text
-        self.completion_head = _mlp((3 * p + 1 if cfg.completion_first else p) + t, h, cfg.dropout)
+        self.completion_head = _mlp((wf if cfg.completion_first else p) + t, h, cfg.dropout)
         # contrastive pair scorer g(a, b, text): [a, b, a - b] + text
-        self.pair_head = _mlp(3 * p + t, h, cfg.dropout)
+        self.pair_head = _mlp((3 * p if cfg.absolute else p) + t, h, cfg.dropout)
 
     def set_feature_stats(self, mean, std, eps: float = 1e-4) -> None:
         mean = torch.as_tensor(np.asarray(mean), dtype=torch.float32).reshape(-1)
@@ -174,6 +178,8 @@ class LiteRewardModel(nn.Module):
             m = (torch.ones(c.shape[0], 1, dtype=c.dtype, device=c.device) if has_first is None
                  else has_first.to(c.dtype).reshape(-1, 1))
             f = self.embed_image(first) * m
+        if not self.config.absolute:
+            return torch.cat([(c - f) * m, m], dim=-1)
         return torch.cat([c, f, (c - f) * m, m], dim=-1)
 
     def progress(self, cur, text, first=None, has_first=None) -> torch.Tensor:
@@ -190,7 +196,8 @@ class LiteRewardModel(nn.Module):
         return self.completion_head(x).squeeze(-1)
 
     def _pair(self, a: torch.Tensor, b: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        return self.pair_head(torch.cat([a, b, a - b, t], dim=-1)).squeeze(-1)
+        x = [a, b, a - b, t] if self.config.absolute else [a - b, t]
+        return self.pair_head(torch.cat(x, dim=-1)).squeeze(-1)
 
     def contrastive_logit(self, prev: torch.Tensor, cur: torch.Tensor,
                           text: torch.Tensor) -> torch.Tensor:
