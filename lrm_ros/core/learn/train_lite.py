@@ -152,6 +152,15 @@ def _wmean(loss, w):
     return (loss * w).sum() / w.sum().clamp(min=1e-8)
 
 
+def _first_frames(first: np.ndarray, dropout: float, rng: Optional[np.random.Generator]):
+    """(frame row per example, 0 where none; has-first mask): examples without a first frame
+    (-1), and with probability `dropout` examples that have one, are shown none."""
+    has = first >= 0
+    if dropout > 0 and rng is not None:
+        has &= rng.random(first.size) >= dropout
+    return np.where(has, first, 0), has
+
+
 def _batch_losses(model, feats, text, ex: LiteExamples, idx: Dict[str, np.ndarray],
                   first_dropout: float = 0.0, rng: Optional[np.random.Generator] = None):
     """{kind: (weighted loss, predictions, targets)} for the example indices `idx`."""
@@ -161,23 +170,17 @@ def _batch_losses(model, feats, text, ex: LiteExamples, idx: Dict[str, np.ndarra
     t = lambda a: torch.from_numpy(np.asarray(a))  # noqa: E731
     i = idx.get("progress")
     if i is not None and i.size:
-        first = ex.progress_first[i]
-        has = first >= 0
-        if first_dropout > 0 and rng is not None:
-            has &= rng.random(i.size) >= first_dropout
+        first, has = _first_frames(ex.progress_first[i], first_dropout, rng)
         pred = model.progress(feats[t(ex.progress_frame[i])], text[t(ex.progress_instr[i])],
-                              feats[t(np.where(has, first, 0))], t(has))
+                              feats[t(first)], t(has))
         target = t(ex.progress_target[i])
         loss = _wmean((pred - target) ** 2, t(ex.progress_weight[i]))
         out["progress"] = (loss, pred, target)
     i = idx.get("completion")
     if i is not None and i.size:
-        first = ex.completion_first[i]
-        has = first >= 0
-        if first_dropout > 0 and rng is not None:
-            has &= rng.random(i.size) >= first_dropout
+        first, has = _first_frames(ex.completion_first[i], first_dropout, rng)
         logit = model.completion_logit(feats[t(ex.completion_frame[i])], text[t(ex.completion_instr[i])],
-                                       feats[t(np.where(has, first, 0))], t(has))
+                                       feats[t(first)], t(has))
         target = t(ex.completion_label[i])
         loss = _wmean(F.binary_cross_entropy_with_logits(logit, target, reduction="none"),
                       t(ex.completion_weight[i]))
