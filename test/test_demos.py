@@ -10,6 +10,7 @@ torch = pytest.importorskip("torch")
 torch.set_num_threads(1)
 
 from lrm_ros.bags.reader import BagFormatError, read_episodes  # noqa: E402
+from lrm_ros.core.episode_end import END_SUCCESS  # noqa: E402
 from lrm_ros.core.sim.demos import generate_demos  # noqa: E402
 from lrm_ros.core.sim.maniskill_env import SimConfig  # noqa: E402
 from lrm_ros.core.sim.tasks import TASK_INSTRUCTIONS  # noqa: E402
@@ -50,7 +51,7 @@ def test_read_episodes(demos):
         assert ep.joint_positions.shape == (T, 9)
         np.testing.assert_array_equal(ep.ticks, np.arange(T))
         assert ep.successes[-1] and not ep.successes[:-1].any()
-        assert ep.episode_end and ep.end_reason == 1  # END_SUCCESS
+        assert ep.episode_end and ep.end_reason == END_SUCCESS
         assert ep.dense_rewards[0] == 0.0 and np.all(np.isfinite(ep.dense_rewards))
         assert ep.normalized_dense_rewards[-1] > ep.normalized_dense_rewards[1]
         dt = np.diff(ep.stamps_ns)

@@ -178,7 +178,7 @@ def test_killed_nodes_are_respawned_and_the_gaps_are_flagged(graph):
     _respawned(runner, f"{NS}/policy", pid)
     steps = len(rec.policy_steps)
     assert mon.wait_for(lambda: len(rec.policy_steps) >= steps + 5, 180), "the respawned policy does not act"
-    hit = {t[0] for t in rec.ticks if t[5] > 0}          # episodes with fallback ticks
+    hit = {t.episode for t in rec.ticks if t.fallbacks > 0}          # episodes with fallback ticks
     assert hit, "no tick carried the fallback count"
     # the learner sets the hit episodes aside: incomplete (steps missing while the policy was
     # gone: aborted, or dropped when not one step was complete) or driven by fallback

@@ -128,7 +128,7 @@ def test_the_sim_graph_runs_on_simulated_time(run):
     at 1 s and advancing one control period (20 Hz) per step, whatever the wall clock did."""
     import numpy as np
     monitor, *_ = run
-    stamps = np.array([t[7] for t in monitor.records[NS].ticks], dtype=np.int64)
+    stamps = np.array([t.stamp_ns for t in monitor.records[NS].ticks], dtype=np.int64)
     assert stamps.size > 10 and stamps.min() >= 1_000_000_000 and stamps.max() < 10**6 * 10**9
     d = np.diff(stamps)
     assert np.all(d >= 0)                        # re-announced episode ends repeat their stamp
