@@ -66,19 +66,13 @@ def main(argv=None) -> int:
     from lrm_ros.core.learn import lite_lto
     from lrm_ros.core.learn.lite_pipeline import _git_rev, prepare
     from lrm_ros.core.learn.train_lite import TrainConfig
-    from lrm_ros.core.policy.adapter import DEFAULT_CHECKPOINT as POLICY
-    from lrm_ros.core.policy.tiny_vla import load_policy
 
     t0 = time.perf_counter()
     rev = _git_rev()
     tasks = lite_lto.check_tasks(a.tasks)
     prep = prepare(tasks, a.data, a.demos, a.failures, a.seed)
     text_enc = text_encoder()
-    rollouts = {}
-    if a.policy_rollouts:
-        policy_tasks = load_policy(str(POLICY))[1].get("tasks", [])
-        for t in [t for t in tasks if t in policy_tasks]:
-            rollouts[t] = lite_lto.policy_rollouts(t, a.policy_rollouts, workers=a.workers)
+    rollouts = lite_lto.policy_rollouts_for(tasks, a.policy_rollouts, a.workers)
     out = Path(a.out)
     res = {"command": "bench/bench_lite_lto.py " + " ".join(argv if argv is not None else sys.argv[1:]),
            "git_rev": rev, "tasks": tasks, "examples": prep.examples.counts(),

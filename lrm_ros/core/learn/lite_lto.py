@@ -126,8 +126,6 @@ def leave_task_out(examples, bags_by_task: Dict[str, List[str]], tasks: Sequence
     it on the held-out task's bags. `examples` must carry `features` (one table for all
     folds). `rollouts` {task: policy episodes} adds `policy_roc_auc` for those tasks.
     Returns {task: task_metrics + checkpoint + timing}."""
-    from dataclasses import replace
-
     from lrm_ros.core.data.labels import split_by_task
     from lrm_ros.core.evaluate import evaluate
     from lrm_ros.core.learn.train_lite import _tasks_used, train
@@ -141,7 +139,7 @@ def leave_task_out(examples, bags_by_task: Dict[str, List[str]], tasks: Sequence
         print(f"[lite lto] {n}/{len(tasks)}: {task} held out; training on "
               f"{_tasks_used(train_ex)} ({train_ex.counts()})", flush=True)
         ckpt = out / "folds" / f"without_{task}.pt"
-        train(train_ex, replace(train_config, val_tasks=()), out=str(ckpt), text_enc=text_enc)
+        train(train_ex, train_config, out=str(ckpt), text_enc=text_enc)
         backend = make_backend("lite", model_path=str(ckpt), signal="tri",
                                image_encoder=image_enc, text_encoder=text_enc)
         report = evaluate(bags_by_task[task], backend, out / "folds" / f"eval_{task}",
@@ -175,6 +173,17 @@ def policy_rollouts(task: str, n: int, workers: int = 2, seed: int = 20_000):
                             progress=lambda ep: bar.update(1))
 
 
+def policy_rollouts_for(tasks: Sequence[str], n: int, workers: int = 2) -> Dict[str, list]:
+    """{task: policy_rollouts(task, n)} for each of `tasks` the shipped tiny_vla was trained on
+    (its checkpoint's `tasks`); {} when n is 0."""
+    if not n:
+        return {}
+    from lrm_ros.core.policy.adapter import DEFAULT_CHECKPOINT
+    from lrm_ros.core.policy.tiny_vla import load_policy
+    policy_tasks = load_policy(str(DEFAULT_CHECKPOINT))[1].get("tasks", [])
+    return {t: policy_rollouts(t, n, workers=workers) for t in tasks if t in policy_tasks}
+
+
 def policy_roc_auc(backend, episodes, interval: int) -> Dict[str, float]:
     """Completion ROC-AUC (final query's completion, through the interval-hold) of policy
     rollouts labelled by the simulator's success."""
@@ -182,8 +191,8 @@ def policy_roc_auc(backend, episodes, interval: int) -> Dict[str, float]:
     held_rewards(backend, episodes, interval)
     scores = [float(ep.completion[-1]) for ep in episodes]
     labels = [bool(ep.success) for ep in episodes]
-    return {"policy_roc_auc": float(M.roc_auc(scores, labels)) if 0 < sum(labels) < len(labels)
-            else math.nan, "policy_successes": int(sum(labels)), "policy_episodes": len(labels)}
+    return {"policy_roc_auc": float(M.roc_auc(scores, labels)),   # NaN for a single class
+            "policy_successes": int(sum(labels)), "policy_episodes": len(labels)}
 
 
 def table_markdown(per_task: Dict[str, Dict[str, float]], means: Dict[str, float]) -> str:

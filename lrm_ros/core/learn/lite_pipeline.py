@@ -33,8 +33,9 @@ import shutil
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Sequence
+from typing import Any, Dict, List, Sequence
 
 import numpy as np
 
@@ -50,7 +51,7 @@ def _bags_by_task(paths: Sequence[str]) -> Dict[str, List[str]]:
         print(f"[lite] skipped {path}: {err}", file=sys.stderr)
     out: Dict[str, List[str]] = {}
     for b in bags:
-        out.setdefault(Path(b).parent.name if Path(b).is_file() else Path(b).name, []).append(str(b))
+        out.setdefault(Path(b).name, []).append(str(b))   # a bag is a folder named after its task
     return out
 
 
@@ -118,13 +119,15 @@ def _git_rev() -> str:
         return ""
 
 
+@dataclass
 class Prepared:
     """The labelled examples of a run (frame table replaced by its features), the evaluation
     image encoder primed with those features, and every task's bags."""
-
-    def __init__(self, examples, memo, demo_bags, fail_bags, data_hash):
-        self.examples, self.memo = examples, memo
-        self.demo_bags, self.fail_bags, self.data_hash = demo_bags, fail_bags, data_hash
+    examples: Any
+    memo: Any
+    demo_bags: Dict[str, List[str]]
+    fail_bags: Dict[str, List[str]]
+    data_hash: str
 
     def bags(self, task: str) -> List[str]:
         return self.demo_bags.get(task, []) + self.fail_bags.get(task, [])
@@ -196,7 +199,12 @@ def run(args) -> dict:
 
     t0 = time.perf_counter()
     tasks = lite_lto.check_tasks(args.tasks)
-    exclude = [t for t in args.exclude_tasks if t]
+    exclude = args.exclude_tasks
+    unknown = [t for t in exclude if t not in tasks]
+    if unknown:
+        raise ValueError(f"--exclude-tasks {unknown} are not training tasks ({tasks})")
+    if args.ship and exclude:
+        raise ValueError("--ship needs a model of every training task (no --exclude-tasks)")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     if args.generate:
@@ -213,13 +221,9 @@ def run(args) -> dict:
                      "examples": examples.counts(), "frames": int(examples.num_frames),
                      "data_hash": prep.data_hash}
 
-    rollouts = {}
-    if args.policy_rollouts:   # the shipped policy's own rollouts on the tasks it was trained on
-        from lrm_ros.core.policy.adapter import DEFAULT_CHECKPOINT as POLICY
-        from lrm_ros.core.policy.tiny_vla import load_policy
-        policy_tasks = load_policy(str(POLICY))[1].get("tasks", [])
-        for t in [t for t in tasks if t in policy_tasks]:
-            rollouts[t] = lite_lto.policy_rollouts(t, args.policy_rollouts, workers=args.workers)
+    # the shipped policy's own rollouts on the tasks it was trained on
+    rollouts = lite_lto.policy_rollouts_for(tasks, args.policy_rollouts, args.workers)
+    if rollouts:
         summary["policy_rollouts"] = {t: int(sum(e.success for e in eps)) for t, eps in rollouts.items()}
     if args.leave_task_out:
         per_task = lite_lto.leave_task_out(examples, {t: prep.bags(t) for t in tasks}, tasks, out, tcfg,
@@ -258,9 +262,6 @@ def run(args) -> dict:
         write_generalization(summary, out)
     if args.ship:
         from lrm_ros.core.rewards.lite import DEFAULT_CHECKPOINT
-        if exclude:
-            raise SystemExit("lrm-ros train-lite: --ship needs a model of every training task "
-                             "(no --exclude-tasks)")
         shutil.copyfile(ckpt, DEFAULT_CHECKPOINT)
         summary["shipped"] = str(DEFAULT_CHECKPOINT)
         print(f"[lite] shipped {DEFAULT_CHECKPOINT}", flush=True)
