@@ -32,6 +32,14 @@ class PhaseError(RuntimeError):
     pass
 
 
+def _checkpoint_version(path: str) -> int:
+    """The policy version a tiny_vla checkpoint carries ('' = the shipped one)."""
+    import torch
+    from lrm_ros.core.policy.adapter import DEFAULT_CHECKPOINT
+    ckpt = torch.load(path or DEFAULT_CHECKPOINT, map_location="cpu", weights_only=False)
+    return int(ckpt.get("meta", {}).get("version", 0))
+
+
 def _ended(rec):
     """(episode, success) of every ended episode, in order."""
     return [(t.episode, t.reason == END_SUCCESS) for t in rec.ticks if t.end]
@@ -96,6 +104,22 @@ def fallback_episodes(mon, names, per_env=None):
     return out
 
 
+# what a policy's /diagnostics says about why it did not answer a tick
+_POLICY_COUNTERS = ("lifecycle_state", "acted", "errors", "ticks_late_frame", "ticks_skipped_no_frame",
+                    "ticks_superseded", "no_instruction", "frames_dropped", "joint_states_dropped")
+
+
+def _policy_state(mon, n) -> str:
+    """One line on what env `n`'s policy last reported and sent, for a failure message."""
+    diag = mon.node_diagnostics(f"/{n}/policy") if hasattr(mon, "node_diagnostics") else {}
+    rec = mon.records[n]
+    last = rec.policy_steps[-1] if rec.policy_steps else None
+    said = ", ".join(f"{k}={diag[k]}" for k in _POLICY_COUNTERS if k in diag) or "no /diagnostics received"
+    return (f"{n}/policy: {said}; last policy/step: "
+            + (f"episode {last.episode} tick {last.tick}" if last else "none")
+            + f"; camera/frame messages seen: {len(rec.frames)}")
+
+
 def _check_no_fallbacks(mon, names, per_env, title):
     """Evaluation episodes must be the policy's own: one driven by fallback commands (the
     policy died or did not answer within the bridge's command timeout) is not counted."""
@@ -103,7 +127,22 @@ def _check_no_fallbacks(mon, names, per_env, title):
     if bad:
         raise PhaseError(f"{title}: evaluation episodes ran on fallback commands (the policy did "
                          f"not answer in time or died), so they cannot be counted: "
-                         + "; ".join(f"{n} episode {e}: {c} tick(s)" for n, v in bad.items() for e, c in v))
+                         + "; ".join(f"{n} episode {e}: {c} tick(s)" for n, v in bad.items() for e, c in v)
+                         + ". " + " | ".join(_policy_state(mon, n) for n in bad))
+
+
+def _check_policy_version(mon, names, per_env, expected: int, title):
+    """Every step of every evaluation episode must come from the policy version under test:
+    a checkpoint swapped in mid-evaluation (a learner still running, a stale latched update)
+    would make the figure describe some other policy."""
+    for n in names:
+        rec = mon.records[n]
+        eps = {e for e, _ in _ended(rec)[:per_env]}
+        seen = sorted({s.policy_version for s in rec.policy_steps if s.episode in eps})
+        if seen != [expected]:
+            raise PhaseError(f"{title}: {n}'s evaluation episodes ran policy version(s) {seen or 'none'}, "
+                             f"not only version {expected}; the figure would not describe that policy. "
+                             "Is a learner running in this graph (learner:=none for evaluation)?")
 
 
 def _eval_summary(mon, names, per_env):
@@ -253,7 +292,9 @@ def run_demo(ns) -> int:
     if learner_dir.exists():          # a fresh run: the learner would otherwise resume
         shutil.rmtree(learner_dir)
     per_env = max(1, math.ceil(ns.eval_episodes / num_envs))
-    eval_seed = str(ns.eval_seed)
+    # evaluation runs no learner: one would train on the evaluation episodes and swap its
+    # checkpoints into the policies mid-evaluation (and resume from a stale learner_dir)
+    evaluation = {"deterministic": "true", "seed": str(ns.eval_seed), "learner": "none"}
     report = {"task": args["env_id"], "num_envs": num_envs, "arguments": base, "learning": _learning(base),
               "iterations_requested": ns.iterations, "episodes_per_iteration": ns.episodes_per_iteration}
     code = 0
@@ -272,9 +313,10 @@ def run_demo(ns) -> int:
         try:
             mon, t_before = _run_phase(
                 f"1/3 evaluate the IL policy: {per_env} episodes per env, deterministic",
-                {**base, "deterministic": "true", "seed": eval_seed}, names, evaluated, eval_progress,
-                per_env * num_envs, ns.timeout, log)
+                {**base, **evaluation}, names, evaluated, eval_progress, per_env * num_envs, ns.timeout, log)
             _check_no_fallbacks(mon, names, per_env, "1/3 evaluate the IL policy")
+            _check_policy_version(mon, names, per_env, _checkpoint_version(args["policy_checkpoint"]),
+                                  "1/3 evaluate the IL policy")
             report["before"] = _eval_summary(mon, names, per_env)
             report["traces"] = {"before": _traces(mon, names, per_env)}
 
@@ -299,9 +341,11 @@ def run_demo(ns) -> int:
             report["final_checkpoint"] = final
             mon, t_after = _run_phase(
                 f"3/3 evaluate the learned policy (version {report['iterations'][-1]['version']}) on the same seeds",
-                {**base, "deterministic": "true", "seed": eval_seed, "policy_checkpoint": final},
+                {**base, **evaluation, "policy_checkpoint": final},
                 names, evaluated, eval_progress, per_env * num_envs, ns.timeout, log)
             _check_no_fallbacks(mon, names, per_env, "3/3 evaluate the learned policy")
+            _check_policy_version(mon, names, per_env, int(report["iterations"][-1]["version"]),
+                                  "3/3 evaluate the learned policy")
             report["after"] = _eval_summary(mon, names, per_env)
             report["traces"]["after"] = _traces(mon, names, per_env)
             report["seconds"] = {"evaluate_before": round(t_before, 1), "learn": round(t_learn, 1),

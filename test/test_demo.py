@@ -63,5 +63,35 @@ def test_fallback_driven_episodes_are_found_per_env():
     assert fallback_episodes(mon, ["env0", "env1"]) == {"env1": [(1, 3)]}
     assert fallback_episodes(mon, ["env0", "env1"], per_env=1) == {}        # only episode 0 counted
     _check_no_fallbacks(mon, ["env0", "env1"], 1, "eval")
-    with pytest.raises(PhaseError, match="env1 episode 1: 3 tick"):
+    with pytest.raises(PhaseError, match="env1 episode 1: 3 tick") as err:
         _check_no_fallbacks(mon, ["env0", "env1"], 2, "eval")
+    # and says what the silent policy last reported, so the cause can be found
+    assert "env1/policy: no /diagnostics received; last policy/step: none" in str(err.value)
+
+
+def test_evaluation_episodes_must_all_run_the_policy_under_test():
+    """A checkpoint swapped in mid-evaluation (a learner left running) makes the figure describe
+    another policy: the demo stops and says which versions ran."""
+    from types import SimpleNamespace
+    import pytest
+    from lrm_ros.demo import PhaseError, _check_policy_version
+    from lrm_ros.ros.monitor import EnvRecord, PolicyStepRecord, TickRecord
+
+    def episode(e, version, n=3):
+        ticks = [TickRecord(episode=e, tick=t, start=t == 0, end=t == n, reason=2 if t == n else 0,
+                            fallbacks=0, t_recv=0.0, stamp_ns=t) for t in range(n + 1)]
+        steps = [PolicyStepRecord(episode=e, tick=t, policy_version=version, deterministic=True,
+                                  n_features=4) for t in range(n)]
+        return ticks, steps
+
+    rec = EnvRecord()
+    for e, v in ((0, 2), (1, 2), (2, 3)):           # the learner's version 3 arrived for episode 2
+        ticks, steps = episode(e, v)
+        rec.ticks += ticks
+        rec.policy_steps += steps
+    mon = SimpleNamespace(records={"env0": rec})
+    _check_policy_version(mon, ["env0"], 2, 2, "eval")            # episodes 0-1 are counted
+    with pytest.raises(PhaseError, match=r"ran policy version\(s\) \[2, 3\], not only version 2"):
+        _check_policy_version(mon, ["env0"], 3, 2, "eval")
+    with pytest.raises(PhaseError, match=r"version\(s\) \[2\], not only version 0"):
+        _check_policy_version(mon, ["env0"], 2, 0, "eval")

@@ -53,7 +53,7 @@ class PolicyNode(ManagedNode):
         self.track(self.create_subscription(String, "task/instruction", self._on_instruction, LATCHED))
         if cfg.update_topic:
             self.track(self.create_subscription(PolicyUpdate, cfg.update_topic, self._on_update, LATCHED))
-        self.track(wall_timer(self, 0.02, lambda: self._act(self.sync.poll())))
+        self.track(wall_timer(self, 0.02, self._poll))
         self._status(f"configured: policy version {self.runtime.version} ({adapter.name})")
 
     def cleanup_node(self) -> None:
@@ -98,6 +98,14 @@ class PolicyNode(ManagedNode):
         else:
             self.get_logger().error(text)
             self.pub_status.publish(String(data=text))
+
+    def _poll(self) -> None:
+        skipped = self.sync.skipped
+        self._act(self.sync.poll())
+        if self.sync.skipped > skipped:     # the bridge will drive these ticks with its fallback
+            self.get_logger().warn(f"{self.sync.skipped} tick(s) so far got no command: no camera/frame "
+                                   f"or joint_states at or before the tick after {self.config.frame_wait_s} s; "
+                                   "is camera_ingest running?", throttle_duration_sec=2.0)
 
     def _act(self, ready) -> None:
         if not self.active or self.runtime is None:
