@@ -385,6 +385,11 @@ def test_filtered_bc_trains_only_on_rollouts_the_completion_signal_calls_success
     none = filtered_bc_update(TinyVLA(CFG), eps, LearnerConfig(store_dir=".", algorithm="filtered_bc",
                                                              success_threshold=0.99))
     assert none["episodes_selected"] == 0 and none["steps"] == 0
+    # the labeller's precision against the simulator's verdict is reported where it is known
+    eps[1]["meta"].setdefault("extra", {})["final_completion"] = 0.9      # a false positive
+    fp = filtered_bc_update(TinyVLA(CFG), eps, LearnerConfig(store_dir=".", algorithm="filtered_bc",
+                                                           success_threshold=0.5, bc_epochs=1))
+    assert (fp["episodes_selected"], fp["selected_env_successes"], fp["env_successes_seen"]) == (3, 2, 2)
 
 
 def test_filtered_bc_learner_keeps_training_on_earlier_successes_across_restarts(tmp_path):

@@ -580,6 +580,12 @@ def filtered_bc_update(model, episodes: Sequence[dict], cfg: LearnerConfig, seed
     from lrm_ros.core.policy.tiny_vla import train_bc
     chosen = [e for e in episodes if episode_succeeded(e["meta"], cfg)]
     stats = {"episodes_selected": float(len(chosen)), "episodes_seen": float(len(episodes))}
+    # how good the labeller was, where the simulator's verdict is known (sim; not on a robot)
+    known = [e["meta"].get("extra", e["meta"]).get("env_success") for e in episodes]
+    if all(k is not None for k in known):
+        picked = [bool(k) for k, e in zip(known, episodes) if episode_succeeded(e["meta"], cfg)]
+        stats["selected_env_successes"] = float(sum(picked))
+        stats["env_successes_seen"] = float(sum(bool(k) for k in known))
     if not chosen:
         stats["steps"] = 0.0
         return stats
