@@ -13,6 +13,7 @@ Prints success before/after (with 95% Wilson intervals) and writes --out/report.
 report.html and plots (success before/after, reward and success over iterations, reward
 traces of the evaluation episodes). Extra `name:=value` arguments go to every bring-up.
 """
+import itertools
 import json
 import math
 import os
@@ -30,6 +31,9 @@ from lrm_ros.ros.env import apply_ros_environment, ros_environment
 
 class PhaseError(RuntimeError):
     pass
+
+
+_PHASES = itertools.count()
 
 
 def _checkpoint_version(path: str) -> int:
@@ -50,7 +54,9 @@ def _run_phase(title, overrides, names, done, progress, total, timeout, log, uni
     from tqdm import tqdm
     from lrm_ros.ros.monitor import GraphMonitor
     specs = resolve(load_graph("sim"), overrides)
-    domain = 100 + os.getpid() % 100
+    # a fresh DDS domain per bring-up: the monitors of earlier phases (same process) and the
+    # shared-memory ports their nodes left behind stay out of this one
+    domain = 100 + (os.getpid() + 7 * next(_PHASES)) % 100
     env = ros_environment(domain_id=domain)
     apply_ros_environment(domain_id=domain)
     print(f"[demo] {title}", flush=True)

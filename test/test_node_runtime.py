@@ -104,3 +104,21 @@ def test_the_stop_handler_asks_once_and_interrupts_the_second_time():
     assert stop.requested and stop.signal == signal.SIGINT
     with pytest.raises(KeyboardInterrupt):
         stop.handler(signal.SIGINT, None)
+
+
+def test_sigusr1_dumps_every_thread_and_the_node_goes_on(fresh_domain):
+    """`kill -USR1 <pid>` asks a hanging node where it is: the stack of every thread goes to
+    its output, and the node keeps receiving and still stops cleanly."""
+    env = ros_environment(domain_id=fresh_domain)
+    pub, sub = Node("flood_pub", env), Node("flood_sub", env)
+    try:
+        assert sub.wait_for("RECEIVING", 60), sub.text + pub.text
+        sub.proc.send_signal(signal.SIGUSR1)
+        assert sub.wait_for("most recent call first", 10), sub.text
+        assert sub.wait_for(" in _run_node", 10), sub.text     # the spin loop's frame is named
+        assert sub.proc.poll() is None, sub.text
+        sub.proc.send_signal(signal.SIGINT)
+        assert sub.exit_code(10) == 0, sub.text
+    finally:
+        for node in (pub, sub):
+            node.kill()

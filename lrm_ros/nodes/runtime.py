@@ -11,10 +11,14 @@ context was shut down failed with `RCLError: Failed to publish: publisher's cont
 invalid`. While the node is still being built (a model loading) a signal interrupts at once
 (KeyboardInterrupt: no executor is running yet); a second signal aborts a hanging clean-up.
 
+A node that hangs can be asked where: `kill -USR1 <pid>` writes every thread's Python stack
+to its stderr (faulthandler), and the node goes on.
+
 Exit codes: 0 after a requested stop (an exception raised while the stop was under way is a
 shutdown race and is logged at debug level only); 1 when the node failed (`node.failed`, or
 an exception escaped a callback: logged with its traceback); 2 when the node could not start.
 """
+import faulthandler
 import signal
 import sys
 import threading
@@ -108,6 +112,8 @@ def _run_node(factory: Callable, args, multithreaded: bool, spin_period_s: float
 
     stop = StopRequest()
     stop.install()                 # before rclpy.init: rclpy's handlers chain to these
+    if hasattr(signal, "SIGUSR1"):
+        faulthandler.register(signal.SIGUSR1, all_threads=True)   # where is it stuck?
     rclpy.init(args=list(sys.argv if args is None else args))
     node = None
     code = EXIT_OK

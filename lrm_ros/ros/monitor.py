@@ -85,6 +85,7 @@ class PolicyStepRecord(NamedTuple):
     policy_version: int
     deterministic: bool
     n_features: int
+    t_recv: float = 0.0
 
 
 class PolicyUpdateRecord(NamedTuple):
@@ -218,7 +219,8 @@ class GraphMonitor:
 
     def _policy_step(self, ns, m: PolicyStep):
         self.records[ns].policy_steps.append(PolicyStepRecord(m.episode, m.tick, m.policy_version,
-                                                              m.deterministic, len(m.features)))
+                                                              m.deterministic, len(m.features),
+                                                              time.monotonic()))
         self._notify()
 
     def _policy_status(self, ns, m: String):
