@@ -47,8 +47,8 @@ def run_config(name: str, a) -> dict:
     import torch
     from tqdm.auto import tqdm
     from lrm_ros.core.learn.ppo import PPOConfig
-    from lrm_ros.core.learn.rl import (LearnerConfig, filtered_bc_update, ppo_update,
-                                       widen_action_std)
+    from lrm_ros.core.learn.learner_config import LearnerConfig
+    from lrm_ros.core.learn.updates import filtered_bc_update, ppo_update, widen_action_std
     from lrm_ros.core.learn.rollout import as_store_episode, held_rewards, oracle_rewards
     from lrm_ros.core.learn.rollout_pool import RolloutPool
     from lrm_ros.core.policy.tiny_vla import load_policy

@@ -9,7 +9,8 @@ import torch
 
 from lrm_ros.core.episode_end import END_TIME_LIMIT
 from lrm_ros.core.learn.ppo import PPOConfig
-from lrm_ros.core.learn.rl import LearnerConfig, filtered_bc_update, ppo_update
+from lrm_ros.core.learn.learner_config import LearnerConfig
+from lrm_ros.core.learn.updates import filtered_bc_update, ppo_update
 from lrm_ros.core.learn.rollout import (as_store_episode, evaluate_policy, held_rewards,
                                         oracle_rewards, run_episode, wilson_interval)
 from lrm_ros.core.policy.adapter import DEFAULT_CHECKPOINT, TinyVLAAdapter
@@ -90,7 +91,7 @@ def test_parallel_rollouts_equal_serial_ones_and_follow_the_set_policy():
     """RolloutPool: the same seeds give the same (stochastic) episodes in worker processes as
     in this process, and a new policy reaches the workers."""
     import math as _m
-    from lrm_ros.core.learn.rl import widen_action_std
+    from lrm_ros.core.learn.updates import widen_action_std
     from lrm_ros.core.learn.rollout_pool import RolloutPool
     from lrm_ros.core.sim.maniskill_env import SimConfig
     cfg = SimConfig(env_id="PushCube-v1", max_episode_ticks=TICKS, camera_width=224, camera_height=224)
