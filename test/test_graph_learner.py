@@ -43,7 +43,7 @@ def run(tmp_path_factory, graph_domain):
             pytest.fail("no policy step: " + "; ".join(runner.describe_death(p) for p in runner.dead())
                         + Path(log.name).read_text()[-3000:])
         learned = monitor.wait_for(lambda: len(monitor.learner_stats) >= ITERATIONS
-                                   and any(v[2] >= ITERATIONS for v in monitor.records[NS].policy_steps),
+                                   and any(v.policy_version >= ITERATIONS for v in monitor.records[NS].policy_steps),
                                    LEARN_S)
         log.flush()
         assert learned, ("learner did not finish its iterations: stats "
@@ -74,9 +74,9 @@ def test_policy_swaps_weights_only_between_episodes(run):
     monitor, *_ = run
     steps = monitor.records[NS].policy_steps
     by_episode = defaultdict(set)
-    for episode, tick, version, deterministic, n_features in steps:
-        by_episode[episode].add(version)
-        assert not deterministic and n_features == 1280 + 384 + 9
+    for s in steps:
+        by_episode[s.episode].add(s.policy_version)
+        assert not s.deterministic and s.n_features == 1280 + 384 + 9
     assert all(len(v) == 1 for v in by_episode.values()), dict(by_episode)
     seen = [min(v) for _, v in sorted(by_episode.items())]
     assert seen == sorted(seen) and seen[0] == 0 and seen[-1] >= 2
@@ -95,7 +95,7 @@ def test_a_bad_checkpoint_is_refused_and_the_policy_keeps_running(run):
     assert monitor.wait_for(lambda: any("refused" in s for s in rec.policy_status[n_status:]), 30), \
         rec.policy_status
     assert monitor.wait_for(lambda: len(rec.policy_steps) > n_steps + 12, 120)
-    assert max(v for _, _, v, *_ in rec.policy_steps[n_steps:]) < 99
+    assert max(v.policy_version for v in rec.policy_steps[n_steps:]) < 99
     diag = monitor.node_diagnostics(f"/{NS}/policy")
     assert monitor.wait_for(lambda: int(monitor.node_diagnostics(f"/{NS}/policy")
                                         .get("checkpoints_refused", 0)) >= 1, 10), diag
