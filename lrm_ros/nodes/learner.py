@@ -10,6 +10,7 @@ statistics as JSON.
 import json
 import math
 import threading
+from functools import partial
 
 from rclpy.node import Node
 from std_msgs.msg import Bool, String
@@ -45,31 +46,18 @@ class LearnerNode(Node):
         self.pub_update = self.create_publisher(PolicyUpdate, "learner/policy_update", LATCHED)
         self.pub_stats = self.create_publisher(String, "learner/stats", LATCHED)
         for env in cfg.envs:
-            p = f"/{env.strip('/')}/" if env.strip("/") else ""
+            env = env.strip("/")
+            p = f"{env}/" if env else ""        # relative, as the reward model's: remappable
             model = self.learner.init_model
             asm = self.assemblers[env] = EpisodeAssembler(env or "self", self.learner.store,
                                                           cfg.result_wait_s, feature_dim=model.feature_dim,
                                                           action_dim=model.config.action_dim)
-            self.create_subscription(ControlTick, p + "control/tick",
-                                     lambda m, a=asm: self._locked(a.on_tick, m.episode, m.tick,
-                                                                   m.episode_start, m.episode_end,
-                                                                   m.end_reason, m.fallback_count),
+            self.create_subscription(ControlTick, p + "control/tick", partial(self._on_tick, asm), RELIABLE)
+            self.create_subscription(PolicyStep, p + "policy/step", partial(self._on_step, asm), RELIABLE)
+            self.create_subscription(HeldReward, p + "reward/held", partial(self._on_held, asm, env), RELIABLE)
+            self.create_subscription(Bool, p + "safety/pause", partial(self._on_pause, asm, env), LATCHED)
+            self.create_subscription(RewardQueryResult, p + "reward/result", partial(self._on_result, asm),
                                      RELIABLE)
-            self.create_subscription(PolicyStep, p + "policy/step",
-                                     lambda m, a=asm: self._locked(a.on_step, m.episode, m.tick, {
-                                         "features": m.features, "action": m.action,
-                                         "raw_action": m.raw_action, "log_prob": m.log_prob,
-                                         "value": m.value, "version": m.policy_version,
-                                         "deterministic": m.deterministic}), RELIABLE)
-            self.create_subscription(HeldReward, p + "reward/held",
-                                     lambda m, a=asm, e=env: self._locked(self._on_held, a, e, m), RELIABLE)
-            self.create_subscription(Bool, p + "safety/pause",
-                                     lambda m, a=asm, e=env: self._locked(self._on_pause, a, e, m.data), LATCHED)
-            self.create_subscription(RewardQueryResult, p + "reward/result",
-                                     lambda m, a=asm: self._locked(
-                                         a.on_result, m.episode, m.query_tick,
-                                         m.status == RewardQueryResult.STATUS_OK and not m.invalid_reason,
-                                         m.value, m.completion), RELIABLE)
         self.training = None
         self._checked = -1
         self.usable = 0
@@ -97,11 +85,32 @@ class LearnerNode(Node):
                 self.get_logger().error(f"recording failed: {exc}", throttle_duration_sec=2.0)
                 self.last_error = str(exc)
 
-    def _on_held(self, asm, env, m) -> None:
+    # per-env subscriptions; each runs under the lock the training thread's hand-off takes
+    def _on_tick(self, asm: EpisodeAssembler, m: ControlTick) -> None:
+        self._locked(asm.on_tick, m.episode, m.tick, m.episode_start, m.episode_end, m.end_reason,
+                     m.fallback_count)
+
+    def _on_step(self, asm: EpisodeAssembler, m: PolicyStep) -> None:
+        self._locked(asm.on_step, m.episode, m.tick, {
+            "features": m.features, "action": m.action, "raw_action": m.raw_action,
+            "log_prob": m.log_prob, "value": m.value, "version": m.policy_version,
+            "deterministic": m.deterministic})
+
+    def _on_result(self, asm: EpisodeAssembler, m: RewardQueryResult) -> None:
+        ok = m.status == RewardQueryResult.STATUS_OK and not m.invalid_reason
+        self._locked(asm.on_result, m.episode, m.query_tick, ok, m.value, m.completion)
+
+    def _on_held(self, asm: EpisodeAssembler, env: str, m: HeldReward) -> None:
+        self._locked(self._held, asm, env, m)
+
+    def _held(self, asm, env, m) -> None:
         self.gate.on_held(env, m.stale)
         asm.on_held(m.episode, m.tick, m.value, m.completion, m.stale)
 
-    def _on_pause(self, asm, env, paused: bool) -> None:
+    def _on_pause(self, asm: EpisodeAssembler, env: str, m: Bool) -> None:
+        self._locked(self._pause, asm, env, m.data)
+
+    def _pause(self, asm, env, paused: bool) -> None:
         self.gate.on_pause(env, paused)
         if paused:
             asm.abort_open("robot paused")
