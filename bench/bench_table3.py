@@ -40,6 +40,9 @@ sys.path.insert(0, str(ROOT))
 CONFIGS = ("il", "oracle", "progress", "completion", "contrastive", "tri", "filtered_bc",
            "filtered_bc_oracle")
 FILTERED = ("filtered_bc", "filtered_bc_oracle")
+SETTINGS = ("episodes_per_iteration", "interval", "explore_std", "reuse_iterations", "freeze_projections",
+            "lr", "advantage", "group_size", "minibatch", "update_epochs", "kl_coef", "target_kl",
+            "bc_epochs", "workers", "camera")
 LITE = ("progress", "completion", "contrastive", "tri")
 
 
@@ -139,7 +142,8 @@ def run_config(name: str, a) -> dict:
             "explore_std": a.explore_std, "reuse_iterations": a.reuse_iterations, "lr": a.lr,
             "freeze_projections": a.freeze_projections, "advantage": a.advantage,
             "group_size": a.group_size, "minibatch": a.minibatch, "update_epochs": a.update_epochs,
-            "kl_coef": a.kl_coef, "target_kl": a.target_kl,
+            "kl_coef": a.kl_coef, "target_kl": a.target_kl, "bc_epochs": a.bc_epochs,
+            "success_threshold": a.success_threshold, "lite_checkpoint": a.lite_checkpoint,
             "workers": a.workers, "camera": a.camera, "env_steps": steps,
             "steps_per_s": steps / total_s,
             "eval": ev, "history": history, "train_s": train_s, "total_s": total_s}
@@ -160,19 +164,24 @@ def report(out: Path) -> dict:
             rows[p.stem] = json.loads(p.read_text())
     if not rows:
         raise SystemExit(f"no per-config results in {out}")
-    il = rows.get("il", {}).get("eval", {}).get("success_rate", math.nan)
-    orc = rows.get("oracle", {}).get("eval", {}).get("success_rate", math.nan)
+    def rate(name):
+        return rows.get(name, {}).get("eval", {}).get("success_rate", math.nan)
+
+    il, orc = rate("il"), rate("oracle")
     table = []
     for name in CONFIGS:
         if name not in rows:
             continue
         ev = rows[name]["eval"]
         sr = ev["success_rate"]
-        head = (sr - il) / (orc - il) if name not in ("il", "oracle") and orc - il > 0 else math.nan
+        # each learned row against the same algorithm on the privileged signal: PPO rows against
+        # PPO on the simulator's dense reward, filtered BC against filtered BC on its success
+        ref = rate("filtered_bc_oracle" if name == "filtered_bc" else "oracle")
+        head = (sr - il) / (ref - il) if name not in ("il", "oracle", "filtered_bc_oracle") and ref - il > 0 else math.nan
         table.append({"config": name, "success": sr, "ci95": ev["ci95"], "episodes": ev["episodes"],
                       "iterations": rows[name]["iterations"], "headroom_captured": head,
-                      "minutes": rows[name]["total_s"] / 60})
-    lines = ["| config | success (eval) | 95% CI | iterations | headroom captured | minutes |",
+                      "minutes": rows[name]["total_s"] / 60, "labeller": _labeller(rows[name])})
+    lines = ["| config | success (eval) | 95% CI | iterations | headroom captured (vs the same algorithm on the simulator's signal) | minutes |",
              "|---|---|---|---|---|---|"]
     for r in table:
         h = "" if math.isnan(r["headroom_captured"]) else f"{100 * r['headroom_captured']:.0f}%"
@@ -181,6 +190,13 @@ def report(out: Path) -> dict:
                      f"{r['minutes']:.1f} |")
     if not orc - il > 0:
         lines.append(f"\nheadroom undefined: oracle RL ({orc:.2f}) did not beat IL ({il:.2f})")
+    for r in table:
+        lab = r["labeller"]
+        if lab:
+            lines.append(f"\n{r['config']}: over all {lab['episodes']} training rollouts the labeller "
+                         f"called {lab['selected']} successful, {lab['selected_true']} of them truly "
+                         f"(precision {lab['precision']:.2f}); it found {lab['selected_true']} of the "
+                         f"{lab['env_successes']} the simulator saw (recall {lab['recall']:.2f})")
     md = "\n".join(lines)
     first = next(iter(rows.values()))
     task = first["task"]
@@ -192,14 +208,11 @@ def report(out: Path) -> dict:
         "wall_s": sum(r["total_s"] for r in rows.values()),
         "git_rev": sorted({r.get("git_rev", "") for r in rows.values()}),
         "command": sorted({r.get("command", "") for r in rows.values()}),
-        "rows": {r["config"]: {"success_rate": r["success"], "ci95": r["ci95"],
+        "rows": {r["config"]: {"success_rate": r["success"], "ci95": r["ci95"], "labeller": r["labeller"],
                                "headroom_captured": None if math.isnan(r["headroom_captured"])
                                else r["headroom_captured"]} for r in table},
-        "settings": {k: first.get(k) for k in ("episodes_per_iteration", "interval", "explore_std",
-                                                "reuse_iterations", "freeze_projections", "lr",
-                                                "advantage", "group_size", "minibatch", "update_epochs",
-                                                "kl_coef", "target_kl",
-                                                "workers", "camera")},
+        # per row: the rows may come from separate runs with their own settings
+        "settings": {name: {k: r.get(k) for k in SETTINGS} for name, r in rows.items()},
     }
     (out / "table3.md").write_text(md + "\n")
     (out / "table3.json").write_text(json.dumps({"rows": table, "raw": rows}, indent=1))
@@ -207,6 +220,18 @@ def report(out: Path) -> dict:
     _plot(rows, table, out / "table3.png")
     print(md)
     return {"rows": table, "summary": summary}
+
+
+def _labeller(row: dict):
+    """Filtered BC: how the success labeller did against the simulator, over every training
+    rollout (the last iteration's statistics cover all of them: filtered BC keeps them all)."""
+    h = (row.get("history") or [{}])[-1]
+    if "selected_env_successes" not in h:
+        return None
+    sel, true, env = h["episodes_selected"], h["selected_env_successes"], h["env_successes_seen"]
+    return {"episodes": int(h["episodes_seen"]), "selected": int(sel), "selected_true": int(true),
+            "env_successes": int(env), "precision": true / sel if sel else math.nan,
+            "recall": true / env if env else math.nan}
 
 
 def _plot(rows, table, path: Path) -> None:

@@ -1,0 +1,53 @@
+"""bench_table3's report: rows from separate runs merged into table3_<task>.json with the fields
+issue 12 asks for; each learned row's headroom against the same algorithm on the simulator's
+signal; the filtered-BC labeller's precision and recall against the simulator's success."""
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _bench():
+    spec = importlib.util.spec_from_file_location("bench_table3", ROOT / "bench" / "bench_table3.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _row(name, k, n=100, history=None, lr=2e-5, tasks=()):
+    from lrm_ros.core.learn.rollout import wilson_interval
+    return {"config": name, "task": "PullCube-v1", "iterations": 0 if name == "il" else 30,
+            "eval": {"success_rate": k / n, "ci95": list(wilson_interval(k, n)), "episodes": n},
+            "history": history or [], "total_s": 600.0, "git_rev": "abc", "lr": lr,
+            "command": f"python bench/bench_table3.py --configs {name}", "reward_model_tasks": list(tasks)}
+
+
+def test_report_merges_rows_with_headroom_and_labeller_quality(tmp_path):
+    bench = _bench()
+    fbc_last = {"iteration": 30, "train_success": 0.3, "episodes_seen": 240.0, "episodes_selected": 40.0,
+                "selected_env_successes": 30.0, "env_successes_seen": 60.0}
+    rows = {"il": _row("il", 14), "oracle": _row("oracle", 20, lr=1e-4),
+            "filtered_bc_oracle": _row("filtered_bc_oracle", 36),
+            "filtered_bc": _row("filtered_bc", 25, history=[fbc_last], tasks=("PickCube-v1", "StackCube-v1"))}
+    for name, r in rows.items():
+        (tmp_path / f"{name}.json").write_text(json.dumps(r))
+    bench.report(tmp_path)
+    summary = json.loads((tmp_path / "table3_PullCube.json").read_text())
+    assert summary["task"] == "PullCube-v1" and summary["eval_episodes"] == 100
+    assert summary["reward_model_tasks"] == ["PickCube-v1", "StackCube-v1"]
+    assert summary["wall_s"] == 2400.0 and len(summary["command"]) == 4
+    got = summary["rows"]
+    assert set(got) == {"il", "oracle", "filtered_bc_oracle", "filtered_bc"}
+    # filtered BC against filtered BC on the simulator's success: (0.25 - 0.14) / (0.36 - 0.14)
+    assert got["filtered_bc"]["headroom_captured"] == pytest.approx(0.5)
+    assert got["oracle"]["headroom_captured"] is None and got["il"]["labeller"] is None
+    lab = got["filtered_bc"]["labeller"]
+    assert (lab["episodes"], lab["selected"], lab["selected_true"], lab["env_successes"]) == (240, 40, 30, 60)
+    assert lab["precision"] == pytest.approx(0.75) and lab["recall"] == pytest.approx(0.5)
+    assert summary["settings"]["oracle"]["lr"] == 1e-4 and summary["settings"]["il"]["lr"] == 2e-5
+    md = (tmp_path / "table3.md").read_text()
+    assert "| filtered_bc | 0.25 (25/100) |" in md and "precision 0.75" in md
+    assert (tmp_path / "table3.png").stat().st_size > 1000
