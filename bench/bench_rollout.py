@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -25,6 +24,7 @@ from pathlib import Path
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+from lrm_ros.core.provenance import git_revision  # noqa: E402
 
 
 def measure(task: str, camera: int, workers: int, episodes: int, max_ticks: int) -> dict:
@@ -82,8 +82,7 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default=str(ROOT / "out" / "bench" / "rollout.json"))
     a = ap.parse_args(argv)
     res = {"command": "python bench/bench_rollout.py " + " ".join(sys.argv[1:]),
-           "git_rev": subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
-                                     capture_output=True, text=True).stdout.strip(),
+           "git_rev": git_revision(),
            "cpus": os.cpu_count(), "breakdown": [], "runs": []}
     for cam in (256, 224):
         res["breakdown"].append(breakdown(a.task, cam, 40))

