@@ -165,7 +165,7 @@ def test_killed_nodes_are_respawned_and_the_gaps_are_flagged(graph):
     pid = _kill(runner, "reward_model")
     _respawned(runner, "reward_model", pid)
     t_back = time.monotonic()
-    assert mon.wait_for(lambda: any(h[6] > t_back and h[3] > 0 and not h[5] for h in rec.held), 180), \
+    assert mon.wait_for(lambda: any(h.t_recv > t_back and h.query_tick > 0 and not h.stale for h in rec.held), 180), \
         "no fresh held reward after the reward model came back"
 
     # the policy: the bridge steps its gap with the fallback command and counts it
