@@ -453,14 +453,14 @@ def main() -> int:
     ns = ap.parse_args()
     if ns.raw_worker:
         return raw_worker_main(ns)
+    from lrm_ros.ros.env import fresh_domain_id
     envs = sorted({int(x) for x in ns.envs.split(",") if x.strip()})
     out_path = Path(ns.out)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     log_path = out_path.with_name("nodes.log")
-    domain = 150 + os.getpid() % 50
     res = {"env_id": ns.env_id, "control_mode": CONTROL_MODE, "camera": CAMERA,
            "image_size": IMAGE_SIZE, "ticks": ns.ticks, "warmup": ns.warmup, "envs": envs,
-           "cpu_count": os.cpu_count(), "domain_id": domain}
+           "cpu_count": os.cpu_count()}
     say(f"{ns.env_id}: raw loop and ROS graph, {ns.ticks} ticks after {ns.warmup} warm-up, "
         f"envs {envs}; node output -> {log_path}")
     code = 0
@@ -490,7 +490,7 @@ def main() -> int:
                         with ManiSkillSim(SimConfig(env_id=ns.env_id,
                                                     control_mode=CONTROL_MODE)) as sim:
                             bounds = (sim.action_low.tolist(), sim.action_high.tolist())
-                    g = graph_run(ns.env_id, ns.ticks, ns.warmup, n, domain, log, ns.timeout,
+                    g = graph_run(ns.env_id, ns.ticks, ns.warmup, n, fresh_domain_id(150, 50), log, ns.timeout,
                                   bounds)
                     res[f"graph_x{n}"] = g
                     say(f"graph x{n}: {g['ticks_per_s']:.2f} ticks/s")

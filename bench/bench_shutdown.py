@@ -25,8 +25,8 @@ sys.path.insert(0, str(ROOT))
 def one_round(overrides, ticks, limit, log, need_training) -> dict:
     from lrm_ros.bringup.graph import load_graph, parse_launch_arguments, resolve
     from lrm_ros.bringup.runner import GraphRunner
-    from lrm_ros.ros.env import apply_ros_environment, ros_environment
-    domain = 150 + os.getpid() % 50
+    from lrm_ros.ros.env import apply_ros_environment, fresh_domain_id, ros_environment
+    domain = fresh_domain_id(150, 50)       # one per round
     apply_ros_environment(domain_id=domain)
     from lrm_ros.ros.monitor import GraphMonitor
     specs = resolve(load_graph("sim"), overrides)

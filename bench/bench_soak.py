@@ -17,7 +17,6 @@ test/test_soak.py runs it for 3 minutes.
 """
 import argparse
 import json
-import os
 import sys
 import tempfile
 import time
@@ -62,8 +61,8 @@ def main(argv=None) -> int:
     a = ap.parse_args(argv)
     from lrm_ros.bringup.graph import load_graph, parse_launch_arguments, resolve
     from lrm_ros.bringup.runner import GraphRunner
-    from lrm_ros.ros.env import apply_ros_environment, ros_environment
-    domain = 100 + os.getpid() % 100
+    from lrm_ros.ros.env import apply_ros_environment, fresh_domain_id, ros_environment
+    domain = fresh_domain_id()
     apply_ros_environment(domain_id=domain)
     from lrm_ros.ros.monitor import GraphMonitor
     learner_dir = tempfile.mkdtemp(prefix="soak_learner_")

@@ -25,7 +25,7 @@ import numpy as np
 from lrm_ros.bringup.graph import load_graph, resolve
 from lrm_ros.bringup.runner import GraphRunner, unclean_exits
 from lrm_ros.core.hold import DEFAULT_INTERVAL
-from lrm_ros.ros.env import apply_ros_environment, ros_environment
+from lrm_ros.ros.env import apply_ros_environment, fresh_domain_id, ros_environment
 
 
 def run_case(name, args, model_dir, domain, log):
@@ -96,11 +96,10 @@ def main(argv=None):
     model_dir = make_tiny_qwen3vl(Path(tempfile.mkdtemp(prefix="lrm_tiny_")) / "qwen3vl")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    domain = 150 + os.getpid() % 50
     results = []
     with open(out.with_suffix(".nodes.log"), "w") as log:
         for name in ("idle", "busy"):
-            results.append(run_case(name, args, str(model_dir), domain, log))
+            results.append(run_case(name, args, str(model_dir), fresh_domain_id(150, 50), log))
     idle, busy = results
     ratio = busy["jitter_ms_p99"] / max(idle["jitter_ms_p99"], 1e-6)
     cols = ["case", "ticks", "period_ms_mean", "jitter_ms_p50", "jitter_ms_p99", "jitter_ms_max",

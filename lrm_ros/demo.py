@@ -13,10 +13,8 @@ Prints success before/after (with 95% Wilson intervals) and writes --out/report.
 report.html and plots (success before/after, reward and success over iterations, reward
 traces of the evaluation episodes). Extra `name:=value` arguments go to every bring-up.
 """
-import itertools
 import json
 import math
-import os
 import shutil
 import sys
 import time
@@ -26,14 +24,12 @@ from lrm_ros.bringup.graph import argument_defaults, load_graph, parse_launch_ar
 from lrm_ros.bringup.runner import GraphRunner, unclean_exits
 from lrm_ros.core.episode_end import END_SUCCESS
 from lrm_ros.core.learn.rollout import wilson_interval
-from lrm_ros.ros.env import apply_ros_environment, ros_environment
+from lrm_ros.ros.env import apply_ros_environment, fresh_domain_id, ros_environment
 
 
 class PhaseError(RuntimeError):
     pass
 
-
-_PHASES = itertools.count()
 
 
 def _checkpoint_version(path: str) -> int:
@@ -54,9 +50,7 @@ def _run_phase(title, overrides, names, done, progress, total, timeout, log, uni
     from tqdm import tqdm
     from lrm_ros.ros.monitor import GraphMonitor
     specs = resolve(load_graph("sim"), overrides)
-    # a fresh DDS domain per bring-up: the monitors of earlier phases (same process) and the
-    # shared-memory ports their nodes left behind stay out of this one
-    domain = 100 + (os.getpid() + 7 * next(_PHASES)) % 100
+    domain = fresh_domain_id()        # one per bring-up: see fresh_domain_id
     env = ros_environment(domain_id=domain)
     apply_ros_environment(domain_id=domain)
     print(f"[demo] {title}", flush=True)

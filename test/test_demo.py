@@ -95,3 +95,12 @@ def test_evaluation_episodes_must_all_run_the_policy_under_test():
         _check_policy_version(mon, ["env0"], 3, 2, "eval")
     with pytest.raises(PhaseError, match=r"version\(s\) \[2\], not only version 0"):
         _check_policy_version(mon, ["env0"], 2, 0, "eval")
+
+
+def test_each_bring_up_gets_its_own_domain():
+    """One process bringing graphs up one after another (the demo's three phases, benches)
+    takes a fresh DDS domain each time, inside the range asked for."""
+    from lrm_ros.ros.env import fresh_domain_id
+    ids = [fresh_domain_id() for _ in range(3)] + [fresh_domain_id(150, 50) for _ in range(3)]
+    assert len(set(ids[:3])) == 3 and all(100 <= d < 200 for d in ids[:3])
+    assert len(set(ids[3:])) == 3 and all(150 <= d < 200 for d in ids[3:])
