@@ -181,7 +181,7 @@ def report(out: Path) -> dict:
         lines.append(f"| {r['config']} | {r['success']:.2f} ({int(round(r['success'] * r['episodes']))}/"
                      f"{r['episodes']}) | {r['ci95'][0]:.2f}-{r['ci95'][1]:.2f} | {r['iterations']} | {h} | "
                      f"{r['minutes']:.1f} |")
-    if not orc - il > 0:
+    if "oracle" in rows and not orc - il > 0:
         lines.append(f"\nheadroom undefined: oracle RL ({orc:.2f}) did not beat IL ({il:.2f})")
     for r in table:
         lab = r["labeller"]
