@@ -188,8 +188,8 @@ def report(out: Path) -> dict:
         if lab:
             lines.append(f"\n{r['config']}: over all {lab['episodes']} training rollouts the labeller "
                          f"called {lab['selected']} successful, {lab['selected_true']} of them truly "
-                         f"(precision {lab['precision']:.2f}); it found {lab['selected_true']} of the "
-                         f"{lab['env_successes']} the simulator saw (recall {lab['recall']:.2f})")
+                         f"(precision {_fmt(lab['precision'])}); it found {lab['selected_true']} of the "
+                         f"{lab['env_successes']} the simulator saw (recall {_fmt(lab['recall'])})")
     md = "\n".join(lines)
     first = next(iter(rows.values()))
     task = first["task"]
@@ -215,6 +215,10 @@ def report(out: Path) -> dict:
     return {"rows": table, "summary": summary}
 
 
+def _fmt(x) -> str:
+    return "undefined" if x is None else f"{x:.2f}"
+
+
 def _labeller(row: dict):
     """Filtered BC: how the success labeller did against the simulator, over every training
     rollout (the last iteration's statistics cover all of them: filtered BC keeps them all)."""
@@ -223,8 +227,8 @@ def _labeller(row: dict):
         return None
     sel, true, env = h["episodes_selected"], h["selected_env_successes"], h["env_successes_seen"]
     return {"episodes": int(h["episodes_seen"]), "selected": int(sel), "selected_true": int(true),
-            "env_successes": int(env), "precision": true / sel if sel else math.nan,
-            "recall": true / env if env else math.nan}
+            "env_successes": int(env), "precision": true / sel if sel else None,
+            "recall": true / env if env else None}
 
 
 def _plot(rows, table, path: Path) -> None:
