@@ -31,13 +31,11 @@ class PhaseError(RuntimeError):
     pass
 
 
-
 def _checkpoint_version(path: str) -> int:
     """The policy version a tiny_vla checkpoint carries ('' = the shipped one)."""
-    import torch
     from lrm_ros.core.policy.adapter import DEFAULT_CHECKPOINT
-    ckpt = torch.load(path or DEFAULT_CHECKPOINT, map_location="cpu", weights_only=False)
-    return int(ckpt.get("meta", {}).get("version", 0))
+    from lrm_ros.core.policy.tiny_vla import load_policy
+    return int(load_policy(path or DEFAULT_CHECKPOINT)[1].get("version", 0))
 
 
 def _ended(rec):
@@ -111,7 +109,7 @@ _POLICY_COUNTERS = ("lifecycle_state", "acted", "errors", "ticks_late_frame", "t
 
 def _policy_state(mon, n) -> str:
     """One line on what env `n`'s policy last reported and sent, for a failure message."""
-    diag = mon.node_diagnostics(f"/{n}/policy") if hasattr(mon, "node_diagnostics") else {}
+    diag = mon.node_diagnostics(f"/{n}/policy")
     rec = mon.records[n]
     last = rec.policy_steps[-1] if rec.policy_steps else None
     said = ", ".join(f"{k}={diag[k]}" for k in _POLICY_COUNTERS if k in diag) or "no /diagnostics received"

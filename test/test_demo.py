@@ -59,7 +59,7 @@ def test_fallback_driven_episodes_are_found_per_env():
     clean, bad = EnvRecord(), EnvRecord()
     clean.ticks = ticks(0, 4) + ticks(1, 4)
     bad.ticks = ticks(0, 4) + ticks(1, 4, fallbacks=3) + ticks(2, 3)[:2]     # episode 2 runs on
-    mon = SimpleNamespace(records={"env0": clean, "env1": bad})
+    mon = SimpleNamespace(records={"env0": clean, "env1": bad}, node_diagnostics=lambda name: {})
     assert fallback_episodes(mon, ["env0", "env1"]) == {"env1": [(1, 3)]}
     assert fallback_episodes(mon, ["env0", "env1"], per_env=1) == {}        # only episode 0 counted
     _check_no_fallbacks(mon, ["env0", "env1"], 1, "eval")

@@ -234,13 +234,13 @@ def filtered_bc_update(model, episodes: Sequence[dict], cfg: LearnerConfig, seed
     """Behaviour cloning on the episodes judged successful (`success_source`); the others are
     dropped. With none selected the policy is left unchanged."""
     from lrm_ros.core.policy.tiny_vla import train_bc
-    chosen = [e for e in episodes if episode_succeeded(e["meta"], cfg)]
+    judged = [episode_succeeded(e["meta"], cfg) for e in episodes]
+    chosen = [e for e, ok in zip(episodes, judged) if ok]
     stats = {"episodes_selected": float(len(chosen)), "episodes_seen": float(len(episodes))}
     # how good the labeller was, where the simulator's verdict is known (sim; not on a robot)
     known = [e["meta"].get("extra", e["meta"]).get("env_success") for e in episodes]
     if all(k is not None for k in known):
-        picked = [bool(k) for k, e in zip(known, episodes) if episode_succeeded(e["meta"], cfg)]
-        stats["selected_env_successes"] = float(sum(picked))
+        stats["selected_env_successes"] = float(sum(bool(k) for k, ok in zip(known, judged) if ok))
         stats["env_successes_seen"] = float(sum(bool(k) for k in known))
     if not chosen:
         stats["steps"] = 0.0
