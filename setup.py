@@ -73,6 +73,9 @@ def _data_files():
 _META_ONLY = {"egg_info", "dist_info", "--name", "--version", "clean", "sdist"}
 if not _META_ONLY.intersection(sys.argv[1:]) and os.environ.get("LRM_ROS_SKIP_CMAKE") != "1":
     _cmake_build()
+    # setuptools copies the packages into build/lib and never removes what it copied earlier:
+    # a module moved or deleted in the source tree would go on being packed into the wheel.
+    shutil.rmtree(ROOT / "build" / "lib", ignore_errors=True)
 
 _site = STAGE / PY_DIR
 _staged = _site.is_dir()

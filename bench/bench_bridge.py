@@ -68,7 +68,7 @@ class RawSim:
     Creation, the first reset (shader compile) and `warmup` steps are untimed."""
 
     def __init__(self, env_id: str, warmup: int, seed: int):
-        from lrm_ros.core.sim.maniskill_env import ManiSkillSim, SimConfig
+        from lrm_ros.sim.maniskill_env import ManiSkillSim, SimConfig
 
         t = time.monotonic()
         self.sim = ManiSkillSim(SimConfig(env_id=env_id, control_mode=CONTROL_MODE,
@@ -486,7 +486,7 @@ def main() -> int:
                     code = 1
                 try:
                     if bounds is None:  # raw failed: ask the sim once for the action space
-                        from lrm_ros.core.sim.maniskill_env import ManiSkillSim, SimConfig
+                        from lrm_ros.sim.maniskill_env import ManiSkillSim, SimConfig
                         with ManiSkillSim(SimConfig(env_id=ns.env_id,
                                                     control_mode=CONTROL_MODE)) as sim:
                             bounds = (sim.action_low.tolist(), sim.action_high.tolist())

@@ -21,7 +21,7 @@ import time
 import cv2
 import numpy as np
 
-from lrm_ros.core.image import (
+from lrm_ros.vision.image import (
     decode_compressed,
     decode_raw,
     encode_compressed,

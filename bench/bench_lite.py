@@ -48,9 +48,9 @@ def main(argv=None):
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import torch
     torch.set_num_threads(args.threads)
-    from lrm_ros.core.features import image_encoder, text_encoder
-    from lrm_ros.core.rewards import RewardQuery
-    from lrm_ros.core.rewards.lite import LiteConfig, LiteRewardBackend, LiteRewardModel
+    from lrm_ros.vision.features import image_encoder, text_encoder
+    from lrm_ros.rewards import RewardQuery
+    from lrm_ros.rewards.lite import LiteConfig, LiteRewardBackend, LiteRewardModel
 
     rng = np.random.default_rng(0)
     t = time.perf_counter()

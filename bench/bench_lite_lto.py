@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Leave-task-out comparison of lite model variants, side by side in one run (same data, same
 features, same folds): how well each scores tasks it never saw. Only the allowed training
-tasks are used (lrm_ros.core.sim.tasks.LITE_TRAIN_TASKS); the reserved evaluation tasks are
+tasks are used (lrm_ros.sim.tasks.LITE_TRAIN_TASKS); the reserved evaluation tasks are
 refused, so a variant is selected without them.
 
 Run (after `lrm-ros train-lite --generate` or with your own demo / failure folders):
@@ -39,7 +39,7 @@ VARIANTS = {
 
 
 def main(argv=None) -> int:
-    from lrm_ros.core.sim.tasks import LITE_TRAIN_TASKS
+    from lrm_ros.sim.tasks import LITE_TRAIN_TASKS
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", default="data")
     ap.add_argument("--demos", nargs="*", default=None)
@@ -62,10 +62,10 @@ def main(argv=None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import torch
     torch.set_num_threads(2)
-    from lrm_ros.core.features import text_encoder
-    from lrm_ros.core.learn import lite_lto
-    from lrm_ros.core.learn.lite_pipeline import _git_rev, prepare
-    from lrm_ros.core.learn.train_lite import TrainConfig
+    from lrm_ros.vision.features import text_encoder
+    from lrm_ros.learn import lite_lto
+    from lrm_ros.learn.lite_pipeline import _git_rev, prepare
+    from lrm_ros.learn.train_lite import TrainConfig
 
     t0 = time.perf_counter()
     rev = _git_rev()
@@ -102,7 +102,7 @@ def main(argv=None) -> int:
 def write_md(res: dict, path: Path) -> None:
     """The means side by side (and the selection score: the mean of unseen-task VOC and
     completion ROC-AUC), then each variant's per-task table."""
-    from lrm_ros.core.learn import lite_lto
+    from lrm_ros.learn import lite_lto
     fmt = lambda v: f"{v:.2f}"  # noqa: E731
     md = [f"# lite variants, leave-task-out over {', '.join(res['tasks'])}", "",
           f"`{res['command']}` (git {res['git_rev']}, {res['wall_s']:.0f} s; {res['frames']} labelled "

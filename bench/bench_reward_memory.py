@@ -81,9 +81,9 @@ def main(argv=None) -> int:
     ap.add_argument("--trace", action="store_true", help="tracemalloc (slower; counts Python allocations)")
     ap.add_argument("--json", default="")
     a = ap.parse_args(argv)
-    from lrm_ros.core.engine import EngineConfig, RewardEngine
-    from lrm_ros.core.hold import HoldConfig, IntervalHold
-    from lrm_ros.core.rewards import make_backend
+    from lrm_ros.rewards.engine import EngineConfig, RewardEngine
+    from lrm_ros.rewards.hold import HoldConfig, IntervalHold
+    from lrm_ros.rewards import make_backend
     import torch
     torch.set_num_threads(1)                 # the node's cpu_threads
     libc = _libc()

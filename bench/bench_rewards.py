@@ -39,7 +39,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def build(size: str, device: str, max_pixels: int, workdir: Path):
     import torch
-    from lrm_ros.core.rewards.qwen import (load_processor, load_qwen_vl, make_tiny_qwen3vl,
+    from lrm_ros.rewards.qwen import (load_processor, load_qwen_vl, make_tiny_qwen3vl,
                                            tiny_qwen3vl_config)
     if size != "8b":
         path = make_tiny_qwen3vl(workdir / f"qwen3vl_{size}", size=size)
@@ -73,7 +73,7 @@ INSTRUCTIONS = ["pick up the cube", "stack the red cube on the green cube", "pus
 
 def tick_queries(n_envs: int, previous_tick=None):
     """One LRM query per env at the same tick (random 224x224 frames, seeded per env)."""
-    from lrm_ros.core.rewards.base import RewardQuery
+    from lrm_ros.rewards.base import RewardQuery
     extra = {} if previous_tick is None else {"previous_tick": previous_tick}
     queries = []
     for i in range(n_envs):
@@ -88,7 +88,7 @@ def run_engine(backend, queries, max_batch: int):
     """Submit every query to a RewardEngine at once; (status, result, latency_s, batch_size)
     per query, in order."""
     import threading
-    from lrm_ros.core.engine import EngineConfig, RewardEngine
+    from lrm_ros.rewards.engine import EngineConfig, RewardEngine
     done, results = threading.Event(), {}
 
     def collect(q, result, status, info):
@@ -106,8 +106,8 @@ def run_engine(backend, queries, max_batch: int):
 
 
 def bench_topreward(path, model, proc, n_frames: int, repeats: int, prompts: str):
-    from lrm_ros.core.rewards import make_backend
-    from lrm_ros.core.rewards.base import RewardQuery
+    from lrm_ros.rewards import make_backend
+    from lrm_ros.rewards.base import RewardQuery
     rng = np.random.default_rng(0)
     frames = [rng.integers(0, 256, (224, 224, 3), dtype=np.uint8) for _ in range(n_frames)]
     queries = [RewardQuery(env="env0", episode=0, tick=10 * n, instruction="pick up the red cube",
@@ -145,7 +145,7 @@ def bench_vlm(path, model, proc, n_envs: int, repeats: int, max_new_tokens: int,
     "tri" backend: one left-padded generate for all 3 x n_envs prompts. One-at-a-time: how a
     request/response reward server (the LRM reference server) serves them: each request is
     one prompt (one signal of one env), answered by its own generate call, in turn."""
-    from lrm_ros.core.rewards import make_backend
+    from lrm_ros.rewards import make_backend
     queries = tick_queries(n_envs)
     common = dict(model_path=path, model=model, processor=proc, max_new_tokens=max_new_tokens,
                   prompts="lrm_ros")

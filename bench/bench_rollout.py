@@ -24,14 +24,14 @@ from pathlib import Path
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from lrm_ros.core.provenance import git_revision  # noqa: E402
+from lrm_ros.common.provenance import git_revision  # noqa: E402
 
 
 def measure(task: str, camera: int, workers: int, episodes: int, max_ticks: int) -> dict:
-    from lrm_ros.core.learn.rollout_pool import RolloutPool
-    from lrm_ros.core.policy.tiny_vla import load_policy
-    from lrm_ros.core.policy.adapter import DEFAULT_CHECKPOINT
-    from lrm_ros.core.sim.maniskill_env import SimConfig
+    from lrm_ros.learn.rollout_pool import RolloutPool
+    from lrm_ros.policy.tiny_vla import load_policy
+    from lrm_ros.policy.adapter import DEFAULT_CHECKPOINT
+    from lrm_ros.sim.maniskill_env import SimConfig
     cfg = SimConfig(env_id=task, max_episode_ticks=max_ticks, camera_width=camera, camera_height=camera)
     model, _ = load_policy(DEFAULT_CHECKPOINT)
     with RolloutPool(cfg, workers=workers) as pool:
@@ -49,9 +49,9 @@ def breakdown(task: str, camera: int, steps: int) -> dict:
     import numpy as np
     import torch
     torch.set_num_threads(1)
-    from lrm_ros.core.image import resize_center_crop
-    from lrm_ros.core.policy.adapter import PolicyObservation, TinyVLAAdapter
-    from lrm_ros.core.sim.maniskill_env import ManiSkillSim, SimConfig
+    from lrm_ros.vision.image import resize_center_crop
+    from lrm_ros.policy.adapter import PolicyObservation, TinyVLAAdapter
+    from lrm_ros.sim.maniskill_env import ManiSkillSim, SimConfig
     sim = ManiSkillSim(SimConfig(env_id=task, max_episode_ticks=10_000, camera_width=camera,
                                  camera_height=camera))
     ad = TinyVLAAdapter.from_checkpoint()

@@ -47,7 +47,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "test"))
 sys.path.insert(0, str(ROOT / "bench"))
 from bench_rewards import run_engine, tick_queries  # noqa: E402  (the same queries and engine loop)
-from lrm_ros.core.provenance import git_revision  # noqa: E402
+from lrm_ros.common.provenance import git_revision  # noqa: E402
 
 
 def timed(fn, repeats):
@@ -64,7 +64,7 @@ def pct(xs, q):
 
 
 def bench_tri(server, model, proc, n_envs, repeats, max_new_tokens):
-    from lrm_ros.core.rewards import make_backend
+    from lrm_ros.rewards import make_backend
     queries = tick_queries(n_envs, previous_tick=10)
     common = dict(max_new_tokens=max_new_tokens, prompts="lrm_ros")
     srv = make_backend("vllm", server_url=server.url, model=server.model, signal="tri",
@@ -117,8 +117,8 @@ def bench_tri(server, model, proc, n_envs, repeats, max_new_tokens):
 
 def bench_topreward(server, model, proc, n_frames, repeats, prompts):
     """One live episode per repeat, each with new frames (nothing the server has seen)."""
-    from lrm_ros.core.rewards import make_backend
-    from lrm_ros.core.rewards.base import RewardQuery
+    from lrm_ros.rewards import make_backend
+    from lrm_ros.rewards.base import RewardQuery
 
     def episode_queries(seed):
         rng = np.random.default_rng(1000 + seed)
@@ -262,7 +262,7 @@ def main(argv=None):
     import torch
     torch.set_num_threads(1)
     from vllm_server import start_server, vllm_python
-    from lrm_ros.core.rewards.qwen import load_qwen_vl
+    from lrm_ros.rewards.qwen import load_qwen_vl
     work = Path(tempfile.mkdtemp(prefix="bench_server_"))
     t0 = time.perf_counter()
     server = start_server(work, lora=False)

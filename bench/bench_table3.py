@@ -49,22 +49,22 @@ LITE = ("progress", "completion", "contrastive", "tri")
 def run_config(name: str, a) -> dict:
     import torch
     from tqdm.auto import tqdm
-    from lrm_ros.core.learn.ppo import PPOConfig
-    from lrm_ros.core.learn.learner_config import LearnerConfig
-    from lrm_ros.core.learn.updates import filtered_bc_update, ppo_update, widen_action_std
-    from lrm_ros.core.learn.rollout import as_store_episode, held_rewards, oracle_rewards
-    from lrm_ros.core.learn.rollout_pool import RolloutPool
-    from lrm_ros.core.policy.tiny_vla import load_policy
-    from lrm_ros.core.rewards import make_backend
-    from lrm_ros.core.sim.maniskill_env import SimConfig
-    from lrm_ros.core.sim.tasks import recommended_max_ticks
+    from lrm_ros.learn.ppo import PPOConfig
+    from lrm_ros.learn.learner_config import LearnerConfig
+    from lrm_ros.learn.updates import filtered_bc_update, ppo_update, widen_action_std
+    from lrm_ros.learn.rollout import as_store_episode, held_rewards, oracle_rewards
+    from lrm_ros.learn.rollout_pool import RolloutPool
+    from lrm_ros.policy.tiny_vla import load_policy
+    from lrm_ros.rewards import make_backend
+    from lrm_ros.sim.maniskill_env import SimConfig
+    from lrm_ros.sim.tasks import recommended_max_ticks
 
     torch.set_num_threads(a.threads)
     torch.manual_seed(a.seed)
     t0 = time.monotonic()
-    from lrm_ros.core.provenance import git_revision
+    from lrm_ros.common.provenance import git_revision
     git_rev = git_revision()       # the code this run started with (commits may land meanwhile)
-    from lrm_ros.core.policy.adapter import DEFAULT_CHECKPOINT
+    from lrm_ros.policy.adapter import DEFAULT_CHECKPOINT
     ckpt = a.checkpoint or str(DEFAULT_CHECKPOINT)
     model, _ = load_policy(ckpt)
     init, _ = load_policy(ckpt)
@@ -124,7 +124,7 @@ def run_config(name: str, a) -> dict:
                         kl0=f"{row.get('kl_to_init', 0):.3f}")
     train_s = time.monotonic() - t0
     if iterations:
-        from lrm_ros.core.policy.tiny_vla import save_policy
+        from lrm_ros.policy.tiny_vla import save_policy
         save_policy(model, Path(a.out) / f"{name}_policy.pt", {"config": name, "iterations": iterations})
     seeds = range(a.eval_seed, a.eval_seed + a.eval_episodes)
     pool.set_policy(model)

@@ -24,7 +24,7 @@ import numpy as np
 
 from lrm_ros.bringup.graph import load_graph, resolve
 from lrm_ros.bringup.runner import GraphRunner, unclean_exits
-from lrm_ros.core.hold import DEFAULT_INTERVAL
+from lrm_ros.rewards.hold import DEFAULT_INTERVAL
 from lrm_ros.ros.env import apply_ros_environment, fresh_domain_id, ros_environment
 
 
@@ -92,7 +92,7 @@ def main(argv=None):
     p.add_argument("--out", default="out/bench/tick_jitter.json")
     args = p.parse_args(argv)
     apply_ros_environment()
-    from lrm_ros.core.rewards.qwen import make_tiny_qwen3vl
+    from lrm_ros.rewards.qwen import make_tiny_qwen3vl
     model_dir = make_tiny_qwen3vl(Path(tempfile.mkdtemp(prefix="lrm_tiny_")) / "qwen3vl")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

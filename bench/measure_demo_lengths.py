@@ -27,10 +27,10 @@ from pathlib import Path
 
 
 def main(argv=None) -> int:
-    from lrm_ros.core.sim.demos import _run_worker
-    from lrm_ros.core.sim.tasks import MOTION_PLANNING_TASKS, time_limit_for
-    from lrm_ros.core.sim.vulkan import ensure_vulkan_icd
-    from lrm_ros.core.provenance import git_revision
+    from lrm_ros.sim.demos import _run_worker
+    from lrm_ros.sim.tasks import MOTION_PLANNING_TASKS, time_limit_for
+    from lrm_ros.sim.vulkan import ensure_vulkan_icd
+    from lrm_ros.common.provenance import git_revision
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--tasks", nargs="+", default=list(MOTION_PLANNING_TASKS))

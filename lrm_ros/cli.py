@@ -45,8 +45,8 @@ def _cmd_up(ns) -> int:
 
 
 def _cmd_demos(ns) -> int:
-    from lrm_ros.core.sim import demos
-    from lrm_ros.core.sim.tasks import DEMO_TASKS
+    from lrm_ros.sim import demos
+    from lrm_ros.sim.tasks import DEMO_TASKS
     argv = list(ns.rest)
     if not any(a == "--tasks" or a.startswith("--tasks=") for a in argv):
         argv = ["--tasks", *DEMO_TASKS] + argv
@@ -109,19 +109,19 @@ def main(argv=None) -> int:
     if argv[:1] == ["demos"]:             # all options belong to the demos tool itself
         return _cmd_demos(argparse.Namespace(rest=argv[1:]))
     if argv[:1] == ["train-lite"]:
-        from lrm_ros.core.learn.lite_pipeline import main as train_lite
+        from lrm_ros.learn.lite_pipeline import main as train_lite
         return train_lite(argv[1:])
     if argv[:1] == ["train-bc"]:
-        from lrm_ros.core.policy.train_bc import main as train_bc
+        from lrm_ros.policy.train_bc import main as train_bc
         return train_bc(argv[1:])
     if argv[:1] == ["replay"]:
-        from lrm_ros.ros.replay import run_replay
+        from lrm_ros.replay import run_replay
         return run_replay(argv[1:])
     if argv[:1] == ["audit"]:
-        from lrm_ros.core.audit import main as audit
+        from lrm_ros.evaluation.audit import main as audit
         return audit(argv[1:])
     if argv[:1] == ["eval"]:
-        from lrm_ros.core.evaluate import main as evaluate
+        from lrm_ros.evaluation.evaluate import main as evaluate
         return evaluate(argv[1:])
     ns = build_parser().parse_args(argv)
     return ns.func(ns)

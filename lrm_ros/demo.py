@@ -22,8 +22,8 @@ from pathlib import Path
 
 from lrm_ros.bringup.graph import argument_defaults, load_graph, parse_launch_arguments, resolve
 from lrm_ros.bringup.runner import GraphRunner, unclean_exits
-from lrm_ros.core.episode_end import END_SUCCESS
-from lrm_ros.core.learn.rollout import wilson_interval
+from lrm_ros.common.episode_end import END_SUCCESS
+from lrm_ros.learn.rollout import wilson_interval
 from lrm_ros.ros.env import apply_ros_environment, fresh_domain_id, ros_environment
 
 
@@ -33,8 +33,8 @@ class PhaseError(RuntimeError):
 
 def _checkpoint_version(path: str) -> int:
     """The policy version a tiny_vla checkpoint carries ('' = the shipped one)."""
-    from lrm_ros.core.policy.adapter import DEFAULT_CHECKPOINT
-    from lrm_ros.core.policy.tiny_vla import load_policy
+    from lrm_ros.policy.adapter import DEFAULT_CHECKPOINT
+    from lrm_ros.policy.tiny_vla import load_policy
     return int(load_policy(path or DEFAULT_CHECKPOINT)[1].get("version", 0))
 
 

@@ -13,7 +13,7 @@
 #
 # Usage: scripts/setup_vulkan.sh [PREFIX]        (default PREFIX: <repo>/.venv)
 # Then:  export VK_ICD_FILENAMES=PREFIX/vulkan/lvp_icd.json
-#        (lrm_ros.core.sim.vulkan.ensure_vulkan_icd() does this for <sys.prefix>/vulkan).
+#        (lrm_ros.sim.vulkan.ensure_vulkan_icd() does this for <sys.prefix>/vulkan).
 # Idempotent: returns immediately when the ICD json and the library already exist.
 set -euo pipefail
 

@@ -13,7 +13,7 @@ import pytest
 
 from lrm_ros.bags.load import load_bag
 from lrm_ros.bags.reader import BagFormatError, Episode
-from lrm_ros.core.audit import _success, audit
+from lrm_ros.evaluation.audit import _success, audit
 
 LRM_ROS = str(Path(sys.executable).with_name("lrm-ros"))
 
@@ -88,7 +88,7 @@ def test_an_operator_stopped_episode_is_unlabelled_but_a_time_limit_is_a_failure
 
 
 def test_rescoring_without_an_instruction_warns_and_instruction_or_task_fills_it(tmp_path):
-    from lrm_ros.core.evaluate import backend_from_args
+    from lrm_ros.evaluation.evaluate import backend_from_args
     bag = _camera_only_bag(tmp_path / "robot_bag")
     backend = backend_from_args("lite", "", "progress", [])
     warned = []

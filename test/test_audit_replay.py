@@ -145,7 +145,7 @@ def holed(recorded):
     from rosbags.rosbag2 import Reader
     from lrm_ros.bags.recorder import BagRecorder
     from lrm_ros.bags.types import make_typestore
-    from lrm_ros.ros.replay import header_stamp_ns
+    from lrm_ros.replay import header_stamp_ns
     ts = make_typestore()
     with Reader(recorded["bag"]) as r:
         ticks = [ts.deserialize_cdr(raw, c.msgtype) for c, _, raw in
@@ -252,7 +252,7 @@ def test_a_ros2_bag_record_style_sqlite3_bag_with_a_compressed_camera(recorded, 
     CompressedImage under the driver's name and namespace."""
     from rosbags.rosbag2 import StoragePlugin, Writer
     from lrm_ros.bags.types import make_typestore
-    from lrm_ros.core.image import encode_compressed
+    from lrm_ros.vision.image import encode_compressed
     src = load_bag(recorded["bag"], namespace="env0")
     ts = make_typestore()
     T = ts.types

@@ -18,7 +18,7 @@ def _bench():
 
 
 def _row(name, k, n=100, history=None, lr=2e-5, tasks=()):
-    from lrm_ros.core.learn.rollout import wilson_interval
+    from lrm_ros.learn.rollout import wilson_interval
     return {"config": name, "task": "PullCube-v1", "iterations": 0 if name == "il" else 30,
             "eval": {"success_rate": k / n, "ci95": list(wilson_interval(k, n)), "episodes": n},
             "history": history or [], "total_s": 600.0, "git_rev": "abc", "lr": lr,

@@ -5,7 +5,7 @@ import threading
 import numpy as np
 import pytest
 
-from lrm_ros.core.bridge import BridgeConfig, CommandError, CommandGate, StartupWait, validate_command
+from lrm_ros.sim.bridge import BridgeConfig, CommandError, CommandGate, StartupWait, validate_command
 
 
 def test_config_defaults_are_valid_and_derive_the_sim_config():

@@ -10,10 +10,10 @@ torch = pytest.importorskip("torch")
 torch.set_num_threads(1)
 
 from lrm_ros.bags.reader import BagFormatError, read_episodes  # noqa: E402
-from lrm_ros.core.episode_end import END_SUCCESS  # noqa: E402
-from lrm_ros.core.sim.demos import generate_demos  # noqa: E402
-from lrm_ros.core.sim.maniskill_env import SimConfig  # noqa: E402
-from lrm_ros.core.sim.tasks import TASK_INSTRUCTIONS  # noqa: E402
+from lrm_ros.common.episode_end import END_SUCCESS  # noqa: E402
+from lrm_ros.sim.demos import generate_demos  # noqa: E402
+from lrm_ros.sim.maniskill_env import SimConfig  # noqa: E402
+from lrm_ros.sim.tasks import TASK_INSTRUCTIONS  # noqa: E402
 
 TOPICS = {
     "task/instruction", "camera/image_raw", "camera/camera_info", "joint_states",
@@ -114,8 +114,8 @@ def test_bad_arguments(tmp_path):
 
 # ------------------------------------------------------------------ time limits, lost demos, batches
 def test_recommended_limits_cover_every_motion_planning_task():
-    from lrm_ros.core.sim.demos import auto_max_ticks
-    from lrm_ros.core.sim.tasks import MOTION_PLANNING_TASKS, RECOMMENDED_MAX_EPISODE_TICKS, time_limit_for
+    from lrm_ros.sim.demos import auto_max_ticks
+    from lrm_ros.sim.tasks import MOTION_PLANNING_TASKS, RECOMMENDED_MAX_EPISODE_TICKS, time_limit_for
 
     # every task has a measured limit (bench/results/demo_lengths.json), none falls back to 100
     assert set(MOTION_PLANNING_TASKS) <= set(RECOMMENDED_MAX_EPISODE_TICKS)
@@ -136,7 +136,7 @@ def test_recommended_limits_cover_every_motion_planning_task():
 def batches(tmp_path_factory):
     """Two demo runs into one folder (PushCube seeds 8-9, where seed 9 has no motion plan; then
     PickCube seed 0), and failures of each task generated in two runs into one folder."""
-    from lrm_ros.core.data.failures import FailureConfig, generate_failures
+    from lrm_ros.data.failures import FailureConfig, generate_failures
 
     root = tmp_path_factory.mktemp("batches")
     cfg = SimConfig(env_id="PushCube-v1", camera_width=32, camera_height=32, max_episode_ticks=100)
@@ -149,7 +149,7 @@ def batches(tmp_path_factory):
 
 
 def test_every_lost_demo_is_counted_with_its_reason(batches, capsys):
-    from lrm_ros.core.sim.demos import summary_lines
+    from lrm_ros.sim.demos import summary_lines
 
     _, (s1, _), _ = batches
     e = s1["tasks"]["PushCube-v1"]
@@ -169,9 +169,9 @@ def test_conversion_drops_are_reported_per_seed(tmp_path):
     drops it (and says so only on stdout); the worker names the seed and the reason."""
     import h5py
 
-    from lrm_ros.core.sim._plan_worker import _convert
-    from lrm_ros.core.sim.demos import _run_worker
-    from lrm_ros.core.sim.vulkan import ensure_vulkan_icd
+    from lrm_ros.sim._plan_worker import _convert
+    from lrm_ros.sim.demos import _run_worker
+    from lrm_ros.sim.vulkan import ensure_vulkan_icd
 
     ensure_vulkan_icd()
     res = _run_worker("PickCube-v1", [0, 1], tmp_path, "pd_joint_pos", 600)
@@ -224,7 +224,7 @@ def test_batches_keep_every_task_in_summary(batches):
 
 
 def test_demo_bags_carry_their_seeds_and_limit(batches):
-    from lrm_ros.core.data.failures import bag_info
+    from lrm_ros.data.failures import bag_info
 
     root, _, _ = batches
     bag = root / "demos" / "PickCube-v1"
@@ -239,8 +239,8 @@ def test_demo_bags_carry_their_seeds_and_limit(batches):
 
 
 def test_summary_merge_keeps_older_summaries_readable(tmp_path):
-    from lrm_ros.core.data.failures import bag_info, generate_failures
-    from lrm_ros.core.sim.demos import write_summary
+    from lrm_ros.data.failures import bag_info, generate_failures
+    from lrm_ros.sim.demos import write_summary
 
     # a summary.json as written before per-task settings existed
     old = {"format": "lrm_ros.demos/1", "control_mode": "pd_ee_delta_pose", "camera": [64, 64],
@@ -279,7 +279,7 @@ def test_summary_merge_keeps_older_summaries_readable(tmp_path):
 
 
 def test_cli_prints_every_lost_seed(tmp_path, capsys):
-    from lrm_ros.core.sim.demos import main
+    from lrm_ros.sim.demos import main
 
     rc = main(["--tasks", "PushCube-v1", "-n", "1", "--seed", "9", "--out", str(tmp_path), "--width", "32",
                "--height", "32", "--max-episode-ticks", "auto", "--no-progress"])

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lrm_ros.core.learn.episode_store import EpisodeStore
+from lrm_ros.learn.episode_store import EpisodeStore
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -112,7 +112,7 @@ def test_non_finite_rejected_and_not_written(tmp_path, field, value):
 _KILL_SCRIPT = r"""
 import sys, time
 import numpy as np
-from lrm_ros.core.learn.episode_store import EpisodeStore
+from lrm_ros.learn.episode_store import EpisodeStore
 store = EpisodeStore(sys.argv[1], chunk_size=16)
 w = store.begin("kill-env", 42, policy_version=3, meta={"who": "child"})
 for t in range(100):
@@ -125,7 +125,7 @@ time.sleep(120)
 _KILL_LOOP = r"""
 import sys
 import numpy as np
-from lrm_ros.core.learn.episode_store import EpisodeStore
+from lrm_ros.learn.episode_store import EpisodeStore
 store = EpisodeStore(sys.argv[1], chunk_size=8)
 w = store.begin("loop", 1, policy_version=0)
 t = 0

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from lrm_ros.bags.reader import Episode
-from lrm_ros.core.evaluate import (METRIC_KEYS, EpisodeScores, bag_labels, compute_metrics, episode_queries,
+from lrm_ros.evaluation.evaluate import (METRIC_KEYS, EpisodeScores, bag_labels, compute_metrics, episode_queries,
                                    evaluate, main, score_episodes)
-from lrm_ros.core.rewards.base import RewardBackend, RewardResult
+from lrm_ros.rewards.base import RewardBackend, RewardResult
 
 
 def synthetic(T=25, ep=0, task="PickCube-v1", success=True):
@@ -139,9 +139,9 @@ def test_bag_labels_tell_same_named_bags_apart(tmp_path):
 @pytest.fixture(scope="module")
 def bags(tmp_path_factory):
     pytest.importorskip("torch").set_num_threads(1)
-    from lrm_ros.core.data.failures import FailureConfig, generate_failures
-    from lrm_ros.core.sim.demos import generate_demos
-    from lrm_ros.core.sim.maniskill_env import SimConfig
+    from lrm_ros.data.failures import FailureConfig, generate_failures
+    from lrm_ros.sim.demos import generate_demos
+    from lrm_ros.sim.maniskill_env import SimConfig
 
     root = tmp_path_factory.mktemp("eval")
     cfg = SimConfig(env_id="PickCube-v1", camera_width=64, camera_height=64, max_episode_ticks=100)
@@ -157,8 +157,8 @@ def bags(tmp_path_factory):
     (corrupt / "metadata.yaml").write_text("not: [a bag")
     # a task without a dense reward (StackPyramid): 12 zero-action ticks in the real sim
     from lrm_ros.bags.writer import EpisodeBagWriter
-    from lrm_ros.core.sim.demos import _replay_episode, _write_episode
-    from lrm_ros.core.sim.maniskill_env import ManiSkillSim
+    from lrm_ros.sim.demos import _replay_episode, _write_episode
+    from lrm_ros.sim.maniskill_env import ManiSkillSim
 
     sim = ManiSkillSim(SimConfig(env_id="StackPyramid-v1", camera_width=64, camera_height=64,
                                  max_episode_ticks=12))

@@ -197,7 +197,7 @@ def test_killed_nodes_are_respawned_and_the_gaps_are_flagged(graph):
     from lrm_ros.bags.load import load_bag
     killed = load_bag(graph["tmp"] / "bag", namespace=NS)
     assert killed.episodes and killed.storage == "mcap-direct"      # no metadata.yaml: read directly
-    from lrm_ros.core.learn.episode_store import EpisodeStore
+    from lrm_ros.learn.episode_store import EpisodeStore
     store = EpisodeStore(graph["tmp"] / "learner" / "episodes")
     complete = {i.episode for i in store.complete_episodes()}
     assert not (complete & hit), f"episodes with fallback ticks were kept for training: {complete & hit}"

@@ -102,8 +102,8 @@ def test_a_bad_checkpoint_is_refused_and_the_policy_keeps_running(run):
 
 
 def test_the_learner_store_resumes_after_the_graph_stops(run):
-    from lrm_ros.core.learn.learner_config import LearnerConfig
-    from lrm_ros.core.learn.rl import Learner
+    from lrm_ros.learn.learner_config import LearnerConfig
+    from lrm_ros.learn.rl import Learner
     monitor, runner, tmp, _ = run
     runner.stop()
     learner = Learner(LearnerConfig(store_dir=str(tmp / "learner"), max_iterations=ITERATIONS + 1,

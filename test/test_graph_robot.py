@@ -12,7 +12,7 @@ import pytest
 
 from lrm_ros.bringup.graph import load_graph, resolve
 from lrm_ros.bringup.runner import GraphRunner
-from lrm_ros.core.episode_end import END_SUCCESS
+from lrm_ros.common.episode_end import END_SUCCESS
 
 NS = "env0"
 PANDA = [f"panda_joint{i}" for i in range(1, 8)] + ["panda_finger_joint1", "panda_finger_joint2"]

@@ -14,7 +14,7 @@ import pytest
 
 from lrm_ros.bringup.graph import load_graph, resolve
 from lrm_ros.bringup.runner import GraphRunner, stale_shm
-from lrm_ros.core.episode_end import END_RESET_REQUEST, END_TIME_LIMIT
+from lrm_ros.common.episode_end import END_RESET_REQUEST, END_TIME_LIMIT
 
 IMAGE_SIZE = 96          # not the default 224: proves the parameter reaches the node
 MAX_TICKS = 6

@@ -1,4 +1,4 @@
-"""Tests for lrm_ros.core.image (pure numpy/OpenCV, no ROS)."""
+"""Tests for lrm_ros.vision.image (pure numpy/OpenCV, no ROS)."""
 
 import array
 import sys
@@ -6,7 +6,7 @@ import sys
 import numpy as np
 import pytest
 
-from lrm_ros.core.image import (
+from lrm_ros.vision.image import (
     RAW_ENCODINGS,
     ImageError,
     decode_compressed,
@@ -351,7 +351,7 @@ def test_core_does_not_import_ros():
     import importlib
     import subprocess
 
-    code = ("import sys, lrm_ros.core.image; "
+    code = ("import sys, lrm_ros.vision.image; "
             "bad=[m for m in sys.modules if m.startswith('rclpy') or m.endswith('_msgs') "
             "or '_msgs.' in m]; print(bad); assert not bad")
     import os

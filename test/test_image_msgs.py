@@ -9,7 +9,7 @@ sensor_msgs_msg = pytest.importorskip("sensor_msgs.msg")
 Image = sensor_msgs_msg.Image
 CompressedImage = sensor_msgs_msg.CompressedImage
 
-from lrm_ros.core.image import RAW_ENCODINGS, ImageError, encode_compressed, encode_raw  # noqa: E402
+from lrm_ros.vision.image import RAW_ENCODINGS, ImageError, encode_compressed, encode_raw  # noqa: E402
 from lrm_ros.ros.image_msgs import (  # noqa: E402
     compressed_msg_to_rgb,
     image_msg_to_rgb,

@@ -1,11 +1,11 @@
-"""lrm_ros.core.data.labels on synthetic episodes whose frames encode (tick, episode, task)."""
+"""lrm_ros.data.labels on synthetic episodes whose frames encode (tick, episode, task)."""
 import numpy as np
 import pytest
 
 from lrm_ros.bags.reader import Episode
-from lrm_ros.core.data.labels import (LabelConfig, build_examples, build_labelled, instruction_owner,
+from lrm_ros.data.labels import (LabelConfig, build_examples, build_labelled, instruction_owner,
                                       split_by_task)
-from lrm_ros.core.learn.lite_data import LiteExamples
+from lrm_ros.data.lite_data import LiteExamples
 
 INSTR = {"PickCube-v1": "pick the cube", "PushCube-v1": "push the cube"}
 TASK_CODE = {"PickCube-v1": 1, "PushCube-v1": 2}
@@ -191,7 +191,7 @@ def test_mixed_sizes_need_image_size(data):
 def test_augmented_episode_is_one_camera_and_labels_the_same(data):
     """Another camera sees every frame of an episode the same way (one draw per episode, a
     frame reads the same twice); the labels built from it are the original's."""
-    from lrm_ros.core.data.augment import AugmentConfig, augment_episode
+    from lrm_ros.data.augment import AugmentConfig, augment_episode
 
     eps, fails = data
     rng = np.random.default_rng(0)

@@ -9,10 +9,10 @@ import pytest
 torch = pytest.importorskip("torch")
 torch.set_num_threads(1)
 
-from lrm_ros.core.learn import lite_lto  # noqa: E402
-from lrm_ros.core.learn.lite_pipeline import main  # noqa: E402
-from lrm_ros.core.rewards.lite import load_checkpoint  # noqa: E402
-from lrm_ros.core.sim.tasks import LITE_TRAIN_TASKS, RESERVED_EVAL_TASKS  # noqa: E402
+from lrm_ros.learn import lite_lto  # noqa: E402
+from lrm_ros.learn.lite_pipeline import main  # noqa: E402
+from lrm_ros.rewards.lite import load_checkpoint  # noqa: E402
+from lrm_ros.sim.tasks import LITE_TRAIN_TASKS, RESERVED_EVAL_TASKS  # noqa: E402
 
 TASKS = ["PickCube-v1", "PushCube-v1"]
 

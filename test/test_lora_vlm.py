@@ -6,13 +6,13 @@ import json
 import numpy as np
 import pytest
 
-from lrm_ros.core.learn.lora_vlm import (LoraConfigArgs, SFTEncoder, SFTSample, answer_text,
+from lrm_ros.learn.lora_vlm import (LoraConfigArgs, SFTEncoder, SFTSample, answer_text,
                                          train_lora)
-from lrm_ros.core.rewards.base import RewardQuery
+from lrm_ros.rewards.base import RewardQuery
 
 
 def test_answers_are_what_the_parsers_expect():
-    from lrm_ros.core.rewards import parsers
+    from lrm_ros.rewards import parsers
     assert json.loads(answer_text("progress", 0.73)) == {"completion_progress": 0.7}
     assert json.loads(answer_text("completion", 1)) == {"task_completed": "yes"}
     assert json.loads(answer_text("contrastive", 0)) == {"more_complete_image": 1}
@@ -24,14 +24,14 @@ def test_answers_are_what_the_parsers_expect():
 def tiny(tmp_path_factory):
     import torch
     torch.set_num_threads(1)
-    from lrm_ros.core.rewards.qwen import load_qwen_vl, make_tiny_qwen3vl
+    from lrm_ros.rewards.qwen import load_qwen_vl, make_tiny_qwen3vl
     path = make_tiny_qwen3vl(tmp_path_factory.mktemp("tiny") / "qwen3vl")
     return path
 
 
 def test_only_the_answer_carries_loss(tiny):
-    from lrm_ros.core.rewards.prompts import load_prompts
-    from lrm_ros.core.rewards.qwen import load_processor
+    from lrm_ros.rewards.prompts import load_prompts
+    from lrm_ros.rewards.qwen import load_processor
     proc = load_processor(tiny, max_pixels=64 * 64)
     frame = np.zeros((64, 64, 3), np.uint8)
     enc = SFTEncoder(proc, load_prompts()).encode(
@@ -41,7 +41,7 @@ def test_only_the_answer_carries_loss(tiny):
 
 
 def test_lora_training_reduces_loss_and_the_backend_loads_the_adapter(tiny, tmp_path):
-    from lrm_ros.core.rewards import make_backend
+    from lrm_ros.rewards import make_backend
     rng = np.random.default_rng(0)
     frames = [rng.integers(0, 256, (64, 64, 3), dtype=np.uint8) for _ in range(2)]
     samples = [SFTSample("completion", "pick up the cube", {"current": frames[0]},

@@ -1,10 +1,10 @@
-"""lrm_ros.core.metrics against hand-computed values, including every documented edge case."""
+"""lrm_ros.evaluation.metrics against hand-computed values, including every documented edge case."""
 import math
 
 import numpy as np
 import pytest
 
-from lrm_ros.core import metrics as M
+from lrm_ros.evaluation import metrics as M
 
 
 def nan_with(result, word):

@@ -64,7 +64,7 @@ def test_no_declared_parameter_has_an_empty_description(context, node_name, cls,
 
 
 def test_ppo_parameters_take_the_attribute_docstrings():
-    from lrm_ros.core.learn.ppo import PPOConfig
+    from lrm_ros.learn.ppo import PPOConfig
     docs = field_descriptions(PPOConfig)
     assert docs["gamma"] == "discount factor"
     assert docs["iterations"] == "RL iterations (the LRM paper: 30)"

@@ -8,16 +8,16 @@ import numpy as np
 import pytest
 import torch
 
-from lrm_ros.core.learn.episode_store import EpisodeStore
-from lrm_ros.core.learn.assembler import EpisodeAssembler
-from lrm_ros.core.learn.learner_config import LearnerConfig
-from lrm_ros.core.learn.rl import Learner
-from lrm_ros.core.learn.updates import episode_succeeded, filtered_bc_update, step_rewards
-from lrm_ros.core.learn.ppo import PPOConfig, discounted_returns
-from lrm_ros.core.policy.adapter import (PolicyAdapter, PolicyObservation, TinyVLAAdapter,
+from lrm_ros.learn.episode_store import EpisodeStore
+from lrm_ros.learn.assembler import EpisodeAssembler
+from lrm_ros.learn.learner_config import LearnerConfig
+from lrm_ros.learn.rl import Learner
+from lrm_ros.learn.updates import episode_succeeded, filtered_bc_update, step_rewards
+from lrm_ros.learn.ppo import PPOConfig, discounted_returns
+from lrm_ros.policy.adapter import (PolicyAdapter, PolicyObservation, TinyVLAAdapter,
                                          adapter_class)
-from lrm_ros.core.policy.runtime import ObservationSync, PolicyNodeConfig, PolicyRuntime, TickInfo
-from lrm_ros.core.policy.tiny_vla import (PolicyCheckpointError, TinyVLA, TinyVLAConfig, load_policy,
+from lrm_ros.policy.runtime import ObservationSync, PolicyNodeConfig, PolicyRuntime, TickInfo
+from lrm_ros.policy.tiny_vla import (PolicyCheckpointError, TinyVLA, TinyVLAConfig, load_policy,
                                           save_policy)
 
 torch.set_num_threads(1)
@@ -98,7 +98,7 @@ def test_adapter_specs_and_node_config_errors():
         adapter_class("no_such_module:Policy")
     with pytest.raises(ValueError, match="not a lrm_ros PolicyAdapter"):
         adapter_class("json:JSONDecoder")
-    assert issubclass(adapter_class("lrm_ros.core.policy.adapter:TinyVLAAdapter"), PolicyAdapter)
+    assert issubclass(adapter_class("lrm_ros.policy.adapter:TinyVLAAdapter"), PolicyAdapter)
     with pytest.raises(ValueError, match="action_low"):
         PolicyNodeConfig(action_low=1.0, action_high=-1.0)
     with pytest.raises(PolicyCheckpointError, match="does not exist.*checkpoint"):
@@ -358,7 +358,7 @@ def test_all_stale_rewards_refuse_to_train_and_flag_mode_counts(tmp_path):
     eps = [store.load(i) for i in store.complete_episodes()]
     for e in eps:
         e["stale"][:] = True
-    from lrm_ros.core.learn.updates import ppo_update
+    from lrm_ros.learn.updates import ppo_update
     cfg = LearnerConfig(store_dir=str(tmp_path))
     model, _ = load_policy(init)
     with pytest.raises(ValueError, match="every step's reward is stale"):
@@ -469,7 +469,7 @@ def test_ppo_stops_an_iteration_early_when_the_policy_moves_too_far(tmp_path):
     store = EpisodeStore(tmp_path / "s")
     _record_episodes(store, 4, T=32, seed=5)
     eps = [store.load(i) for i in store.complete_episodes()]
-    from lrm_ros.core.learn.updates import ppo_update
+    from lrm_ros.learn.updates import ppo_update
     cfg = LearnerConfig(store_dir=str(tmp_path))
     free = ppo_update(load_policy(init)[0], load_policy(init)[0], eps, cfg,
                       PPOConfig(learning_rate=1e-2, minibatch_size=16, update_epochs=8, target_kl=0.0))
@@ -480,8 +480,8 @@ def test_ppo_stops_an_iteration_early_when_the_policy_moves_too_far(tmp_path):
 
 
 def test_critic_prefit_fits_the_discounted_returns(tmp_path):
-    from lrm_ros.core.learn.ppo import discounted_returns
-    from lrm_ros.core.learn.updates import prefit_critic
+    from lrm_ros.learn.ppo import discounted_returns
+    from lrm_ros.learn.updates import prefit_critic
     torch.manual_seed(0)
     store = EpisodeStore(tmp_path / "s")
     _record_episodes(store, 4, T=16, seed=7)
@@ -499,7 +499,7 @@ def test_critic_prefit_fits_the_discounted_returns(tmp_path):
 
 
 def test_learning_gate_holds_updates_while_paused_or_rewards_are_stale(tmp_path):
-    from lrm_ros.core.learn.assembler import LearningGate
+    from lrm_ros.learn.assembler import LearningGate
     g = LearningGate(max_stale_fraction=0.5, window=20)
     assert g.reason() == ""
     g.on_pause("env1", True)
@@ -531,7 +531,7 @@ def _ep(rewards, success):
 
 
 def test_a_quick_success_is_worth_more_than_a_slow_one_or_hovering():
-    from lrm_ros.core.learn.updates import training_rewards
+    from lrm_ros.learn.updates import training_rewards
     cfg, gamma = LearnerConfig(store_dir="unused"), 0.99
     ramp = lambda n: list(np.linspace(0.1, 0.8, n - 1)) + [1.0]          # noqa: E731
     quick, slow = _ep(ramp(20), True), _ep(ramp(60), True)
@@ -550,7 +550,7 @@ def test_a_quick_success_is_worth_more_than_a_slow_one_or_hovering():
 
 
 def test_group_advantages_compare_episodes_from_the_same_start_by_hand():
-    from lrm_ros.core.learn.updates import group_advantages
+    from lrm_ros.learn.updates import group_advantages
 
     def ep(rewards, seed, success):
         e = _ep(rewards, success)

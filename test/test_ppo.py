@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from lrm_ros.core.learn.ppo import (PPOConfig, compute_gae, gae_direct, gaussian_kl, ppo_losses,
+from lrm_ros.learn.ppo import (PPOConfig, compute_gae, gae_direct, gaussian_kl, ppo_losses,
                                     stale_weights)
 
 
@@ -70,7 +70,7 @@ def test_config_validation():
 
 
 def test_discounted_returns_cut_at_episode_ends_and_bootstrap_otherwise():
-    from lrm_ros.core.learn.ppo import discounted_returns
+    from lrm_ros.learn.ppo import discounted_returns
     r = [1.0, 1.0, 1.0, 1.0]
     np.testing.assert_allclose(discounted_returns(r, [False, True, False, False], 0.5, last_value=2.0),
                                [1.5, 1.0, 2.0, 2.0])

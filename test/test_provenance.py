@@ -2,7 +2,7 @@
 import re
 import subprocess
 
-from lrm_ros.core import provenance
+from lrm_ros.common import provenance
 
 
 def test_revision_of_this_checkout_matches_git():

@@ -1,12 +1,12 @@
 """Start-up order (ROS-free parts): a tick source waits for the graph's policy and reward model
-(lrm_ros.core.readiness), the robot refuses episode/start until then, and the graph
+(lrm_ros.common.readiness), the robot refuses episode/start until then, and the graph
 description fills in which nodes to wait for ($(ready_before_ticks)) and respawn."""
 import pytest
 import yaml
 
 from lrm_ros.bringup.graph import GraphError, load_graph, resolve
-from lrm_ros.core.readiness import NOT_RUNNING, RequiredNodes, node_problem
-from lrm_ros.core.robot import EpisodeControl, RobotConfig
+from lrm_ros.common.readiness import NOT_RUNNING, RequiredNodes, node_problem
+from lrm_ros.robot.bridge import EpisodeControl, RobotConfig
 
 
 class Clock:
@@ -73,7 +73,7 @@ def test_auto_start_waits_for_the_graph_too():
 def test_wait_for_nodes_must_be_fully_qualified():
     with pytest.raises(ValueError, match="fully qualified"):
         RobotConfig(wait_for_nodes=("policy",))
-    from lrm_ros.core.bridge import BridgeConfig
+    from lrm_ros.sim.bridge import BridgeConfig
     with pytest.raises(ValueError, match="fully qualified"):
         BridgeConfig(wait_for_nodes=("reward_model",))
     with pytest.raises(ValueError, match="wait_for_nodes_timeout_s"):

@@ -4,9 +4,9 @@ import math
 import numpy as np
 import pytest
 
-from lrm_ros.core.rewards.base import RewardQuery, RewardResult, tri_value
-from lrm_ros.core.rewards.config import RewardNodeConfig
-from lrm_ros.core.rewards.oracle import OracleRewardBackend
+from lrm_ros.rewards.base import RewardQuery, RewardResult, tri_value
+from lrm_ros.rewards.config import RewardNodeConfig
+from lrm_ros.rewards.oracle import OracleRewardBackend
 
 
 def test_defaults_and_derived_configs():
@@ -34,7 +34,7 @@ def test_defaults_and_derived_configs():
 def test_the_files_that_cannot_import_the_default_interval_state_the_same_one():
     """The YAML graphs and the reward node's params file restate K; they must say DEFAULT_INTERVAL."""
     import yaml
-    from lrm_ros.core.hold import DEFAULT_INTERVAL, HoldConfig
+    from lrm_ros.rewards.hold import DEFAULT_INTERVAL, HoldConfig
     from lrm_ros.paths import config_path
     assert HoldConfig().interval == RewardNodeConfig().interval == DEFAULT_INTERVAL
     graphs = {g.name: yaml.safe_load(g.read_text()) for g in config_path("graphs").glob("*.yaml")}

@@ -19,8 +19,8 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from lrm_ros.core.rewards.base import RewardQuery, tri_value, tri_value_released  # noqa: E402
-from lrm_ros.core.rewards.parsers import (has_closed_answer, parse_completion_released,  # noqa: E402
+from lrm_ros.rewards.base import RewardQuery, tri_value, tri_value_released  # noqa: E402
+from lrm_ros.rewards.parsers import (has_closed_answer, parse_completion_released,  # noqa: E402
                                           parse_contrastive_released, parse_progress_released)
 
 TASK = "push the red cube to the target"
@@ -31,7 +31,7 @@ IMG = "<|vision_start|><|image_pad|><|vision_end|>"
 def tiny(tmp_path_factory):
     import torch
     torch.set_num_threads(1)
-    from lrm_ros.core.rewards.qwen import load_qwen_vl, make_tiny_qwen3vl
+    from lrm_ros.rewards.qwen import load_qwen_vl, make_tiny_qwen3vl
     path = make_tiny_qwen3vl(tmp_path_factory.mktemp("tiny_qwen3vl"))
     model, processor = load_qwen_vl(path, max_pixels=64 * 64)
     return path, model, processor
@@ -78,7 +78,7 @@ GOLDEN_CONTRASTIVE = (
 
 
 def test_released_prompts_render_exactly(tiny):
-    from lrm_ros.core.rewards import make_backend
+    from lrm_ros.rewards import make_backend
     path, model, proc = tiny
     be = make_backend("vlm", model_path=path, model=model, processor=proc, signal="tri",
                       prompts="lrm_released")
@@ -107,7 +107,7 @@ def test_released_prompts_render_exactly(tiny):
 def test_first_query_compares_with_the_start_only_in_our_profile(tiny):
     """LRM's environment has no earlier frame at an episode's first query (tick K); our hold
     offers the start frame (tick 0). lrm_released does not ask contrastive there; lrm_ros does."""
-    from lrm_ros.core.rewards import make_backend
+    from lrm_ros.rewards import make_backend
     path, model, proc = tiny
     f = _frames(3, 2)
     first = RewardQuery("env0", 0, 10, TASK, f[1], previous_frame=f[0], previous_tick=0, first_frame=f[0])
@@ -120,7 +120,7 @@ def test_first_query_compares_with_the_start_only_in_our_profile(tiny):
 
 
 def test_released_profile_settings():
-    from lrm_ros.core.rewards.prompts import load_prompts
+    from lrm_ros.rewards.prompts import load_prompts
     p = load_prompts("lrm_released")
     assert p.answer_format == "lrm_released" and p.instruction == "verbatim" and p.system == ""
     assert {s: p.gen(s).max_new_tokens for s in ("progress", "completion", "contrastive")} == \
@@ -133,12 +133,12 @@ def test_released_profile_settings():
 
 
 def test_released_profile_uses_the_checkpoints_pixel_bounds(tiny, tmp_path):
-    from lrm_ros.core.rewards.qwen import QWEN3VL_MAX_PIXELS, QWEN3VL_MIN_PIXELS, checkpoint_pixels
+    from lrm_ros.rewards.qwen import QWEN3VL_MAX_PIXELS, QWEN3VL_MIN_PIXELS, checkpoint_pixels
     assert checkpoint_pixels({"size": {"shortest_edge": 65536, "longest_edge": 16777216}}) == \
         (65536, 16777216)
     assert checkpoint_pixels({"min_pixels": 3136, "max_pixels": 12845056}) == (3136, 12845056)
     assert checkpoint_pixels({}) == (QWEN3VL_MIN_PIXELS, QWEN3VL_MAX_PIXELS)
-    from lrm_ros.core.rewards.qwen import load_processor
+    from lrm_ros.rewards.qwen import load_processor
     path, _, _ = tiny
     own = load_processor(path, 0, 0)          # the tiny checkpoint's config: 1024 .. 50176
     _, grid = own.preprocess_images(_frames(1, 0, 224))
@@ -211,7 +211,7 @@ def test_tri_released_vs_mean_parsed():
 
 
 def test_vlm_released_answers_to_results(tiny):
-    from lrm_ros.core.rewards import make_backend
+    from lrm_ros.rewards import make_backend
     path, model, proc = tiny
     be = make_backend("vlm", model_path=path, model=model, processor=proc, signal="tri",
                       prompts="lrm_released")
@@ -245,7 +245,7 @@ def test_vlm_released_answers_to_results(tiny):
 def test_generation_budget_and_json_stop(tiny):
     """Each row stops at its own signal's budget, or at its closed JSON answer."""
     import torch
-    from lrm_ros.core.rewards.vlm import _answer_stopper
+    from lrm_ros.rewards.vlm import _answer_stopper
     _, _, proc = tiny
     tok = proc.tokenizer
     prompt = [1, 2, 3]
@@ -266,13 +266,13 @@ def test_generation_budget_and_json_stop(tiny):
 
 @pytest.fixture(scope="module")
 def three_adapters(tiny, tmp_path_factory):
-    from lrm_ros.core.rewards.qwen import make_random_lrm_adapters
+    from lrm_ros.rewards.qwen import make_random_lrm_adapters
     path, _, _ = tiny
     return make_random_lrm_adapters(path, tmp_path_factory.mktemp("lrm_adapters"))
 
 
 def test_three_adapters_each_signal_uses_its_own(tiny, three_adapters):
-    from lrm_ros.core.rewards import make_backend
+    from lrm_ros.rewards import make_backend
     path, _, _ = tiny
     kw = dict(model_path=path, max_new_tokens=6, max_pixels=64 * 64, prompts="lrm_released")
     multi = make_backend("vlm", adapter_path=str(three_adapters), signal="tri", **kw)
@@ -313,7 +313,7 @@ def test_three_adapters_each_signal_uses_its_own(tiny, three_adapters):
 def test_adapter_that_does_not_fit_is_refused(tiny, three_adapters, tmp_path):
     import shutil
     from safetensors.torch import load_file, save_file
-    from lrm_ros.core.rewards import make_backend
+    from lrm_ros.rewards import make_backend
     path, _, _ = tiny
     bad = tmp_path / "bad"
     shutil.copytree(three_adapters / "completion", bad)
@@ -328,7 +328,7 @@ def test_adapter_that_does_not_fit_is_refused(tiny, three_adapters, tmp_path):
 
 
 def test_own_adapters_keep_their_training_profile(tiny, tmp_path):
-    from lrm_ros.core.rewards.qwen import adapter_profile
+    from lrm_ros.rewards.qwen import adapter_profile
     d = tmp_path / "a"
     d.mkdir()
     assert adapter_profile({"*": d}) == "lrm_released"
@@ -343,7 +343,7 @@ def test_topreward_official_prompt_and_scored_token(tiny):
     of the scored sequence, and log P read where the original reads it: the log-softmax at the
     position before " True" of a plain forward over prompt + " True"."""
     import torch
-    from lrm_ros.core.rewards import make_backend
+    from lrm_ros.rewards import make_backend
     path, model, proc = tiny
     be = make_backend("topreward", model_path=path, model=model, processor=proc, cache=False)
     assert be.prompts.profile == "topreward_official" and be.video
@@ -380,7 +380,7 @@ def test_tri_with_three_adapters_offline(tiny, three_adapters):
     """`lrm-ros eval`/`audit` build the backend from options: the same three-adapter tri
     scores a recorded episode through the offline interval-hold."""
     from lrm_ros.bags.reader import Episode
-    from lrm_ros.core.evaluate import backend_from_args, episode_queries, score_episodes
+    from lrm_ros.evaluation.evaluate import backend_from_args, episode_queries, score_episodes
     path, _, _ = tiny
     be = backend_from_args("vlm", path, "tri", [f'adapter_path="{three_adapters}"',
                                                  "max_new_tokens=4", "max_pixels=4096"])

@@ -28,9 +28,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lrm_ros.core.engine import ERROR, OK, TIMEOUT, EngineConfig, RewardEngine
-from lrm_ros.core.rewards import RewardQuery, make_backend
-from lrm_ros.core.rewards.server import ServerUnavailableError
+from lrm_ros.rewards.engine import ERROR, OK, TIMEOUT, EngineConfig, RewardEngine
+from lrm_ros.rewards import RewardQuery, make_backend
+from lrm_ros.rewards.server import ServerUnavailableError
 
 INSTR = "pick up the red cube"
 
@@ -38,7 +38,7 @@ INSTR = "pick up the red cube"
 @pytest.fixture(scope="module")
 def local(vllm_server):
     """The same weights in-process (float32)."""
-    from lrm_ros.core.rewards.qwen import load_qwen_vl
+    from lrm_ros.rewards.qwen import load_qwen_vl
     return load_qwen_vl(str(vllm_server.model_dir), dtype="float32")
 
 
@@ -90,7 +90,7 @@ def test_lrm_signals_are_the_in_process_answers(vllm_server, local):
 def test_each_signal_names_its_lora_module(vllm_server, local):
     """vLLM serving the three adapters as LoRA modules gives what peft gives in-process
     with the same adapters switched per signal."""
-    from lrm_ros.core.rewards.qwen import load_qwen_vl
+    from lrm_ros.rewards.qwen import load_qwen_vl
     frames = _frames(3, seed=2)
     queries = _lrm_queries(frames)
     names = {f"adapter_{s}": s for s in vllm_server.adapters}
@@ -455,7 +455,7 @@ def test_server_stopped_gives_errors_and_configure_fails(vllm_server):
 
 
 def test_node_config_for_the_vllm_backend():
-    from lrm_ros.core.rewards.config import RewardNodeConfig
+    from lrm_ros.rewards.config import RewardNodeConfig
     with pytest.raises(ValueError, match="server_url"):
         RewardNodeConfig(backend="vllm", model_name="m")
     with pytest.raises(ValueError, match="model_name"):
@@ -471,7 +471,7 @@ def test_node_config_for_the_vllm_backend():
     kw = cfg.backend_kwargs()
     assert kw["server_url"] == "http://gpu-box:8000/v1" and kw["model"] == "Qwen/Qwen3-VL-8B-Instruct"
     assert kw["signal"] == "topreward" and kw["timeout_s"] == cfg.request_timeout_s
-    from lrm_ros.core.rewards.server import ServerConfig
+    from lrm_ros.rewards.server import ServerConfig
     sc = ServerConfig(**kw)
     assert sc.adapters() == {"progress": "p", "completion": "c", "contrastive": "k"}
     assert ServerConfig(server_url="http://h/v1", model="m", adapter="lrm").adapters() == {

@@ -11,8 +11,8 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from lrm_ros.core.rewards.base import RewardQuery  # noqa: E402
-from lrm_ros.core.rewards.parsers import (parse_completion, parse_contrastive,  # noqa: E402
+from lrm_ros.rewards.base import RewardQuery  # noqa: E402
+from lrm_ros.rewards.parsers import (parse_completion, parse_contrastive,  # noqa: E402
                                           parse_progress)
 
 MAX_PIXELS = 96 * 96          # 3x3 = 9 visual tokens per frame: fast, still multi-token
@@ -22,7 +22,7 @@ MAX_PIXELS = 96 * 96          # 3x3 = 9 visual tokens per frame: fast, still mul
 def tiny_model(tmp_path_factory):
     import torch
     torch.set_num_threads(1)
-    from lrm_ros.core.rewards.qwen import load_qwen_vl, make_tiny_qwen3vl
+    from lrm_ros.rewards.qwen import load_qwen_vl, make_tiny_qwen3vl
     path = make_tiny_qwen3vl(tmp_path_factory.mktemp("tiny_qwen3vl"))
     model, processor = load_qwen_vl(path, max_pixels=MAX_PIXELS)
     return path, model, processor
@@ -40,19 +40,19 @@ def _same(a, b):
 # -- registry / light import ---------------------------------------------------------------
 
 def test_import_is_light_and_registry_lists_backends():
-    code = ("import sys, lrm_ros.core.rewards as r, lrm_ros.core.rewards.parsers, "
-            "lrm_ros.core.rewards.prompts\n"
+    code = ("import sys, lrm_ros.rewards as r, lrm_ros.rewards.parsers, "
+            "lrm_ros.rewards.prompts\n"
             "heavy = [m for m in ('torch', 'transformers', 'peft') if m in sys.modules]\n"
             "assert not heavy, heavy\n"
             "assert {'vlm', 'topreward'} <= set(r.list_backends()), r.list_backends()\n"
-            "import lrm_ros.core.rewards.prompts as p; p.default_prompts()\n"
+            "import lrm_ros.rewards.prompts as p; p.default_prompts()\n"
             "assert 'torch' not in sys.modules\n")
     env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parent.parent))
     subprocess.run([sys.executable, "-c", code], check=True, env=env, cwd="/tmp")
 
 
 def test_unknown_backend_names_the_known_ones():
-    from lrm_ros.core.rewards import make_backend
+    from lrm_ros.rewards import make_backend
     with pytest.raises(ValueError, match="vlm"):
         make_backend("nope")
 
@@ -100,7 +100,7 @@ def _queries(n=3, seed=1):
 
 
 def test_vlm_batched_equals_single(tiny_model):
-    from lrm_ros.core.rewards import make_backend
+    from lrm_ros.rewards import make_backend
     path, model, proc = tiny_model
     be = make_backend("vlm", model_path=path, model=model, processor=proc, signal="tri",
                       max_new_tokens=6)
@@ -123,7 +123,7 @@ def test_vlm_batched_equals_single(tiny_model):
 
 
 def test_vlm_signals_and_first_query(tiny_model):
-    from lrm_ros.core.rewards.vlm import VLMRewardBackend, VLMConfig
+    from lrm_ros.rewards.vlm import VLMRewardBackend, VLMConfig
     path, model, proc = tiny_model
     be = VLMRewardBackend(VLMConfig(model_path=path, signal="contrastive", max_new_tokens=4),
                           model=model, processor=proc)
@@ -144,7 +144,7 @@ def test_vlm_signals_and_first_query(tiny_model):
 
 
 def test_vlm_to_result_from_answers(tiny_model):
-    from lrm_ros.core.rewards.vlm import VLMRewardBackend, VLMConfig
+    from lrm_ros.rewards.vlm import VLMRewardBackend, VLMConfig
     path, model, proc = tiny_model
     be = VLMRewardBackend(VLMConfig(model_path=path, signal="tri"), model=model, processor=proc)
     q = _queries(1)[0]
@@ -169,7 +169,7 @@ def test_vlm_to_result_from_answers(tiny_model):
     (dict(dtype="int8"), "dtype"),
 ])
 def test_vlm_config_validation(kwargs, match):
-    from lrm_ros.core.rewards.vlm import VLMConfig
+    from lrm_ros.rewards.vlm import VLMConfig
     with pytest.raises(ValueError, match=match):
         VLMConfig(**kwargs)
 
@@ -177,8 +177,8 @@ def test_vlm_config_validation(kwargs, match):
 # -- missing model ----------------------------------------------------------------------------
 
 def test_missing_model_error_names_the_parameter(tmp_path, monkeypatch):
-    from lrm_ros.core.rewards import make_backend
-    from lrm_ros.core.rewards.qwen import ModelNotFoundError, resolve_local
+    from lrm_ros.rewards import make_backend
+    from lrm_ros.rewards.qwen import ModelNotFoundError, resolve_local
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf" / "hub"))
     with pytest.raises(ModelNotFoundError, match="model_path") as e:
@@ -195,7 +195,7 @@ def test_missing_model_error_names_the_parameter(tmp_path, monkeypatch):
 # -- topreward --------------------------------------------------------------------------------
 
 def test_topreward_answer_token_and_prompt_lrm_ros_profile(tiny_model):
-    from lrm_ros.core.rewards.topreward import TOPRewardBackend, TopRewardConfig
+    from lrm_ros.rewards.topreward import TOPRewardBackend, TopRewardConfig
     path, model, proc = tiny_model
     be = TOPRewardBackend(TopRewardConfig(model_path=path, prompts="lrm_ros"), model=model,
                           processor=proc)
@@ -210,7 +210,7 @@ def test_topreward_answer_token_and_prompt_lrm_ros_profile(tiny_model):
 @pytest.mark.parametrize("profile, size", [("lrm_ros", 224), ("topreward_official", 64),
                                            ("topreward_official", 224)])
 def test_topreward_cached_equals_uncached(tiny_model, profile, size):
-    from lrm_ros.core.rewards import make_backend
+    from lrm_ros.rewards import make_backend
     path, model, proc = tiny_model
     cached = make_backend("topreward", model_path=path, model=model, processor=proc,
                           max_episodes=4, prompts=profile)
@@ -257,8 +257,8 @@ def test_topreward_cached_equals_uncached(tiny_model, profile, size):
 
 
 def test_topreward_value_maps():
-    from lrm_ros.core.rewards.topreward import affine_value, minmax_normalize_episode
-    from lrm_ros.core.rewards.topreward import TopRewardConfig
+    from lrm_ros.rewards.topreward import affine_value, minmax_normalize_episode
+    from lrm_ros.rewards.topreward import TopRewardConfig
     assert (TopRewardConfig().logp_min, TopRewardConfig().logp_max) == (-25.0, -5.0)   # LRM's
     assert affine_value(-15.0, -25.0, -5.0) == 0.5
     assert affine_value(-30.0, -25.0, -5.0) == 0.0 and affine_value(-1.0, -25.0, -5.0) == 1.0
@@ -273,7 +273,7 @@ def test_topreward_value_maps():
 # -- prompts ----------------------------------------------------------------------------------
 
 def test_prompts_packaged_and_override(tmp_path):
-    from lrm_ros.core.rewards.prompts import build_messages, load_prompts
+    from lrm_ros.rewards.prompts import build_messages, load_prompts
     p = load_prompts()
     assert p.images_needed("contrastive") == ("previous", "current")
     assert p.images_needed("progress") == ("first", "current")

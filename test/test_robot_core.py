@@ -5,7 +5,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lrm_ros.core.robot import (END_FAILURE, END_RESET_REQUEST, END_SUCCESS, END_TIME_LIMIT,
+from lrm_ros.robot.bridge import (END_FAILURE, END_RESET_REQUEST, END_SUCCESS, END_TIME_LIMIT,
                                 CommandAdapter, EpisodeControl, RobotConfig, SafetyFilter)
 
 

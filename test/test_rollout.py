@@ -7,15 +7,15 @@ import numpy as np
 import pytest
 import torch
 
-from lrm_ros.core.episode_end import END_TIME_LIMIT
-from lrm_ros.core.learn.ppo import PPOConfig
-from lrm_ros.core.learn.learner_config import LearnerConfig
-from lrm_ros.core.learn.updates import filtered_bc_update, ppo_update
-from lrm_ros.core.learn.rollout import (as_store_episode, evaluate_policy, held_rewards,
+from lrm_ros.common.episode_end import END_TIME_LIMIT
+from lrm_ros.learn.ppo import PPOConfig
+from lrm_ros.learn.learner_config import LearnerConfig
+from lrm_ros.learn.updates import filtered_bc_update, ppo_update
+from lrm_ros.learn.rollout import (as_store_episode, evaluate_policy, held_rewards,
                                         oracle_rewards, run_episode, wilson_interval)
-from lrm_ros.core.policy.adapter import DEFAULT_CHECKPOINT, TinyVLAAdapter
-from lrm_ros.core.policy.tiny_vla import load_policy
-from lrm_ros.core.rewards import make_backend
+from lrm_ros.policy.adapter import DEFAULT_CHECKPOINT, TinyVLAAdapter
+from lrm_ros.policy.tiny_vla import load_policy
+from lrm_ros.rewards import make_backend
 
 torch.set_num_threads(1)
 TICKS = 7
@@ -23,7 +23,7 @@ TICKS = 7
 
 @pytest.fixture(scope="module")
 def sim():
-    from lrm_ros.core.sim.maniskill_env import ManiSkillSim, SimConfig
+    from lrm_ros.sim.maniskill_env import ManiSkillSim, SimConfig
     with ManiSkillSim(SimConfig(env_id="PushCube-v1", max_episode_ticks=TICKS)) as s:
         yield s
 
@@ -91,9 +91,9 @@ def test_parallel_rollouts_equal_serial_ones_and_follow_the_set_policy():
     """RolloutPool: the same seeds give the same (stochastic) episodes in worker processes as
     in this process, and a new policy reaches the workers."""
     import math as _m
-    from lrm_ros.core.learn.updates import widen_action_std
-    from lrm_ros.core.learn.rollout_pool import RolloutPool
-    from lrm_ros.core.sim.maniskill_env import SimConfig
+    from lrm_ros.learn.updates import widen_action_std
+    from lrm_ros.learn.rollout_pool import RolloutPool
+    from lrm_ros.sim.maniskill_env import SimConfig
     cfg = SimConfig(env_id="PushCube-v1", max_episode_ticks=TICKS, camera_width=224, camera_height=224)
     model, _ = load_policy(DEFAULT_CHECKPOINT)
     with RolloutPool(cfg, workers=0, noise_seed=3) as serial:

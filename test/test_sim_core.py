@@ -11,9 +11,9 @@ import pytest
 torch = pytest.importorskip("torch")
 torch.set_num_threads(1)
 
-from lrm_ros.core.sim.maniskill_env import ManiSkillSim, SimConfig, SimObservation  # noqa: E402
-from lrm_ros.core.sim.tasks import TASK_INSTRUCTIONS, instruction_for  # noqa: E402
-from lrm_ros.core.sim.vulkan import ensure_vulkan_icd  # noqa: E402
+from lrm_ros.sim.maniskill_env import ManiSkillSim, SimConfig, SimObservation  # noqa: E402
+from lrm_ros.sim.tasks import TASK_INSTRUCTIONS, instruction_for  # noqa: E402
+from lrm_ros.sim.vulkan import ensure_vulkan_icd  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -129,7 +129,7 @@ def test_vulkan_icd_env_checked(monkeypatch, tmp_path):
 
 def test_import_is_ros_free():
     code = (
-        "import sys, lrm_ros.core.sim.maniskill_env, lrm_ros.core.sim.demos, lrm_ros.bags.reader;"
+        "import sys, lrm_ros.sim.maniskill_env, lrm_ros.sim.demos, lrm_ros.bags.reader;"
         "bad = [m for m in sys.modules if m == 'rclpy' or m.split('.')[0].endswith('_msgs')];"
         "assert not bad, bad"
     )

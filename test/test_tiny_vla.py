@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from lrm_ros.core.policy.tiny_vla import (PolicyCheckpointError, TinyVLA, TinyVLAConfig,
+from lrm_ros.policy.tiny_vla import (PolicyCheckpointError, TinyVLA, TinyVLAConfig,
                                           load_policy, save_policy, train_bc)
 
 torch.set_num_threads(1)

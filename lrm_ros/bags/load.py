@@ -20,7 +20,7 @@ import numpy as np
 
 from lrm_ros.bags.reader import BagFormatError, Episode
 from lrm_ros.bags.types import make_typestore
-from lrm_ros.core.stamps import stamp_ns
+from lrm_ros.common.stamps import stamp_ns
 
 NAN = float("nan")
 _MSG_SPLIT = re.compile(r"^=+\s*\nMSG: (\S+)\s*\n", re.MULTILINE)
@@ -151,7 +151,7 @@ def _messages(path: Path, ts, contents: BagContents):
 
 
 def _decode_image(msg, msgtype: str) -> np.ndarray:
-    from lrm_ros.core.image import decode_compressed, decode_raw
+    from lrm_ros.vision.image import decode_compressed, decode_raw
     if msgtype.endswith("CompressedImage"):
         return decode_compressed(msg.format, msg.data)
     return decode_raw(msg.encoding, msg.height, msg.width, msg.step, msg.data,
@@ -163,7 +163,7 @@ def load_bag(path, *, namespace: str = "", camera_topic: str = "camera/image_raw
     """Episodes of one namespace of a bag. `camera_topic` is relative to the namespace (or
     absolute); a sensor_msgs/Image or CompressedImage. `image_size` > 0 resizes frames as
     camera_ingest does (resize + centre crop)."""
-    from lrm_ros.core.image import ImageError, resize_center_crop
+    from lrm_ros.vision.image import ImageError, resize_center_crop
     path = Path(path)
     ts = make_typestore()
     contents = BagContents(path=path, episodes=[])

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lrm_ros.core.stamps import stamp_ns
+from lrm_ros.common.stamps import stamp_ns
 
 from .types import make_typestore
 

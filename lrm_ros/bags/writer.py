@@ -11,7 +11,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from lrm_ros.core.episode_end import END_REASONS
+from lrm_ros.common.episode_end import END_REASONS
 
 from .types import make_typestore, msgtype
 

@@ -1,1 +1,1 @@
-"""Thin rclpy nodes: parameters -> core config -> core object -> publish."""
+"""Thin rclpy nodes: parameters -> config dataclass -> domain object -> publish."""

@@ -9,8 +9,8 @@ from functools import partial
 from rclpy.node import Node
 from sensor_msgs.msg import CompressedImage, Image
 
-from lrm_ros.core.image import ImageError
-from lrm_ros.core.ingest import FrameConverter, IngestConfig
+from lrm_ros.vision.image import ImageError
+from lrm_ros.vision.ingest import FrameConverter, IngestConfig
 from lrm_ros.nodes.runtime import run_node
 from lrm_ros.ros.diagnostics import DiagnosticsPublisher
 from lrm_ros.ros.image_msgs import compressed_msg_to_rgb, image_msg_to_rgb, rgb_to_image_msg

@@ -1,7 +1,7 @@
 """learner: records every episode of every environment to disk and improves the policy.
 
 Per environment it joins `policy/step`, `reward/held`, `reward/result` and `control/tick`
-into steps (`lrm_ros.core.learn.assembler.EpisodeAssembler`) written to the episode store as they
+into steps (`lrm_ros.learn.assembler.EpisodeAssembler`) written to the episode store as they
 complete. Once enough new episodes are in, an update (PPO or filtered BC) runs in a worker
 thread, the checkpoint is written atomically, and `learner/policy_update` announces it
 (latched, so a restarted policy catches up). `learner/stats` carries each iteration's
@@ -15,10 +15,10 @@ from functools import partial
 from rclpy.node import Node
 from std_msgs.msg import Bool, String
 
-from lrm_ros.core.learn.ppo import PPOConfig
-from lrm_ros.core.learn.assembler import EpisodeAssembler, LearningGate
-from lrm_ros.core.learn.learner_config import LearnerConfig
-from lrm_ros.core.learn.rl import Learner
+from lrm_ros.learn.ppo import PPOConfig
+from lrm_ros.learn.assembler import EpisodeAssembler, LearningGate
+from lrm_ros.learn.learner_config import LearnerConfig
+from lrm_ros.learn.rl import Learner
 from lrm_ros.msg import ControlTick, HeldReward, PolicyStep, PolicyUpdate, RewardQueryResult
 from lrm_ros.nodes.runtime import run_node
 from lrm_ros.ros.diagnostics import DiagnosticsPublisher, wall_timer

@@ -18,7 +18,7 @@ from sensor_msgs.msg import CameraInfo, Image, JointState
 from std_msgs.msg import Float64MultiArray, Header, String
 from std_srvs.srv import Trigger
 
-from lrm_ros.core.bridge import BridgeConfig, CommandError, CommandGate, StartupWait
+from lrm_ros.sim.bridge import BridgeConfig, CommandError, CommandGate, StartupWait
 from lrm_ros.msg import ControlTick, SimOracle
 from lrm_ros.nodes.runtime import run_node
 from lrm_ros.ros.diagnostics import DiagnosticsPublisher
@@ -31,7 +31,7 @@ class ManiSkillBridge(Node):
     def __init__(self, **kwargs):
         super().__init__("maniskill_bridge", **kwargs)
         self.config = declare_config(self, BridgeConfig)
-        from lrm_ros.core.sim.maniskill_env import ManiSkillSim  # heavy: SAPIEN, torch
+        from lrm_ros.sim.maniskill_env import ManiSkillSim  # heavy: SAPIEN, torch
         self.get_logger().info(f"starting {self.config.env_id} ({self.config.control_mode}, "
                                f"{self.config.mode}, camera {self.config.camera_width}x"
                                f"{self.config.camera_height})")
@@ -237,7 +237,7 @@ class ManiSkillBridge(Node):
         names = [n for n in self.config.wait_for_nodes if n]
         if not names:
             return True
-        from lrm_ros.core.readiness import RequiredNodes
+        from lrm_ros.common.readiness import RequiredNodes
         from lrm_ros.ros.readiness import NodeReadinessProbe
         tick_topic = self.pub_tick.topic_name
         probe = NodeReadinessProbe(self, names, tick_topic)

@@ -9,12 +9,12 @@ import math
 from sensor_msgs.msg import Image
 from std_msgs.msg import Header, String
 
-from lrm_ros.core.engine import ERROR, OK, TIMEOUT, RewardEngine
-from lrm_ros.core.hold import IntervalHold
-from lrm_ros.core.image import ImageError
-from lrm_ros.core.rewards import make_backend
-from lrm_ros.core.rewards.config import RewardNodeConfig
-from lrm_ros.core.stamps import stamp_ns
+from lrm_ros.rewards.engine import ERROR, OK, TIMEOUT, RewardEngine
+from lrm_ros.rewards.hold import IntervalHold
+from lrm_ros.vision.image import ImageError
+from lrm_ros.rewards import make_backend
+from lrm_ros.rewards.config import RewardNodeConfig
+from lrm_ros.common.stamps import stamp_ns
 from lrm_ros.msg import ControlTick, HeldReward, RewardQueryResult, SimOracle
 from lrm_ros.nodes.runtime import run_node
 from lrm_ros.ros.diagnostics import DiagnosticsPublisher

@@ -21,7 +21,7 @@ from std_msgs.msg import Bool, Float64MultiArray, Header, String
 from std_srvs.srv import Trigger
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
-from lrm_ros.core.robot import CommandAdapter, EpisodeControl, RobotConfig, SafetyFilter
+from lrm_ros.robot.bridge import CommandAdapter, EpisodeControl, RobotConfig, SafetyFilter
 from lrm_ros.msg import ControlTick, HeldReward
 from lrm_ros.nodes.runtime import run_node
 from lrm_ros.ros.diagnostics import DiagnosticsPublisher
@@ -68,7 +68,7 @@ class RobotBridgeNode(Node):
         self.readiness = None
         names = [n for n in cfg.wait_for_nodes if n]
         if names:
-            from lrm_ros.core.readiness import RequiredNodes
+            from lrm_ros.common.readiness import RequiredNodes
             from lrm_ros.ros.readiness import NodeReadinessProbe
             self.readiness = (NodeReadinessProbe(self, names, self.pub_tick.topic_name),
                               RequiredNodes(names, timeout_s=60.0))

@@ -1,6 +1,6 @@
 """Thin adapter between ``sensor_msgs`` image messages and (H, W, 3) uint8 RGB arrays.
 
-All pixel work is done by :mod:`lrm_ros.core.image`; this module only moves fields.
+All pixel work is done by :mod:`lrm_ros.vision.image`; this module only moves fields.
 
 Notes on rclpy message data (measured with the Kilted wheels, rclpy 9.1.2):
 
@@ -25,7 +25,7 @@ import array
 import numpy as np
 from sensor_msgs.msg import CompressedImage, Image
 
-from lrm_ros.core.image import (
+from lrm_ros.vision.image import (
     decode_compressed,
     decode_raw,
     encode_compressed,

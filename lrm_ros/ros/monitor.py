@@ -20,7 +20,7 @@ from sensor_msgs.msg import CameraInfo, Image, JointState
 from std_msgs.msg import Float64MultiArray, String
 from std_srvs.srv import Trigger
 
-from lrm_ros.core.stamps import stamp_ns
+from lrm_ros.common.stamps import stamp_ns
 from lrm_ros.msg import ControlTick, HeldReward, PolicyStep, PolicyUpdate, RewardQueryResult, SimOracle
 from lrm_ros.ros.diagnostics import parse_status
 from lrm_ros.ros.image_msgs import image_msg_to_rgb

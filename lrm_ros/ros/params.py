@@ -1,4 +1,4 @@
-"""ROS parameters declared from a frozen config dataclass of lrm_ros.core.
+"""ROS parameters declared from a frozen config dataclass of the ROS-free layers.
 
 Every field becomes a parameter with the field's default and a description: the field's `help`
 metadata, or else its attribute docstring (the string literal right below the field in the class

@@ -1,4 +1,4 @@
-"""Observing the nodes a tick source waits for (lrm_ros.core.readiness decides).
+"""Observing the nodes a tick source waits for (lrm_ros.common.readiness decides).
 
 Per required node (fully qualified name): is it in the ROS graph, does it subscribe this
 tick source's `control/tick`, and, when it is a lifecycle node (it offers `<name>/get_state`),
@@ -10,7 +10,7 @@ from typing import Dict, Sequence
 from lifecycle_msgs.srv import GetState
 from rclpy.node import Node
 
-from lrm_ros.core.readiness import node_problem
+from lrm_ros.common.readiness import node_problem
 
 
 def _split(fqn: str):

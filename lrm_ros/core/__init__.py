@@ -1,1 +1,0 @@
-"""ROS-free core (numpy/OpenCV only; never imports rclpy or *_msgs)."""

@@ -1,0 +1,42 @@
+"""Reward backends: a registry of names -> factories, imported lazily.
+
+`make_backend("vlm", model_path=..., signal="tri")` imports the backend's module only then,
+so `import lrm_ros.rewards` stays light (no torch / transformers) for nodes and tools
+that only need the interface (base.py) or another backend.
+
+Each factory is "module:function"; the function takes the backend's config as keyword
+arguments and returns a RewardBackend. To add a backend, add an entry to _FACTORIES.
+"""
+from importlib import import_module
+from typing import Callable, Dict, List, Union
+
+from .base import RewardBackend, RewardQuery, RewardResult, tri_value  # noqa: F401 (light)
+
+_FACTORIES: Dict[str, Union[str, Callable[..., RewardBackend]]] = {
+    "vlm": "lrm_ros.rewards.vlm:make",              # LRM signals from a Qwen-VL (JSON answers)
+    "topreward": "lrm_ros.rewards.topreward:make",  # TOPReward log P(True), prefix KV cache
+    "oracle": "lrm_ros.rewards.oracle:make",        # the simulator's dense reward (evaluation)
+    "lite": "lrm_ros.rewards.lite:make",            # the embedded small reward model (heads on frozen features)
+    "vllm": "lrm_ros.rewards.server:make",          # an inference server (vLLM, OpenAI-compatible HTTP API)
+}
+
+
+def register_backend(name: str, factory: Union[str, Callable[..., RewardBackend]]) -> None:
+    """Add or replace a backend: factory is a callable or a "module:function" string."""
+    _FACTORIES[name] = factory
+
+
+def list_backends() -> List[str]:
+    return sorted(_FACTORIES)
+
+
+def make_backend(name: str, **config) -> RewardBackend:
+    """A backend by registry name, built from its config keyword arguments."""
+    try:
+        factory = _FACTORIES[name]
+    except KeyError:
+        raise ValueError(f"unknown reward backend {name!r}; known: {list_backends()}") from None
+    if isinstance(factory, str):
+        module, _, attr = factory.partition(":")
+        factory = getattr(import_module(module), attr)
+    return factory(**config)
