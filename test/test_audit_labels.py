@@ -88,7 +88,7 @@ def test_an_operator_stopped_episode_is_unlabelled_but_a_time_limit_is_a_failure
 
 
 def test_rescoring_without_an_instruction_warns_and_instruction_or_task_fills_it(tmp_path):
-    from lrm_ros.evaluation.evaluate import backend_from_args
+    from lrm_ros.rewards.options import backend_from_args
     bag = _camera_only_bag(tmp_path / "robot_bag")
     backend = backend_from_args("lite", "", "progress", [])
     warned = []

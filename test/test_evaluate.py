@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 
 from lrm_ros.bags.reader import Episode
-from lrm_ros.evaluation.evaluate import (METRIC_KEYS, EpisodeScores, bag_labels, compute_metrics, episode_queries,
-                                   evaluate, main, score_episodes)
+from lrm_ros.evaluation.evaluate import bag_labels, evaluate, main
+from lrm_ros.evaluation.scores import METRIC_KEYS, EpisodeScores, compute_metrics
+from lrm_ros.rewards.offline import episode_queries, score_episodes
 from lrm_ros.rewards.base import RewardBackend, RewardResult
 
 

@@ -4,7 +4,7 @@ import pytest
 
 from lrm_ros.bags.reader import Episode
 from lrm_ros.data.labels import (LabelConfig, build_examples, build_labelled, instruction_owner,
-                                      split_by_task)
+                                 split_by_task)
 from lrm_ros.data.lite_data import LiteExamples
 
 INSTR = {"PickCube-v1": "pick the cube", "PushCube-v1": "push the cube"}

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from lrm_ros.learn.lora_vlm import (LoraConfigArgs, SFTEncoder, SFTSample, answer_text,
-                                         train_lora)
+                                    train_lora)
 from lrm_ros.rewards.base import RewardQuery
 
 

@@ -15,10 +15,10 @@ from lrm_ros.learn.rl import Learner
 from lrm_ros.learn.updates import episode_succeeded, filtered_bc_update, step_rewards
 from lrm_ros.learn.ppo import PPOConfig, discounted_returns
 from lrm_ros.policy.adapter import (PolicyAdapter, PolicyObservation, TinyVLAAdapter,
-                                         adapter_class)
+                                    adapter_class)
 from lrm_ros.policy.runtime import ObservationSync, PolicyNodeConfig, PolicyRuntime, TickInfo
 from lrm_ros.policy.tiny_vla import (PolicyCheckpointError, TinyVLA, TinyVLAConfig, load_policy,
-                                          save_policy)
+                                     save_policy)
 
 torch.set_num_threads(1)
 CFG = TinyVLAConfig(action_dim=7, proprio_dim=9)

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from lrm_ros.learn.ppo import (PPOConfig, compute_gae, gae_direct, gaussian_kl, ppo_losses,
-                                    stale_weights)
+                               stale_weights)
 
 
 @pytest.mark.parametrize("last_done", [False, True])

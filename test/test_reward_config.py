@@ -46,6 +46,39 @@ def test_the_files_that_cannot_import_the_default_interval_state_the_same_one():
     assert params["/**"]["ros__parameters"]["interval"] == DEFAULT_INTERVAL
 
 
+def test_the_hold_and_engine_fields_are_theirs_not_restated():
+    from dataclasses import fields
+    from lrm_ros.rewards.engine import EngineConfig
+    from lrm_ros.rewards.hold import HoldConfig
+    cfg = RewardNodeConfig()
+    node_fields = {f.name: f for f in fields(RewardNodeConfig)}
+    for cls in (HoldConfig, EngineConfig):
+        for f in fields(cls):
+            assert node_fields[f.name].default == f.default, f.name
+            assert node_fields[f.name].metadata["help"] == f.metadata["help"], f.name
+    assert cfg.hold_config() == HoldConfig() and cfg.engine_config() == EngineConfig()
+
+
+def test_a_backend_of_another_package_reaches_the_node_as_module_function():
+    from lrm_ros.rewards import list_backends, make_backend, register_backend, _FACTORIES
+    spec = "lrm_ros.rewards.oracle:make"          # a real factory, named as a user names theirs
+    cfg = RewardNodeConfig(backend=spec, model_path="/ignored/by/oracle", signal="progress")
+    assert cfg.effective_signal == "progress"
+    assert cfg.backend_kwargs() == {"max_batch": 8, "model_path": "/ignored/by/oracle", "signal": "progress"}
+    assert isinstance(make_backend(spec), OracleRewardBackend)
+    with pytest.raises(ValueError, match="cannot be imported: ModuleNotFoundError"):
+        make_backend("no_such_package.rewards:make")
+    with pytest.raises(ValueError, match="returned dict, not a lrm_ros RewardBackend"):
+        make_backend("builtins:dict", max_batch=8)
+    register_backend("mine", "lrm_ros.rewards.oracle:make")   # registered names are valid too
+    try:
+        assert "mine" in list_backends() and RewardNodeConfig(backend="mine").backend == "mine"
+    finally:
+        del _FACTORIES["mine"]
+    with pytest.raises(ValueError, match="package.module:function"):
+        RewardNodeConfig(backend="mine")
+
+
 @pytest.mark.parametrize("kwargs, words", [
     ({"backend": "gpt"}, ["backend", "lite", "vlm", "topreward", "oracle"]),
     ({"backend": "vlm"}, ["model_path", "local directory", "-p model_path:="]),

@@ -21,7 +21,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from lrm_ros.rewards.base import RewardQuery, tri_value, tri_value_released  # noqa: E402
 from lrm_ros.rewards.parsers import (has_closed_answer, parse_completion_released,  # noqa: E402
-                                          parse_contrastive_released, parse_progress_released)
+                                     parse_contrastive_released, parse_progress_released)
 
 TASK = "push the red cube to the target"
 IMG = "<|vision_start|><|image_pad|><|vision_end|>"
@@ -380,7 +380,8 @@ def test_tri_with_three_adapters_offline(tiny, three_adapters):
     """`lrm-ros eval`/`audit` build the backend from options: the same three-adapter tri
     scores a recorded episode through the offline interval-hold."""
     from lrm_ros.bags.reader import Episode
-    from lrm_ros.evaluation.evaluate import backend_from_args, episode_queries, score_episodes
+    from lrm_ros.rewards.offline import episode_queries, score_episodes
+    from lrm_ros.rewards.options import backend_from_args
     path, _, _ = tiny
     be = backend_from_args("vlm", path, "tri", [f'adapter_path="{three_adapters}"',
                                                  "max_new_tokens=4", "max_pixels=4096"])

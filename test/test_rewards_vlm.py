@@ -13,7 +13,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from lrm_ros.rewards.base import RewardQuery  # noqa: E402
 from lrm_ros.rewards.parsers import (parse_completion, parse_contrastive,  # noqa: E402
-                                          parse_progress)
+                                     parse_progress)
 
 MAX_PIXELS = 96 * 96          # 3x3 = 9 visual tokens per frame: fast, still multi-token
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from lrm_ros.robot.bridge import (END_FAILURE, END_RESET_REQUEST, END_SUCCESS, END_TIME_LIMIT,
-                                CommandAdapter, EpisodeControl, RobotConfig, SafetyFilter)
+                                  CommandAdapter, EpisodeControl, RobotConfig, SafetyFilter)
 
 
 def test_commands_are_clipped_and_rate_limited():

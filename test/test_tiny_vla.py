@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from lrm_ros.policy.tiny_vla import (PolicyCheckpointError, TinyVLA, TinyVLAConfig,
-                                          load_policy, save_policy, train_bc)
+                                     load_policy, save_policy, train_bc)
 
 torch.set_num_threads(1)
 

@@ -191,7 +191,7 @@ def generate_failures(demo_bags: Sequence[Path | str], out_dir: Path | str,
     from lrm_ros.bags.reader import BagFormatError, read_episodes
     from lrm_ros.bags.writer import EpisodeBagWriter
     from lrm_ros.sim.demos import (EPISODE_GAP_S, START_S, _bag_stamp_ns, _replay_episode, _write_episode,
-                                        auto_max_ticks, write_summary)
+                                   auto_max_ticks, write_summary)
     from lrm_ros.sim.maniskill_env import ManiSkillSim, SimConfig
 
     cfg = config or FailureConfig()

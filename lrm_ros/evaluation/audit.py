@@ -28,33 +28,13 @@ from typing import Any, Dict, List, Optional, Sequence
 import numpy as np
 
 from lrm_ros.common.episode_end import END_FAILURE, END_SUCCESS, END_TIME_LIMIT
-from lrm_ros.evaluation.evaluate import (METRIC_KEYS, EpisodeScores, _clean, _fmt, _thumb, add_backend_arguments,
-                                   backend_from_args, compute_metrics, episode_queries, score_episodes)
-from lrm_ros.rewards.hold import DEFAULT_INTERVAL, HoldConfig, IntervalHold
+from lrm_ros.evaluation.report import html_cell, strict_json
+from lrm_ros.evaluation.scores import METRIC_KEYS, EpisodeScores, compute_metrics, thumbnail
+from lrm_ros.rewards.hold import DEFAULT_INTERVAL
+from lrm_ros.rewards.offline import episode_queries, hold_trace, score_episodes
+from lrm_ros.rewards.options import add_backend_arguments, backend_from_args
 
 NAN = float("nan")
-
-
-def hold_trace(ep, queries, results, interval: int, needs=(), env: str = "audit", ended: bool = True):
-    """The held value and stale flag the online node publishes at each tick of `ep`, given
-    the results of its queries (answered within a tick, as a fast backend does)."""
-    by_tick = {q.tick: r for q, r in zip(queries, results)}
-    hold = IntervalHold(HoldConfig(interval=interval), needs=frozenset(needs), env=env)
-    hold.set_instruction(ep.instruction)
-    T = len(ep.frames)
-    values, stale = np.zeros(T), np.zeros(T, bool)
-    oracle = np.asarray(ep.normalized_dense_rewards, np.float64)
-    for t in range(T):
-        stamp = int(ep.stamps_ns[t])
-        ready = hold.on_frame(stamp, ep.frames[t])
-        more, h = hold.on_tick(int(ep.episode), t, stamp, episode_start=(t == 0),
-                               episode_end=(t == T - 1 and ended))
-        values[t], stale[t] = h.value, h.stale
-        ready = ready + more + hold.on_oracle(int(ep.episode), t, float(oracle[t]))
-        for q in ready:
-            r = by_tick.get(q.tick)
-            hold.on_result(q, r, r is not None)
-    return values, stale
 
 
 @dataclass
@@ -257,7 +237,7 @@ def audit(bags: Sequence[Path | str], out_dir: Path | str, *, backend=None, inte
                     raw_eps.append((len(episodes), ep, k))
                 ticks = rec.query_ticks if rec is not None and rec.query_ticks.size else \
                     np.unique(np.r_[np.arange(k, len(ep.frames), k), len(ep.frames) - 1])
-                a.thumbs = {int(t): _thumb(ep.frames[int(t)]) for t in ticks if 0 <= t < len(ep.frames)}
+                a.thumbs = {int(t): thumbnail(ep.frames[int(t)]) for t in ticks if 0 <= t < len(ep.frames)}
                 episodes.append(a)
     if backend is not None and work:
         res = score_episodes(backend, work, progress=progress)
@@ -297,7 +277,7 @@ def audit(bags: Sequence[Path | str], out_dir: Path | str, *, backend=None, inte
                                             "held": s.held.tolist(), "stale": s.stale.tolist()}
                                         for n, s in a.sources.items()}} for a in ranked],
               "seconds": round(time.perf_counter() - t0, 2)}
-    (out / "audit.json").write_text(json.dumps(_clean(report), indent=1))
+    (out / "audit.json").write_text(json.dumps(strict_json(report), indent=1))
     write_audit_html(report, out)
     return report
 
@@ -312,16 +292,16 @@ def _recorded_interval(rec: Optional[Source]) -> int:
 def write_audit_html(report: Dict[str, Any], out: Path) -> Path:
     cols = ["n_episodes", "n_success", "n_failure", "n_queries", *METRIC_KEYS]
     mrows = "".join(f"<tr><td>{html.escape(v['label'])}</td>" + "".join(
-        f"<td>{_fmt(v['metrics'].get(c))}</td>" for c in cols) + "</tr>" for v in report["metrics"].values())
+        f"<td>{html_cell(v['metrics'].get(c))}</td>" for c in cols) + "</tr>" for v in report["metrics"].values())
     mhead = "".join(f"<th>{html.escape(c)}</th>" for c in ["source", *cols])
     erows = []
     for e in report["episodes"]:
         d = e["disagreement"]
-        finals = ", ".join(f"{n}: {_fmt(s['final'])}" for n, s in e["sources"].items())
+        finals = ", ".join(f"{n}: {html_cell(s['final'])}" for n, s in e["sources"].items())
         link = f'<a href="#{html.escape(e["plot"])}">plot</a>' if e["plot"] else ""
         erows.append(f"<tr><td>{html.escape(e['key'])}</td><td>{html.escape(e['task'] or '')}</td>"
-                     f"<td>{_fmt(e['success'])}</td><td>{_fmt(d.get('models_mean_abs'))}</td>"
-                     f"<td>{finals}</td><td>{_fmt(d.get('max'))}</td><td>{link}</td></tr>")
+                     f"<td>{html_cell(e['success'])}</td><td>{html_cell(d.get('models_mean_abs'))}</td>"
+                     f"<td>{finals}</td><td>{html_cell(d.get('max'))}</td><td>{link}</td></tr>")
     probs = "".join(f"<li><code>{html.escape(k)}</code><ul>" + "".join(f"<li>{html.escape(p)}</li>" for p in v)
                     + "</ul></li>" for k, v in report["problems"].items())
     warns = "".join(f"<li>{html.escape(w)}</li>" for w in report.get("warnings", []))

@@ -83,8 +83,7 @@ def held_rewards(backend, episodes: Sequence[RolloutEpisode], interval: int = 10
                  progress: bool = False, env: str = "env0") -> None:
     """Fill each episode's `reward`, `stale` and `completion` (per step) as the online graph
     would: queries at K, 2K, ... and the terminal tick through `IntervalHold`."""
-    from lrm_ros.evaluation.audit import hold_trace
-    from lrm_ros.evaluation.evaluate import episode_queries, score_episodes
+    from lrm_ros.rewards.offline import episode_queries, hold_trace, score_episodes
     needs = frozenset(getattr(backend, "needs", ()))
     work = [(i, episode_queries(ep, env, interval, needs)) for i, ep in enumerate(episodes)]
     results = score_episodes(backend, work, progress=progress)

@@ -10,7 +10,7 @@ import numpy as np
 
 from lrm_ros.learn.learner_config import LearnerConfig
 from lrm_ros.learn.ppo import (PPOConfig, compute_gae, discounted_returns, gaussian_kl, ppo_losses,
-                                   stale_weights)
+                               stale_weights)
 
 NAN = float("nan")
 

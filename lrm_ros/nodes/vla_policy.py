@@ -9,7 +9,7 @@ from std_msgs.msg import Float64MultiArray, String
 
 from lrm_ros.policy.adapter import PolicyObservation
 from lrm_ros.policy.runtime import (ObservationSync, PolicyNodeConfig, PolicyRuntime, TickInfo,
-                                         build_adapter)
+                                    build_adapter)
 from lrm_ros.common.stamps import stamp_ns
 from lrm_ros.msg import ControlTick, PolicyStep, PolicyUpdate
 from lrm_ros.nodes.runtime import run_node

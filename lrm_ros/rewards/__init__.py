@@ -5,7 +5,9 @@ so `import lrm_ros.rewards` stays light (no torch / transformers) for nodes and 
 that only need the interface (base.py) or another backend.
 
 Each factory is "module:function"; the function takes the backend's config as keyword
-arguments and returns a RewardBackend. To add a backend, add an entry to _FACTORIES.
+arguments and returns a RewardBackend. To add a backend, add an entry to _FACTORIES, call
+`register_backend()` in your process, or name its factory as "package.module:function"
+wherever a backend name is taken (the reward node's `backend` parameter, `--backend`).
 """
 from importlib import import_module
 from typing import Callable, Dict, List, Union
@@ -30,13 +32,30 @@ def list_backends() -> List[str]:
     return sorted(_FACTORIES)
 
 
+def is_factory_spec(name: str) -> bool:
+    """Whether `name` has the "package.module:function" form of a backend factory."""
+    module, sep, attr = name.partition(":")
+    return bool(sep and module and attr.isidentifier()
+                and all(part.isidentifier() for part in module.split(".")))
+
+
 def make_backend(name: str, **config) -> RewardBackend:
-    """A backend by registry name, built from its config keyword arguments."""
-    try:
-        factory = _FACTORIES[name]
-    except KeyError:
-        raise ValueError(f"unknown reward backend {name!r}; known: {list_backends()}") from None
+    """A backend by registry name (or "package.module:function"), built from its config
+    keyword arguments."""
+    factory = _FACTORIES.get(name)
+    if factory is None and is_factory_spec(name):
+        factory = name
+    if factory is None:
+        raise ValueError(f"unknown reward backend {name!r}; known: {list_backends()}, or name a "
+                         "factory as 'package.module:function'") from None
     if isinstance(factory, str):
         module, _, attr = factory.partition(":")
-        factory = getattr(import_module(module), attr)
-    return factory(**config)
+        try:
+            factory = getattr(import_module(module), attr)
+        except (ImportError, AttributeError) as exc:
+            raise ValueError(f"reward backend {name!r} cannot be imported: {type(exc).__name__}: {exc}") from None
+    backend = factory(**config)
+    if not isinstance(backend, RewardBackend):
+        raise ValueError(f"reward backend {name!r}: its factory returned {type(backend).__name__}, "
+                         "not a lrm_ros RewardBackend")
+    return backend

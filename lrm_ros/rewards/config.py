@@ -1,11 +1,19 @@
-"""Parameters of the reward_model node (one flat dataclass: ROS parameters map 1:1)."""
+"""Parameters of the reward_model node (one flat dataclass: ROS parameters map 1:1).
+
+The interval-hold's and the engine's fields are taken from `HoldConfig` and `EngineConfig`
+(defaults and help), not restated. `backend` is a name of the registry in
+`lrm_ros.rewards` (`list_backends()`), or a factory of another package as
+"package.module:function", which is how a backend of your own reaches the node's process.
+"""
+import dataclasses
 from dataclasses import dataclass, field, fields
 from typing import Dict, Tuple
 
+from lrm_ros.rewards import is_factory_spec, list_backends
 from lrm_ros.rewards.engine import EngineConfig
-from lrm_ros.rewards.hold import DEFAULT_INTERVAL, HoldConfig
+from lrm_ros.rewards.hold import HoldConfig
 
-BACKENDS = ("lite", "vlm", "topreward", "oracle", "vllm")
+BUILT_IN = ("lite", "vlm", "topreward", "oracle", "vllm")   # the backends this config knows settings of
 LRM_SIGNALS = ("progress", "completion", "contrastive", "tri")
 SERVER_SIGNALS = LRM_SIGNALS + ("topreward",)
 
@@ -14,12 +22,22 @@ def _h(text):
     return {"help": text}
 
 
+def _same_as(cls, name: str):
+    """The field `name` of config dataclass `cls`, with its default and help."""
+    f = cls.__dataclass_fields__[name]
+    if f.default is dataclasses.MISSING:
+        raise TypeError(f"{cls.__name__}.{name} has no plain default to share")
+    return field(default=f.default, metadata=f.metadata)
+
+
 @dataclass(frozen=True)
 class RewardNodeConfig:
     backend: str = field(default="oracle", metadata=_h(
         "reward backend: lite (embedded), vlm (Qwen-VL LRM), topreward (Qwen-VL log P(True)), "
         "oracle (the simulator's dense reward, evaluation only), vllm (the VLM reward from an "
-        "inference server over the OpenAI-compatible API: vLLM, SGLang, ...)"))
+        "inference server over the OpenAI-compatible API: vLLM, SGLang, ...), or a backend of "
+        "another package as 'package.module:function' (a factory taking model_path, signal, "
+        "max_batch when set, returning a RewardBackend)"))
     model_path: str = field(default="", metadata=_h(
         "vlm/topreward: local directory of a Hugging Face Qwen-VL checkpoint, or a hub id already "
         "in the local Hugging Face cache; lite: checkpoint file ('' = the one shipped)"))
@@ -76,25 +94,26 @@ class RewardNodeConfig:
         "environment namespaces served by this node, e.g. ['env0', 'env1'] (topics env0/camera/frame, "
         "...); [''] = the node's own namespace"))
     # hold
-    interval: int = field(default=DEFAULT_INTERVAL, metadata=HoldConfig.__dataclass_fields__["interval"].metadata)
-    stale_after_ticks: int = field(default=0, metadata=HoldConfig.__dataclass_fields__["stale_after_ticks"].metadata)
-    initial_value: float = field(default=0.0, metadata=HoldConfig.__dataclass_fields__["initial_value"].metadata)
-    query_on_episode_end: bool = field(default=True, metadata=HoldConfig.__dataclass_fields__["query_on_episode_end"].metadata)
-    frame_wait_ticks: int = field(default=2, metadata=HoldConfig.__dataclass_fields__["frame_wait_ticks"].metadata)
-    max_frames: int = field(default=64, metadata=HoldConfig.__dataclass_fields__["max_frames"].metadata)
+    interval: int = _same_as(HoldConfig, "interval")
+    stale_after_ticks: int = _same_as(HoldConfig, "stale_after_ticks")
+    initial_value: float = _same_as(HoldConfig, "initial_value")
+    query_on_episode_end: bool = _same_as(HoldConfig, "query_on_episode_end")
+    frame_wait_ticks: int = _same_as(HoldConfig, "frame_wait_ticks")
+    max_frames: int = _same_as(HoldConfig, "max_frames")
     # engine
-    max_batch: int = field(default=8, metadata=EngineConfig.__dataclass_fields__["max_batch"].metadata)
-    max_wait_s: float = field(default=0.01, metadata=EngineConfig.__dataclass_fields__["max_wait_s"].metadata)
-    timeout_s: float = field(default=10.0, metadata=EngineConfig.__dataclass_fields__["timeout_s"].metadata)
-    queue_size: int = field(default=64, metadata=EngineConfig.__dataclass_fields__["queue_size"].metadata)
+    max_batch: int = _same_as(EngineConfig, "max_batch")
+    max_wait_s: float = _same_as(EngineConfig, "max_wait_s")
+    timeout_s: float = _same_as(EngineConfig, "timeout_s")
+    queue_size: int = _same_as(EngineConfig, "queue_size")
     cpu_threads: int = field(default=1, metadata=_h(
         "CPU threads for inference (torch); 0 = torch's default (all cores). Keep it small on "
         "a shared CPU so the control loop and rendering keep theirs"))
     diagnostics_period_s: float = field(default=1.0, metadata=_h("period of /diagnostics"))
 
     def __post_init__(self):
-        if self.backend not in BACKENDS:
-            raise ValueError(f"backend must be one of {BACKENDS}, got {self.backend!r}")
+        if self.backend not in list_backends() and not is_factory_spec(self.backend):
+            raise ValueError(f"backend must be one of {list_backends()} or 'package.module:function', "
+                             f"got {self.backend!r}")
         signals = SERVER_SIGNALS if self.backend == "vllm" else LRM_SIGNALS
         if self.signal and self.signal not in signals:
             raise ValueError(f"signal must be one of {signals} (or '' for progress), "
@@ -142,6 +161,8 @@ class RewardNodeConfig:
     def effective_signal(self) -> str:
         if self.backend in ("topreward", "oracle"):
             return self.backend
+        if self.backend not in BUILT_IN:
+            return self.signal
         return self.signal or "progress"
 
     def server_kwargs(self) -> Dict[str, object]:
@@ -181,6 +202,8 @@ class RewardNodeConfig:
         kwargs = {"max_batch": self.max_batch}
         if self.model_path:
             kwargs["model_path"] = self.model_path
+        if self.backend not in BUILT_IN and self.signal:
+            kwargs["signal"] = self.signal
         if self.backend in ("vlm", "lite"):
             kwargs["signal"] = self.effective_signal
             kwargs["use_first_frame"] = self.use_first_frame

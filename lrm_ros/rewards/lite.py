@@ -59,7 +59,7 @@ from torch import nn
 
 from lrm_ros.models import MODELS_DIR
 from lrm_ros.vision.features import (IMAGE_ENCODER_ID, IMAGE_FEATURE_DIM, TEXT_ENCODER_ID,
-                                   TEXT_FEATURE_DIM)
+                                     TEXT_FEATURE_DIM)
 
 from .base import NAN, RewardBackend, RewardQuery, RewardResult, signal_needs, tri_value
 
