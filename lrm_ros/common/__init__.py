@@ -6,4 +6,5 @@ other lrm_ros package.
   stamps       message stamps as integer nanoseconds
   provenance   the git revision that produced a result
   readiness    whether the nodes a tick source waits for are ready
+  atomic       atomic file writes (temporary name, fsync, os.replace)
 """

@@ -27,6 +27,8 @@ from typing import Dict, Iterable, List, Optional, Sequence
 
 import numpy as np
 
+from lrm_ros.common.atomic import atomic_write
+
 FORMAT = "lrm_ros.lite_examples/1"
 
 #: per-example fields: name -> dtype
@@ -230,9 +232,7 @@ class LiteExamples:
             arrays["frames"] = self.frames
         if self.features is not None:
             arrays["features"] = self.features
-        tmp = path.with_name(f".{path.name}.tmp.npz")
-        np.savez_compressed(tmp, **arrays)
-        tmp.replace(path)
+        atomic_write(path, lambda f: np.savez_compressed(f, **arrays))
         return path
 
     @classmethod

@@ -33,10 +33,11 @@ from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Union
 
 import numpy as np
 
+from lrm_ros.common.atomic import TMP_PREFIX, atomic_write, atomic_write_bytes, fsync_dir
+
 FORMAT_VERSION = 1
 HEADER_NAME = "header.json"
 META_NAME = "meta.json"
-TMP_PREFIX = ".tmp-"
 DELETING_PREFIX = ".deleting-"
 EP_PREFIX = "ep_"
 CHUNK_RE = re.compile(r"^chunk_(\d{6,})\.npz$")
@@ -49,42 +50,7 @@ StepValue = Union[np.ndarray, float, int, bool, np.generic]
 
 
 # --------------------------------------------------------------------------------------------
-# atomic file helpers
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(str(path), os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def _tmp_name(directory: Path, final_name: str) -> Path:
-    return directory / f"{TMP_PREFIX}{final_name}.{os.getpid()}.{uuid.uuid4().hex[:8]}"
-
-
-def _atomic_write(path: Path, write_fn) -> None:
-    """Write via ``write_fn(fileobj)`` to a temporary name in path's directory, fsync, replace."""
-    tmp = _tmp_name(path.parent, path.name)
-    try:
-        with open(tmp, "wb") as f:
-            write_fn(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            tmp.unlink()
-        except OSError:
-            pass
-        raise
-    _fsync_dir(path.parent)
-
+# file helpers (atomic writes: lrm_ros.common.atomic)
 
 def _json_default(obj):
     if isinstance(obj, np.generic):
@@ -102,8 +68,7 @@ def _dumps(obj) -> bytes:
 
 
 def _atomic_write_json(path: Path, obj) -> None:
-    data = _dumps(obj)
-    _atomic_write(path, lambda f: f.write(data))
+    atomic_write_bytes(path, _dumps(obj))
 
 
 def _read_json(path: Path) -> Optional[dict]:
@@ -318,7 +283,7 @@ class EpisodeWriter:
             return
         stacked = {k: np.stack([s[k] for s in self._buffer]) for k in self._buffer[0]}
         target = self.path / _chunk_name(self._chunks)
-        _atomic_write(target, lambda f: np.savez(f, **stacked))
+        atomic_write(target, lambda f: np.savez(f, **stacked))
         self._chunks += 1
         self._flushed_steps += len(self._buffer)
         self._buffer = []
@@ -395,7 +360,7 @@ class EpisodeStore:
         except BaseException:
             shutil.rmtree(tmp_dir, ignore_errors=True)
             raise
-        _fsync_dir(self.root)
+        fsync_dir(self.root)
         writer = EpisodeWriter(self, final, header, chunk_size or self.chunk_size,
                                self.finite_fields)
         with self._lock:
@@ -640,7 +605,7 @@ class EpisodeStore:
             shutil.rmtree(trash, ignore_errors=True)
             removed.append(info.path)
         if removed:
-            _fsync_dir(self.root)
+            fsync_dir(self.root)
         return removed
 
 

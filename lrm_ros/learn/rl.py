@@ -20,6 +20,7 @@ from typing import Dict, List, Optional
 
 import numpy as np
 
+from lrm_ros.common.atomic import atomic_write_json
 from lrm_ros.learn.episode_store import EpisodeInfo, EpisodeStore
 from lrm_ros.learn.learner_config import LearnerConfig
 from lrm_ros.learn.ppo import PPOConfig
@@ -88,15 +89,12 @@ class Learner:
             raise ValueError(f"{p} is unreadable ({exc}); move it away to start the learner afresh") from None
 
     def _write_state(self) -> None:
-        p = self.root / STATE_NAME
-        tmp = p.with_name(f".{p.name}.tmp-{os.getpid()}")
-        tmp.write_text(json.dumps({"version": self.version, "iteration": self.iteration,
+        atomic_write_json(self.root / STATE_NAME, {"version": self.version, "iteration": self.iteration,
                                    "checkpoint": self.checkpoint, "sha256": self.sha256,
                                    "used": sorted(self.used), "bc_kept": sorted(self.bc_kept),
                                    "history": self.history,
                                    "min_episode_version": self.min_episode_version,
-                                   "config": asdict(self.cfg), "ppo": asdict(self.ppo)}, indent=1))
-        os.replace(tmp, p)
+                                   "config": asdict(self.cfg), "ppo": asdict(self.ppo)}, indent=1)
 
     # -- episode choice
     def usable_episodes(self) -> List[EpisodeInfo]:

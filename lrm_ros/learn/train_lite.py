@@ -34,6 +34,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from lrm_ros.common.atomic import atomic_write
 from lrm_ros.data.lite_data import KINDS, LiteExamples
 
 
@@ -129,9 +130,7 @@ def compute_features(examples: LiteExamples, encoder=None, cache_dir: Optional[s
             bar.update(min(batch_size, len(frames) - s))
     if cache_path is not None:
         cache_path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache_path.with_name(f".{cache_path.name}.{os.getpid()}.tmp.npz")
-        np.savez(tmp, features=out)
-        os.replace(tmp, cache_path)
+        atomic_write(cache_path, lambda f: np.savez(f, features=out))
     return out
 
 

@@ -7,6 +7,7 @@ The network sees features, not pixels: `lrm_ros.vision.features` computes them (
 them), so the same checkpoint serves the policy node and the learner's updates.
 """
 import hashlib
+import io
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -111,15 +112,17 @@ class PolicyCheckpointError(ValueError):
 
 
 def save_policy(model: TinyVLA, path, meta: Optional[dict] = None) -> str:
-    """Write atomically (tmp + os.replace); returns the file's SHA-256."""
+    """Write atomically (lrm_ros.common.atomic); returns the file's SHA-256."""
+    from lrm_ros.common.atomic import atomic_write_bytes
     torch = _torch()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    buf = io.BytesIO()
     torch.save({"format": FORMAT, "config": asdict(model.config), "state_dict": model.state_dict(),
-                "meta": dict(meta or {})}, tmp)
-    os.replace(tmp, path)
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+                "meta": dict(meta or {})}, buf)
+    data = buf.getvalue()
+    atomic_write_bytes(path, data)
+    return hashlib.sha256(data).hexdigest()
 
 
 def load_policy(path, expected_sha256: str = "") -> Tuple[TinyVLA, dict]:

@@ -47,7 +47,6 @@ import datetime as _dt
 import hashlib
 import math
 import os
-import tempfile
 from collections import OrderedDict
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -57,6 +56,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from lrm_ros.common.atomic import atomic_write
 from lrm_ros.models import MODELS_DIR
 from lrm_ros.vision.features import (IMAGE_ENCODER_ID, IMAGE_FEATURE_DIM, TEXT_ENCODER_ID,
                                      TEXT_FEATURE_DIM)
@@ -214,7 +214,7 @@ class LiteRewardModel(nn.Module):
 # checkpoints
 # ---------------------------------------------------------------------------------------
 def save_checkpoint(model: LiteRewardModel, path, meta: Optional[dict] = None) -> Path:
-    """Write `model` + metadata to one `.pt` file atomically (temp file + os.replace).
+    """Write `model` + metadata to one `.pt` file atomically (lrm_ros.common.atomic).
     `meta` must hold only plain Python values (str, int, float, bool, None, lists, dicts)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -235,21 +235,7 @@ def save_checkpoint(model: LiteRewardModel, path, meta: Optional[dict] = None) -
         "state_dict": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
         "meta": info,
     }
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=str(path.parent))
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            torch.save(payload, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o644)              # mkstemp makes 0600; the file ships with the package
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    return path
+    return atomic_write(path, lambda fh: torch.save(payload, fh))
 
 
 def resolve_checkpoint(model_path: str = "") -> Path:

@@ -34,6 +34,7 @@ from typing import Any
 
 import numpy as np
 
+from lrm_ros.common.atomic import atomic_write_json
 from lrm_ros.common.episode_end import END_FAILURE, END_NONE, END_RESET_REQUEST, END_SUCCESS, END_TIME_LIMIT
 
 from .maniskill_env import ManiSkillSim, SimConfig
@@ -153,9 +154,7 @@ def write_summary(out_dir: Path | str, summary: dict, total_keys: tuple[str, ...
     if warnings:
         merged["warnings"] = warnings
     out_dir.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name("summary.json.tmp")
-    tmp.write_text(json.dumps(merged, indent=2))
-    tmp.replace(path)
+    atomic_write_json(path, merged, indent=2)
     return merged
 
 
