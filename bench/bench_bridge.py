@@ -297,20 +297,20 @@ def _graph_env_stats(rec, warmup, ticks, offset_ns, diag, ingest_diag) -> dict:
     wall_stamps = bool(tick_lat) and abs(statistics.median(tick_lat)) < STAMP_SANITY_S
     # frames vs raw images, matched by stamp, inside the window
     raw = {}
-    for stamp, t_recv in rec.raw_images:
-        raw.setdefault(stamp, t_recv)
+    for r in rec.raw_images:
+        raw.setdefault(r.stamp_ns, r.t_recv)
     ingest_lat, pub_to_frame, pub_to_raw = [], [], []
     frames_in_window = 0
-    for stamp, w, h, enc, t_recv in rec.frames:
-        if not (w0 <= t_recv <= w1 + 1.0):
+    for f in rec.frames:
+        if not (w0 <= f.t_recv <= w1 + 1.0):
             continue
         frames_in_window += 1
-        pub_to_frame.append((t_recv * 1e9 + offset_ns - stamp) / 1e9)
-        if stamp in raw:
-            ingest_lat.append(t_recv - raw[stamp])
-    for stamp, t_recv in rec.raw_images:
-        if w0 <= t_recv <= w1 + 1.0:
-            pub_to_raw.append((t_recv * 1e9 + offset_ns - stamp) / 1e9)
+        pub_to_frame.append((f.t_recv * 1e9 + offset_ns - f.stamp_ns) / 1e9)
+        if f.stamp_ns in raw:
+            ingest_lat.append(f.t_recv - raw[f.stamp_ns])
+    for r in rec.raw_images:
+        if w0 <= r.t_recv <= w1 + 1.0:
+            pub_to_raw.append((r.t_recv * 1e9 + offset_ns - r.stamp_ns) / 1e9)
     # windowed bridge step time from /diagnostics (cumulative mean * count, differenced)
     step_ms_window = None
     timeouts = None
@@ -321,7 +321,7 @@ def _graph_env_stats(rec, warmup, ticks, offset_ns, diag, ingest_diag) -> dict:
         hi = samples[-1]
         if hi[0] > lo[0]:
             step_ms_window = (hi[1] * hi[0] - lo[1] * lo[0]) / (hi[0] - lo[0])
-    sizes = sorted({f"{w}x{h} {e}" for _, w, h, e, _ in rec.frames})
+    sizes = sorted({f"{f.width}x{f.height} {f.encoding}" for f in rec.frames})
     return {
         "ticks_window": len(window) - 1, "steps": steps, "resets": resets,
         "elapsed_s": elapsed, "ticks_per_s": steps / elapsed if elapsed > 0 else 0.0,

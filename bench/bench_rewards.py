@@ -39,8 +39,8 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def build(size: str, device: str, max_pixels: int, workdir: Path):
     import torch
-    from lrm_ros.rewards.qwen import (load_processor, load_qwen_vl, make_tiny_qwen3vl,
-                                      tiny_qwen3vl_config)
+    from lrm_ros.rewards.qwen import load_processor, load_qwen_vl
+    from lrm_ros.rewards.qwen_tiny import make_tiny_qwen3vl, tiny_qwen3vl_config
     if size != "8b":
         path = make_tiny_qwen3vl(workdir / f"qwen3vl_{size}", size=size)
         model, proc = load_qwen_vl(path, device=device, max_pixels=max_pixels)

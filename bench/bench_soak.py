@@ -100,8 +100,8 @@ def main(argv=None) -> int:
     missing = {}
     for n in names:
         rec = mon.records[n]
-        held = {(h[0], h[1]) for h in rec.held}
-        ticks = [(t[0], t[1]) for t in rec.ticks]
+        held = {(h.episode, h.tick) for h in rec.held}
+        ticks = [(t.episode, t.tick) for t in rec.ticks]
         gaps = [t for t in ticks[:-1] if t not in held]
         if gaps:
             missing[n] = {"count": len(gaps), "first": gaps[:5]}
@@ -122,7 +122,7 @@ def main(argv=None) -> int:
                          "end_mb": round(float(y[-1]), 1),
                          "growth_after_warmup_mb": round(float(y[-1] - y[after][0]), 1),
                          "slope_mb_per_min": round(slope, 2)}
-    episodes = {n: len({t[0] for t in mon.records[n].ticks if t[3]}) for n in names}
+    episodes = {n: len({t.episode for t in mon.records[n].ticks if t.end}) for n in names}
     result.update({"samples": len(samples), "episodes_ended": episodes, "rss": growth,
                    "ticks_without_held_reward": missing, "policy_steps_published": published,
                    "learner_steps_recorded": recorded_steps, "learner": learner,

@@ -92,7 +92,7 @@ def main(argv=None):
     p.add_argument("--out", default="out/bench/tick_jitter.json")
     args = p.parse_args(argv)
     apply_ros_environment()
-    from lrm_ros.rewards.qwen import make_tiny_qwen3vl
+    from lrm_ros.rewards.qwen_tiny import make_tiny_qwen3vl
     model_dir = make_tiny_qwen3vl(Path(tempfile.mkdtemp(prefix="lrm_tiny_")) / "qwen3vl")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -226,11 +226,11 @@ def run_replay(argv: Optional[List[str]] = None) -> int:
                         due = (m.tick > 0 and m.tick % interval == 0) or m.episode_end
                         stamp = stamp_ns(m.header)
                         has_frame = stamp in cam_stamps.get(i, ())
-                        ok = mon.wait_for(lambda: any(h[0] == m.episode and h[1] == m.tick
+                        ok = mon.wait_for(lambda: any(h.episode == m.episode and h.tick == m.tick
                                                       for h in rec_i.held[-50:]) and
-                                          (not has_frame or any(f[0] == stamp for f in rec_i.frames[-50:])) and
+                                          (not has_frame or any(f.stamp_ns == stamp for f in rec_i.frames[-50:])) and
                                           (not due or not has_frame or
-                                           any(x[0] == m.episode and x[1] == m.tick
+                                           any(x.episode == m.episode and x.query_tick == m.tick
                                                for x in rec_i.results[-50:])), a.timeout)
                         if not ok:
                             print(f"[replay] no reward for {names[i]} episode {m.episode} tick "
@@ -273,8 +273,8 @@ def run_replay(argv: Optional[List[str]] = None) -> int:
               "arguments": overrides, "reward_node": counters, "envs": {}}
     for n in names:
         r = mon.records[n]
-        report["envs"][n] = {"held": [list(h[:6]) for h in r.held],
-                             "results": [list(x) for x in r.results]}
+        report["envs"][n] = {"held": [{k: v for k, v in h._asdict().items() if k != "t_recv"} for h in r.held],
+                             "results": [x._asdict() for x in r.results]}
     (a.out / "replay.json").write_text(json.dumps(report, indent=1, default=float))
     total_q = sum(len(v["results"]) for v in report["envs"].values())
     print(f"[replay] {sum(len(v['held']) for v in report['envs'].values())} held rewards, {total_q} "

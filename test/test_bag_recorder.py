@@ -235,7 +235,7 @@ def recorded(tmp_path_factory, graph_domain):
 
     try:
         up = monitor.wait_for(lambda: bool(runner.dead()) or (
-            any(t[3] for t in rec.ticks) and len(rec.held) >= 3
+            any(t.end for t in rec.ticks) and len(rec.held) >= 3
             and count("control/tick") >= MAX_TICKS + 2
             and count("reward/held") >= 1 and count("reward/result") >= 1
             and count("camera/image_raw") >= 1 and count("task/instruction") >= 1), STARTUP_S)
@@ -247,7 +247,7 @@ def recorded(tmp_path_factory, graph_domain):
                         + Path(log.name).read_text()[-4000:])
         assert runner.dead() == [], [runner.describe_death(p) for p in runner.dead()]
         codes = runner.stop()               # SIGINT: the recorder closes the bag
-        mon_ticks = [(t[0], t[1]) for t in rec.ticks]
+        mon_ticks = [(t.episode, t.tick) for t in rec.ticks]
         log.flush()
         yield {"ticks": mon_ticks, "instruction": rec.instruction, "codes": codes, "bag": bag,
                "log": Path(log.name).read_text()}

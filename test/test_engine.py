@@ -6,8 +6,8 @@ import threading
 import numpy as np
 import pytest
 
-from lrm_ros.rewards.engine import EngineConfig, RewardEngine
 from lrm_ros.rewards.base import RewardBackend, RewardQuery, RewardResult
+from lrm_ros.rewards.engine import EngineConfig, RewardEngine
 
 
 class EchoBackend(RewardBackend):

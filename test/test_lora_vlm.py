@@ -24,7 +24,8 @@ def test_answers_are_what_the_parsers_expect():
 def tiny(tmp_path_factory):
     import torch
     torch.set_num_threads(1)
-    from lrm_ros.rewards.qwen import load_qwen_vl, make_tiny_qwen3vl
+    from lrm_ros.rewards.qwen import load_qwen_vl
+    from lrm_ros.rewards.qwen_tiny import make_tiny_qwen3vl
     path = make_tiny_qwen3vl(tmp_path_factory.mktemp("tiny") / "qwen3vl")
     return path
 

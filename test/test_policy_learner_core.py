@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 import torch
 
-from lrm_ros.learn.episode_store import EpisodeStore
 from lrm_ros.learn.assembler import EpisodeAssembler
+from lrm_ros.learn.episode_store import EpisodeStore
 from lrm_ros.learn.learner_config import LearnerConfig
+from lrm_ros.learn.ppo import PPOConfig, discounted_returns
 from lrm_ros.learn.rl import Learner
 from lrm_ros.learn.updates import episode_succeeded, filtered_bc_update, step_rewards
-from lrm_ros.learn.ppo import PPOConfig, discounted_returns
 from lrm_ros.policy.adapter import (PolicyAdapter, PolicyObservation, TinyVLAAdapter,
                                     adapter_class)
 from lrm_ros.policy.runtime import ObservationSync, PolicyNodeConfig, PolicyRuntime, TickInfo

@@ -31,7 +31,8 @@ IMG = "<|vision_start|><|image_pad|><|vision_end|>"
 def tiny(tmp_path_factory):
     import torch
     torch.set_num_threads(1)
-    from lrm_ros.rewards.qwen import load_qwen_vl, make_tiny_qwen3vl
+    from lrm_ros.rewards.qwen import load_qwen_vl
+    from lrm_ros.rewards.qwen_tiny import make_tiny_qwen3vl
     path = make_tiny_qwen3vl(tmp_path_factory.mktemp("tiny_qwen3vl"))
     model, processor = load_qwen_vl(path, max_pixels=64 * 64)
     return path, model, processor
@@ -266,7 +267,7 @@ def test_generation_budget_and_json_stop(tiny):
 
 @pytest.fixture(scope="module")
 def three_adapters(tiny, tmp_path_factory):
-    from lrm_ros.rewards.qwen import make_random_lrm_adapters
+    from lrm_ros.rewards.qwen_tiny import make_random_lrm_adapters
     path, _, _ = tiny
     return make_random_lrm_adapters(path, tmp_path_factory.mktemp("lrm_adapters"))
 

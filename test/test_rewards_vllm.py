@@ -22,14 +22,13 @@ import math
 import os
 import signal
 import threading
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from lrm_ros.rewards.engine import ERROR, OK, TIMEOUT, EngineConfig, RewardEngine
 from lrm_ros.rewards import RewardQuery, make_backend
+from lrm_ros.rewards.engine import ERROR, OK, TIMEOUT, EngineConfig, RewardEngine
 from lrm_ros.rewards.server import ServerUnavailableError
 
 INSTR = "pick up the red cube"
@@ -178,11 +177,10 @@ def test_faults_give_error_and_timeout_results_with_the_reason(vllm_server):
     down = make_backend("vllm", server_url=f"http://127.0.0.1:{closed_port()}/v1",
                         model="m", check_on_start=False, retries=2, retry_backoff_s=0.01,
                         signal="tri")
-    t0 = time.monotonic()
     res = down.score_batch(queries)
-    assert time.monotonic() - t0 < 5.0
     assert all(r.status == ERROR and not r.valid and "unreachable" in r.invalid[0] for r in res)
-    assert down.stats["retries"] >= 2
+    # every request was tried 3 times (2 retries with backoff), then given up: no more, no fewer
+    assert down.stats["retries"] > 0 and 2 * down.stats["requests"] == 3 * down.stats["retries"]
     # wrong model name at run time: the server's 404, not retried
     wrong = _server(vllm_server, model="no-such-model", check_on_start=False, signal="progress")
     (r,) = wrong.score_batch(queries[:1])
@@ -208,10 +206,9 @@ def test_a_paused_server_gives_timeouts_and_the_engine_never_blocks(vllm_server)
     engine = RewardEngine(srv, EngineConfig(max_batch=4, max_wait_s=0.01, timeout_s=3.0), cb)
     os.kill(vllm_server.proc.pid, signal.SIGSTOP)
     try:
-        t0 = time.monotonic()
         for q in _lrm_queries(_frames(3, seed=5)):
             engine.submit(q)
-        assert time.monotonic() - t0 < 0.5                # submit never waits
+        assert seen == []          # submit returned before any answer: it never waits on the server
         assert done.wait(10.0)
     finally:
         os.kill(vllm_server.proc.pid, signal.SIGCONT)

@@ -22,7 +22,8 @@ MAX_PIXELS = 96 * 96          # 3x3 = 9 visual tokens per frame: fast, still mul
 def tiny_model(tmp_path_factory):
     import torch
     torch.set_num_threads(1)
-    from lrm_ros.rewards.qwen import load_qwen_vl, make_tiny_qwen3vl
+    from lrm_ros.rewards.qwen import load_qwen_vl
+    from lrm_ros.rewards.qwen_tiny import make_tiny_qwen3vl
     path = make_tiny_qwen3vl(tmp_path_factory.mktemp("tiny_qwen3vl"))
     model, processor = load_qwen_vl(path, max_pixels=MAX_PIXELS)
     return path, model, processor

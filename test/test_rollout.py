@@ -8,11 +8,11 @@ import pytest
 import torch
 
 from lrm_ros.common.episode_end import END_TIME_LIMIT
-from lrm_ros.learn.ppo import PPOConfig
 from lrm_ros.learn.learner_config import LearnerConfig
-from lrm_ros.learn.updates import filtered_bc_update, ppo_update
+from lrm_ros.learn.ppo import PPOConfig
 from lrm_ros.learn.rollout import (as_store_episode, evaluate_policy, held_rewards,
                                    oracle_rewards, run_episode, wilson_interval)
+from lrm_ros.learn.updates import filtered_bc_update, ppo_update
 from lrm_ros.policy.adapter import DEFAULT_CHECKPOINT, TinyVLAAdapter
 from lrm_ros.policy.tiny_vla import load_policy
 from lrm_ros.rewards import make_backend

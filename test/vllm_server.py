@@ -40,7 +40,7 @@ def closed_port() -> int:
 
 def make_models(root: Path) -> tuple:
     """(model dir, {signal: adapter dir}) under root (built once, reused)."""
-    from lrm_ros.rewards.qwen import make_random_lora_adapter, make_tiny_qwen3vl
+    from lrm_ros.rewards.qwen_tiny import make_random_lora_adapter, make_tiny_qwen3vl
     model = root / "tiny32"
     if not (model / "model.safetensors").is_file():
         make_tiny_qwen3vl(model, "tiny32")

@@ -39,8 +39,8 @@ from typing import Any, Dict, List, Sequence
 
 import numpy as np
 
-from lrm_ros.rewards.hold import DEFAULT_INTERVAL
 from lrm_ros.common.provenance import git_revision
+from lrm_ros.rewards.hold import DEFAULT_INTERVAL
 
 
 def _bags_by_task(paths: Sequence[str]) -> Dict[str, List[str]]:

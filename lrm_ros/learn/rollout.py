@@ -15,9 +15,10 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from lrm_ros.vision.image import resize_center_crop
 from lrm_ros.common.episode_end import END_FAILURE, END_SUCCESS, END_TIME_LIMIT
 from lrm_ros.policy.adapter import PolicyAdapter, PolicyObservation
+from lrm_ros.rewards.hold import DEFAULT_INTERVAL
+from lrm_ros.vision.image import resize_center_crop
 
 
 @dataclass
@@ -79,7 +80,7 @@ def run_episode(sim, adapter: PolicyAdapter, seed: int, deterministic: bool, epi
         success=success, end_reason=end_reason, deterministic=deterministic)
 
 
-def held_rewards(backend, episodes: Sequence[RolloutEpisode], interval: int = 10,
+def held_rewards(backend, episodes: Sequence[RolloutEpisode], interval: int = DEFAULT_INTERVAL,
                  progress: bool = False, env: str = "env0") -> None:
     """Fill each episode's `reward`, `stale` and `completion` (per step) as the online graph
     would: queries at K, 2K, ... and the terminal tick through `IntervalHold`."""

@@ -9,13 +9,13 @@ from functools import partial
 from rclpy.node import Node
 from sensor_msgs.msg import CompressedImage, Image
 
-from lrm_ros.vision.image import ImageError
-from lrm_ros.vision.ingest import FrameConverter, IngestConfig
 from lrm_ros.nodes.runtime import run_node
 from lrm_ros.ros.diagnostics import DiagnosticsPublisher
 from lrm_ros.ros.image_msgs import compressed_msg_to_rgb, image_msg_to_rgb, rgb_to_image_msg
 from lrm_ros.ros.params import declare_config
 from lrm_ros.ros.qos import SENSOR
+from lrm_ros.vision.image import ImageError
+from lrm_ros.vision.ingest import FrameConverter, IngestConfig
 
 
 class CameraIngest(Node):

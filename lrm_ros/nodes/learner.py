@@ -15,9 +15,9 @@ from functools import partial
 from rclpy.node import Node
 from std_msgs.msg import Bool, String
 
-from lrm_ros.learn.ppo import PPOConfig
 from lrm_ros.learn.assembler import EpisodeAssembler, LearningGate
 from lrm_ros.learn.learner_config import LearnerConfig
+from lrm_ros.learn.ppo import PPOConfig
 from lrm_ros.learn.rl import Learner
 from lrm_ros.msg import ControlTick, HeldReward, PolicyStep, PolicyUpdate, RewardQueryResult
 from lrm_ros.nodes.runtime import run_node

@@ -18,13 +18,13 @@ from sensor_msgs.msg import CameraInfo, Image, JointState
 from std_msgs.msg import Float64MultiArray, Header, String
 from std_srvs.srv import Trigger
 
-from lrm_ros.sim.bridge import BridgeConfig, CommandError, CommandGate, StartupWait
 from lrm_ros.msg import ControlTick, SimOracle
 from lrm_ros.nodes.runtime import run_node
 from lrm_ros.ros.diagnostics import DiagnosticsPublisher
 from lrm_ros.ros.image_msgs import rgb_to_image_msg
 from lrm_ros.ros.params import declare_config
 from lrm_ros.ros.qos import LATCHED, RELIABLE, SENSOR
+from lrm_ros.sim.bridge import BridgeConfig, CommandError, CommandGate, StartupWait
 
 
 class ManiSkillBridge(Node):

@@ -9,19 +9,19 @@ import math
 from sensor_msgs.msg import Image
 from std_msgs.msg import Header, String
 
-from lrm_ros.rewards.engine import ERROR, OK, TIMEOUT, RewardEngine
-from lrm_ros.rewards.hold import IntervalHold
-from lrm_ros.vision.image import ImageError
-from lrm_ros.rewards import make_backend
-from lrm_ros.rewards.config import RewardNodeConfig
 from lrm_ros.common.stamps import stamp_ns
 from lrm_ros.msg import ControlTick, HeldReward, RewardQueryResult, SimOracle
 from lrm_ros.nodes.runtime import run_node
+from lrm_ros.rewards import make_backend
+from lrm_ros.rewards.config import RewardNodeConfig
+from lrm_ros.rewards.engine import ERROR, OK, TIMEOUT, RewardEngine
+from lrm_ros.rewards.hold import IntervalHold
 from lrm_ros.ros.diagnostics import DiagnosticsPublisher
-from lrm_ros.ros.lifecycle import ManagedNode
 from lrm_ros.ros.image_msgs import image_msg_to_rgb
+from lrm_ros.ros.lifecycle import ManagedNode
 from lrm_ros.ros.params import declare_config
 from lrm_ros.ros.qos import LATCHED, RELIABLE, SENSOR_QUEUE
+from lrm_ros.vision.image import ImageError
 
 _STATUS = {OK: RewardQueryResult.STATUS_OK, TIMEOUT: RewardQueryResult.STATUS_TIMEOUT,
            ERROR: RewardQueryResult.STATUS_ERROR}

@@ -21,9 +21,9 @@ from std_msgs.msg import Bool, Float64MultiArray, Header, String
 from std_srvs.srv import Trigger
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
-from lrm_ros.robot.bridge import CommandAdapter, EpisodeControl, RobotConfig, SafetyFilter
 from lrm_ros.msg import ControlTick, HeldReward
 from lrm_ros.nodes.runtime import run_node
+from lrm_ros.robot.bridge import CommandAdapter, EpisodeControl, RobotConfig, SafetyFilter
 from lrm_ros.ros.diagnostics import DiagnosticsPublisher
 from lrm_ros.ros.params import declare_config
 from lrm_ros.ros.qos import LATCHED, RELIABLE, SENSOR

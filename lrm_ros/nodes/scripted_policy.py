@@ -3,9 +3,9 @@ simulated graph runs end to end before a learned policy exists."""
 from rclpy.node import Node
 from std_msgs.msg import Float64MultiArray
 
-from lrm_ros.policy.scripted import ScriptedPolicy, ScriptedPolicyConfig
 from lrm_ros.msg import ControlTick
 from lrm_ros.nodes.runtime import run_node
+from lrm_ros.policy.scripted import ScriptedPolicy, ScriptedPolicyConfig
 from lrm_ros.ros.params import declare_config
 from lrm_ros.ros.qos import RELIABLE
 

@@ -7,18 +7,18 @@ import math
 from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import Float64MultiArray, String
 
-from lrm_ros.policy.adapter import PolicyObservation
-from lrm_ros.policy.runtime import (ObservationSync, PolicyNodeConfig, PolicyRuntime, TickInfo,
-                                    build_adapter)
 from lrm_ros.common.stamps import stamp_ns
 from lrm_ros.msg import ControlTick, PolicyStep, PolicyUpdate
 from lrm_ros.nodes.runtime import run_node
+from lrm_ros.policy.adapter import PolicyObservation
+from lrm_ros.policy.runtime import (ObservationSync, PolicyNodeConfig, PolicyRuntime, TickInfo,
+                                    build_adapter)
 from lrm_ros.ros.diagnostics import DiagnosticsPublisher, wall_timer
-from lrm_ros.ros.lifecycle import ManagedNode
-from lrm_ros.vision.image import ImageError
 from lrm_ros.ros.image_msgs import image_msg_to_rgb
+from lrm_ros.ros.lifecycle import ManagedNode
 from lrm_ros.ros.params import declare_config
 from lrm_ros.ros.qos import LATCHED, RELIABLE, SENSOR_QUEUE
+from lrm_ros.vision.image import ImageError
 
 
 class PolicyNode(ManagedNode):

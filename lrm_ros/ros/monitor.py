@@ -5,9 +5,10 @@ none interferes with a node under test. It records what flows per environment na
 can act as a test client (send commands, call resets, publish raw images).
 """
 import json
+import sys
 import threading
 import time
-from collections import defaultdict
+import traceback
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, NamedTuple, Optional, Sequence
 
@@ -165,6 +166,7 @@ class GraphMonitor:
         self._update_pub = None
         self.executor = SingleThreadedExecutor(context=self.context)
         self.executor.add_node(self.node)
+        self.spin_error: Optional[BaseException] = None   # why the executor stopped, if not close()
         self._thread = threading.Thread(target=self._spin, daemon=True, name="monitor")
         self._thread.start()
 
@@ -172,8 +174,13 @@ class GraphMonitor:
     def _spin(self):
         try:
             self.executor.spin()
-        except Exception:
-            pass
+        except Exception as exc:   # noqa: BLE001 - reported to every waiter below
+            if self._closed:
+                return             # the executor shut down under it: close() asked for that
+            self.spin_error = exc
+            print(f"[monitor] its executor died, nothing more will be recorded: "
+                  f"{''.join(traceback.format_exception(exc)).rstrip()}", file=sys.stderr, flush=True)
+            self._notify()
 
     def _notify(self):
         with self._cond:
@@ -250,9 +257,14 @@ class GraphMonitor:
 
     # --- client side ------------------------------------------------------------------------
     def wait_for(self, predicate: Callable[[], bool], timeout_s: float) -> bool:
+        """Wait until ``predicate()`` holds (True) or ``timeout_s`` passed (False). Raises
+        RuntimeError if the monitor's executor died: no message would arrive any more."""
         deadline = time.monotonic() + timeout_s
         with self._cond:
             while not predicate():
+                if self.spin_error is not None:
+                    raise RuntimeError(f"the graph monitor stopped receiving: its executor died "
+                                       f"({type(self.spin_error).__name__}: {self.spin_error})")
                 left = deadline - time.monotonic()
                 if left <= 0:
                     return False

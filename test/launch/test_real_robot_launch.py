@@ -103,7 +103,7 @@ class TestRealRobotGraph(unittest.TestCase):
                 self.assertTrue(future.result().success)
                 rec = mon.records[NS]
                 self.assertTrue(mon.wait_for(lambda: len(rec.ticks) >= 3 and len(rec.frames) >= 3, 30))
-                self.assertTrue(all(w == 224 and h == 224 for _, w, h, _, _ in rec.frames))
+                self.assertTrue(all(f.width == 224 and f.height == 224 for f in rec.frames))
                 mon.send_command(NS, [2.0] * 7)
                 self.assertTrue(mon.wait_for(lambda: bool(got), 10))
                 self.assertEqual(got[-1], [0.5] * 7)            # clipped

@@ -135,9 +135,9 @@ class TestSimGraph(unittest.TestCase):
         command timeout is far away), waiting out an episode end's automatic reset."""
         n = len(self._ticks())
         self._wait(lambda: len(self._ticks()) > n, STEP_S, "the bridge stopped ticking")
-        if self._ticks()[-1][3]:  # episode_end: the next episode's tick 0 comes by itself
-            episode = self._ticks()[-1][0]
-            self._wait(lambda: self._ticks()[-1][0] > episode, STEP_S,
+        if self._ticks()[-1].end:  # episode_end: the next episode's tick 0 comes by itself
+            episode = self._ticks()[-1].episode
+            self._wait(lambda: self._ticks()[-1].episode > episode, STEP_S,
                        "no new episode after an episode end")
 
     def _step(self):
@@ -147,10 +147,10 @@ class TestSimGraph(unittest.TestCase):
         self.mon.send_command(NS, [0.0] * ACTION_DIM)
         self._wait(lambda: len(self._ticks()) > n, STEP_S, "no tick after a command")
         new = self._ticks()[n]
-        self.assertEqual((new[0], new[1]), (last[0], last[1] + 1),
+        self.assertEqual((new.episode, new.tick), (last.episode, last.tick + 1),
                          f"tick {new[:2]} does not follow {last[:2]}")
-        self.assertEqual(new[5], last[5], "a fallback was used although a command was sent")
-        if not new[3]:
+        self.assertEqual(new.fallbacks, last.fallbacks, "a fallback was used although a command was sent")
+        if not new.end:
             time.sleep(QUIET_S)
             self.assertEqual(len(self._ticks()), n + 1, "lockstep: a tick without a command")
         return new
@@ -175,14 +175,14 @@ class TestSimGraph(unittest.TestCase):
             self.assertIn(node, names)
         self.assertNotIn("scripted_policy", names, "policy:=none must start no policy")
         first = rec.ticks[0]
-        self.assertEqual(first[0], 0, "the first tick seen is not of episode 0")
+        self.assertEqual(first.episode, 0, "the first tick seen is not of episode 0")
         self._assert_alive(proc_info)
 
     def test_2_frames_are_model_size_rgb8_with_the_tick_stamps(self, proc_info):
         rec = self.mon.records[NS]
         self._settle()
-        stamp = self._ticks()[-1][7]
-        self._wait(lambda: any(f[0] == stamp for f in rec.frames), STEP_S,
+        stamp = self._ticks()[-1].stamp_ns
+        self._wait(lambda: any(f.stamp_ns == stamp for f in rec.frames), STEP_S,
                    "the frame of the last tick did not arrive")
         for _, width, height, encoding, _ in rec.frames:
             self.assertEqual((width, height, encoding), (IMAGE_SIZE, IMAGE_SIZE, "rgb8"))
@@ -192,7 +192,7 @@ class TestSimGraph(unittest.TestCase):
     def test_3_lockstep_one_tick_per_command(self, proc_info):
         self._settle()
         for _ in range(5):
-            if self._ticks()[-1][3]:
+            if self._ticks()[-1].end:
                 self._settle()
             self._step()
         self._assert_alive(proc_info)
@@ -200,43 +200,44 @@ class TestSimGraph(unittest.TestCase):
     def test_4_driving_every_tick_reaches_the_time_limit_and_auto_resets(self, proc_info):
         self._settle()
         start = len(self._ticks())
-        episode = self._ticks()[-1][0]
+        episode = self._ticks()[-1].episode
         self.driver.enabled = True
         try:
             self.mon.send_command(NS, [0.0] * ACTION_DIM)  # for the tick already waiting
-            self._wait(lambda: any(t[0] > episode + 1 or (t[0] == episode + 1 and t[1] >= 2)
+            self._wait(lambda: any(t.episode > episode + 1 or (t.episode == episode + 1 and t.tick >= 2)
                                    for t in self._ticks()[start:]),
                        STEP_S * (MAX_TICKS + 4), "driving never reached the next episode")
         finally:
             self.driver.enabled = False
             # Up to now: later ticks come from the command timeout (counted as fallbacks).
             driven = list(self._ticks()[start - 1:])
-        ended = [t for t in driven if t[0] == episode and t[3]]
+        ended = [t for t in driven if t.episode == episode and t.end]
         self.assertTrue(ended, "the driven episode never ended")
-        self.assertIn(ended[0][4], (1, 2), "end reason: success or time limit")
-        if ended[0][4] == 2:  # END_TIME_LIMIT: max_episode_ticks:=20 reached the bridge
-            self.assertEqual(ended[0][1], MAX_TICKS)
+        self.assertIn(ended[0].reason, (1, 2), "end reason: success or time limit")
+        if ended[0].reason == 2:  # END_TIME_LIMIT: max_episode_ticks:=20 reached the bridge
+            self.assertEqual(ended[0].tick, MAX_TICKS)
         for prev, new in zip(driven, driven[1:]):
-            if new[0] == prev[0]:
-                self.assertEqual(new[1], prev[1] + 1, f"{prev[:2]} -> {new[:2]}")
-                self.assertEqual(new[5], prev[5], "fallback used while a command came per tick")
+            if new.episode == prev.episode:
+                self.assertEqual(new.tick, prev.tick + 1,
+                                 f"{(prev.episode, prev.tick)} -> {(new.episode, new.tick)}")
+                self.assertEqual(new.fallbacks, prev.fallbacks, "fallback used while a command came per tick")
             else:
-                self.assertTrue(prev[3], "new episode without an episode end")
-                self.assertEqual((new[1], new[2]), (0, True))
+                self.assertTrue(prev.end, "new episode without an episode end")
+                self.assertEqual((new.tick, new.start), (0, True))
         self._assert_alive(proc_info)
 
     def test_5_reset_service_starts_a_new_episode_at_tick_0(self, proc_info):
         self._settle()
         self._step()
-        episode = self._ticks()[-1][0]
+        episode = self._ticks()[-1].episode
         response = self.mon.reset(NS, timeout_s=60.0)
         self.assertTrue(response.success, response.message)
-        self._wait(lambda: any(t[0] > episode for t in self._ticks()), STEP_S,
+        self._wait(lambda: any(t.episode > episode for t in self._ticks()), STEP_S,
                    "no tick of a new episode after the reset")
-        new = [t for t in self._ticks() if t[0] == episode + 1]
-        self.assertEqual((new[0][1], new[0][2], new[0][3]), (0, True, False))
-        ended = [t for t in self._ticks() if t[0] == episode and t[3]]
-        self.assertTrue(ended and ended[-1][4] in (2, 3), "old episode has no end tick")
+        new = [t for t in self._ticks() if t.episode == episode + 1]
+        self.assertEqual((new[0].tick, new[0].start, new[0].end), (0, True, False))
+        ended = [t for t in self._ticks() if t.episode == episode and t.end]
+        self.assertTrue(ended and ended[-1].reason in (2, 3), "old episode has no end tick")
         self._step()                                   # and it steps on from tick 0
         self._assert_alive(proc_info)
 
@@ -251,9 +252,9 @@ class TestSimGraph(unittest.TestCase):
         self._wait_diag("maniskill_bridge", key, before)
         # The rejected command did not step the simulation (a timeout may have, with the
         # fallback, if the diagnostics took long: then it counts as a fallback).
-        later = [t for t in self._ticks() if t[0] == last[0] and t[1] > last[1]]
+        later = [t for t in self._ticks() if t.episode == last.episode and t.tick > last.tick]
         for t in later:
-            self.assertGreater(t[5], last[5], "a tick without a fallback after a bad command")
+            self.assertGreater(t.fallbacks, last.fallbacks, "a tick without a fallback after a bad command")
         self._settle()
         self._step()                                   # still stepping
         self._assert_alive(proc_info)
@@ -284,7 +285,7 @@ class TestSimGraph(unittest.TestCase):
         self._wait(lambda: len(self.mon.records[NS].frames) > frames, STEP_S,
                    "camera_ingest stopped converting frames after a malformed image")
         self.assertFalse([f for f in self.mon.records[NS].frames[frames:]
-                          if (f[1], f[2]) != (IMAGE_SIZE, IMAGE_SIZE)])
+                          if (f.width, f.height) != (IMAGE_SIZE, IMAGE_SIZE)])
         self._assert_alive(proc_info)
 
     def test_8_all_processes_still_alive(self, proc_info):
