@@ -36,6 +36,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from timing import dist_ms, percentile
 
 CONTROL_MODE = "pd_ee_delta_pose"
 STAMP_SANITY_S = 10.0    # a publish->receive "latency" beyond this: the stamps are not wall time
@@ -48,17 +49,7 @@ def say(text: str) -> None:
     print(f"[bench {time.monotonic() - T0:6.1f}s] {text}", flush=True)
 
 
-def pct(values, q):
-    return float(np.percentile(np.asarray(values, dtype=np.float64), q)) if len(values) else None
-
-
-def dist_ms(values_s) -> dict:
-    """p50/p95/max/mean in ms of a list of seconds."""
-    v = [x * 1000.0 for x in values_s]
-    if not v:
-        return {"n": 0, "p50": None, "p95": None, "max": None, "mean": None}
-    return {"n": len(v), "p50": round(pct(v, 50), 3), "p95": round(pct(v, 95), 3),
-            "max": round(max(v), 3), "mean": round(statistics.fmean(v), 3)}
+pct = percentile
 
 
 # --------------------------------------------------------------------------- raw loop

@@ -15,11 +15,10 @@ from __future__ import annotations
 
 import argparse
 import array
-import statistics
-import time
 
 import cv2
 import numpy as np
+from timing import median_time
 
 from lrm_ros.vision.image import (
     decode_compressed,
@@ -31,13 +30,7 @@ from lrm_ros.vision.image import (
 
 
 def median_us(fn, runs: int) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(runs):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times) * 1e6
+    return median_time(fn, runs, warmup=1)[0] * 1e6
 
 
 def naive_decode_bgr(data, h, w):

@@ -25,13 +25,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+from timing import median_time
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 ROOT = Path(__file__).resolve().parent.parent
@@ -58,13 +58,7 @@ def build(size: str, device: str, max_pixels: int, workdir: Path):
     return path, model, load_processor(path, max_pixels=max_pixels)
 
 
-def timed(fn, repeats: int):
-    times, out = [], None
-    for _ in range(repeats):
-        t = time.perf_counter()
-        out = fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times), out
+timed = median_time   # (median seconds, last result)
 
 
 INSTRUCTIONS = ["pick up the cube", "stack the red cube on the green cube", "push the cube to the goal",

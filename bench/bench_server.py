@@ -47,20 +47,15 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "test"))
 sys.path.insert(0, str(ROOT / "bench"))
 from bench_rewards import run_engine, tick_queries  # noqa: E402  (the same queries and engine loop)
+from timing import median_time, percentile  # noqa: E402
 from lrm_ros.common.provenance import git_revision  # noqa: E402
 
 
-def timed(fn, repeats):
-    times, out = [], None
-    for _ in range(repeats):
-        t = time.perf_counter()
-        out = fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times), out
+timed = median_time   # (median seconds, last result)
 
 
 def pct(xs, q):
-    return float(np.percentile(np.asarray(xs), q)) if xs else float("nan")
+    return percentile(xs, q, empty=float("nan"))
 
 
 def bench_tri(server, model, proc, n_envs, repeats, max_new_tokens):

@@ -112,3 +112,11 @@ def test_the_end_reasons_are_the_control_tick_messages():
     assert len(declared) == 5 and ours == declared
     assert {n: getattr(ControlTick, n) for n in declared} == declared
     assert episode_end.END_REASONS == {n[4:].lower(): v for n, v in declared.items()}
+
+
+def test_a_module_over_400_lines_says_why_it_is_one_file():
+    long = {name: path for name, path in modules().items() if len(path.read_text().splitlines()) > 400}
+    assert long, "the check looks at nothing"
+    unexplained = [name for name, path in long.items()
+                   if "Why one file" not in (ast.get_docstring(ast.parse(path.read_text())) or "")]
+    assert unexplained == []

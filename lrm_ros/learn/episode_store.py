@@ -17,6 +17,9 @@ meta.json ``complete`` is true only for episodes closed by :meth:`EpisodeWriter.
 Episodes closed by :meth:`EpisodeWriter.abort` or rebuilt by :meth:`EpisodeStore.recover`
 (the process was killed) have ``complete: false`` and are listed by
 :meth:`EpisodeStore.incomplete_episodes`, so the learner can choose to skip them.
+
+Why one file of about 610 lines: one on-disk format with its writer, reader and crash
+recovery, so the format is stated in one place (the atomic writes are lrm_ros.common.atomic).
 """
 from __future__ import annotations
 

@@ -13,10 +13,13 @@ features, from labelled examples (lrm_ros.data.lite_data.LiteExamples).
 3. Validation (held-out tasks `val_tasks`, or a random `val_fraction` of the examples):
    progress MAE, completion / contrastive accuracy and losses per epoch; with a validation
    set the checkpoint keeps the epoch of lowest validation loss.
-4. The checkpoint is written atomically (temp file + os.replace) with metadata: training
+4. The checkpoint is written atomically (lrm_ros.common.atomic) with metadata: training
    tasks, example counts, metrics, config, date.
 
 CLI:  python -m lrm_ros.learn.train_lite --examples X.npz --out ckpt.pt --epochs 30
+
+Why one file of about 430 lines: the feature cache, each head's loss, the training loop
+and the evaluation share TrainConfig and the LiteExamples layout; the CLI is the last 60 lines.
 """
 from __future__ import annotations
 

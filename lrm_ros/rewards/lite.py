@@ -40,6 +40,9 @@ Checkpoint: one `.pt` file, `torch.save` of {"format", "version", "config" (head
 atomically; loaded with `weights_only=True` and validated (format, version, encoders,
 every tensor shape). The shipped one is DEFAULT_CHECKPOINT (lrm_ros/models/lite_reward.pt),
 trained by `lrm-ros train-lite` / `python -m lrm_ros.learn.train_lite`.
+
+Why one file of about 530 lines: the model, its checkpoint format (validated against the
+model's config) and the backend (the model's only runtime user) change together.
 """
 from __future__ import annotations
 

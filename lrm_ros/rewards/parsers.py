@@ -11,6 +11,10 @@ LRM convention), NaN for progress and completion.
                      1 -> -1 (the earlier image is), else 0 invalid
   parse_progress:    {"completion_progress": 0.7} -> 0.7 (snapped to the 0.1 grid, noted)
   parse_completion:  {"task_completed": "yes"} -> 1.0, "no" -> 0.0
+
+Why one file of about 410 lines: the parsers of both answer formats (ours and the released
+LRM server's) share the tolerant JSON and number extraction of this module, and reading them side by
+side is how one checks that each parses what its model was trained to say.
 """
 from __future__ import annotations
 

@@ -15,6 +15,10 @@
   in `lrm_ros.rewards.qwen_tiny`.
 
 Nothing here imports torch or transformers at module import time.
+
+Why one file of about 540 lines: QwenVLProcessor (about 210 lines) stands in for the stock
+processor, which needs torchvision; loading, adapters and the processor must agree on the
+checkpoint's pixel limits and chat template.
 """
 from __future__ import annotations
 

@@ -45,6 +45,9 @@ lockstep with same-size frames) run their new tokens in ONE forward: the caches 
 along the batch dimension, the new tokens right-padded (causal attention never looks at
 padding to the right) and the log-probabilities read at each row's last real token; the
 stacked cache is cut and split back per episode. Other queries run one at a time.
+
+Why one file of about 520 lines: nearly all of it is one backend class whose prompt layout,
+prefix KV cache and batched scoring share per-episode state.
 """
 from __future__ import annotations
 
