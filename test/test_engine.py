@@ -115,6 +115,25 @@ def test_a_backend_that_raises_is_counted_and_the_engine_keeps_serving():
         engine.close()
 
 
+def test_a_callback_that_raises_is_counted_with_its_reason_and_the_engine_keeps_serving():
+    got = Collector()
+
+    def callback(q, result, status, info):
+        got(q, result, status, info)
+        if q.tick == 1:
+            raise KeyError("the node's table has no env0")
+    engine = RewardEngine(EchoBackend(), EngineConfig(max_batch=1, max_wait_s=0.0), callback)
+    try:
+        engine.submit(query(1))
+        got.wait(1)
+        engine.submit(query(2))
+        assert got.wait(2)[("env0", 2)][0] == "ok"
+    finally:
+        engine.close()                               # joins the worker: the counts are final
+    assert engine.stats()["callback_errors"] == 1
+    assert engine.last_callback_error == "KeyError: \"the node's table has no env0\""
+
+
 def test_invalid_results_are_delivered_and_counted():
     got = Collector()
     engine = RewardEngine(EchoBackend(invalid_on={3}), EngineConfig(max_wait_s=0.0), got)

@@ -70,6 +70,7 @@ class RewardEngine:
         self._ends: List[Tuple[str, int]] = []   # episodes over, waiting for their queries
         self._closed = False
         self.last_error = ""
+        self.last_callback_error = ""   # the newest exception a result callback raised
         self.counters = collections.Counter()
         self.batch_sizes = collections.Counter()
         self._latencies = collections.deque(maxlen=512)
@@ -156,9 +157,10 @@ class RewardEngine:
         try:
             self._callback(item.query, result, status,
                            {"latency_s": latency, "batch_size": batch_size})
-        except Exception:                      # a callback must not kill the engine
+        except Exception as exc:               # a callback must not kill the engine: counted, kept
             with self._cond:
                 self.counters["callback_errors"] += 1
+                self.last_callback_error = f"{type(exc).__name__}: {exc}"
 
     def _take_batch(self) -> List[_Item]:
         with self._cond:
