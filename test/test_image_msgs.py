@@ -149,8 +149,11 @@ def test_malformed_messages_raise_image_error():
     assert ei.value.reason == "unknown_encoding"
 
     with pytest.raises(ImageError) as ei:
-        image_msg_to_rgb(Image())  # default-constructed: 0x0
-    assert ei.value.reason in ("empty", "unknown_encoding")
+        image_msg_to_rgb(Image())  # default-constructed: 0x0, no encoding: the encoding is named first
+    assert ei.value.reason == "unknown_encoding" and "encoding ''" in str(ei.value)
+    with pytest.raises(ImageError) as ei:
+        image_msg_to_rgb(Image(encoding="rgb8"))  # 0x0 rgb8
+    assert ei.value.reason == "empty"
 
     cmsg = CompressedImage(format="jpeg")
     cmsg.data = array.array("B", b"\x00" * 50)
