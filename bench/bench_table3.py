@@ -42,7 +42,7 @@ CONFIGS = ("il", "oracle", "progress", "completion", "contrastive", "tri", "filt
 FILTERED = ("filtered_bc", "filtered_bc_oracle")
 SETTINGS = ("episodes_per_iteration", "interval", "explore_std", "reuse_iterations", "freeze_projections",
             "lr", "advantage", "group_size", "minibatch", "update_epochs", "kl_coef", "target_kl",
-            "bc_epochs", "workers", "camera")
+            "bc_epochs", "success_threshold", "success_top_fraction", "workers", "camera")
 LITE = ("progress", "completion", "contrastive", "tri")
 
 
@@ -51,7 +51,7 @@ def run_config(name: str, a) -> dict:
     from tqdm.auto import tqdm
     from lrm_ros.learn.ppo import PPOConfig
     from lrm_ros.learn.learner_config import LearnerConfig
-    from lrm_ros.learn.updates import filtered_bc_update, ppo_update, widen_action_std
+    from lrm_ros.learn.updates import filtered_bc_update, judge_successes, ppo_update, widen_action_std
     from lrm_ros.learn.rollout import as_store_episode, held_rewards, oracle_rewards
     from lrm_ros.learn.rollout_pool import RolloutPool
     from lrm_ros.policy.tiny_vla import load_policy
@@ -84,7 +84,8 @@ def run_config(name: str, a) -> dict:
     lcfg = LearnerConfig(store_dir="unused", algorithm="filtered_bc" if name in FILTERED else "ppo",
                          success_source="env" if name == "filtered_bc_oracle" else "completion",
                          success_absorbing=not a.no_success_absorbing,
-                         success_threshold=a.success_threshold, bc_epochs=a.bc_epochs)
+                         success_threshold=a.success_threshold, bc_epochs=a.bc_epochs,
+                         success_top_fraction=a.success_top_fraction)
     ppo = PPOConfig(learning_rate=a.lr, kl_coef=a.kl_coef, minibatch_size=a.minibatch,
                     update_epochs=a.update_epochs, target_kl=a.target_kl,
                     train_projections=not a.freeze_projections, advantage=a.advantage)
@@ -96,6 +97,7 @@ def run_config(name: str, a) -> dict:
     bar = tqdm(range(iterations), desc=f"{name}", unit="iter")
     steps = 0
     recent: list = []          # the last --reuse-iterations batches (PPO: max_policy_lag)
+    judged: list = []          # filtered BC: each episode judged once, in its own iteration (as the learner node)
     for it in bar:
         pool.set_policy(model)
         starts = a.episodes_per_iteration // a.group_size
@@ -108,11 +110,13 @@ def run_config(name: str, a) -> dict:
         else:
             held_rewards(backend, eps, interval=a.interval)
         recent.append([as_store_episode(e) for e in eps])
+        if name in FILTERED:
+            judged += judge_successes(recent[-1], lcfg)
         if name not in FILTERED:       # filtered BC keeps every success so far (LearnerConfig.bc_replay)
             del recent[:-a.reuse_iterations]
         batch = [e for group in recent for e in group]
         if name in FILTERED:
-            stats = filtered_bc_update(model, batch, lcfg, seed=a.seed + it)
+            stats = filtered_bc_update(model, batch, lcfg, seed=a.seed + it, judged=judged)
         else:
             stats = ppo_update(model, init, batch, lcfg, ppo, seed=a.seed + it)
         row = {"iteration": it + 1, "train_success": float(np.mean([e.success for e in eps])),
@@ -144,7 +148,8 @@ def run_config(name: str, a) -> dict:
             "freeze_projections": a.freeze_projections, "advantage": a.advantage,
             "group_size": a.group_size, "minibatch": a.minibatch, "update_epochs": a.update_epochs,
             "kl_coef": a.kl_coef, "target_kl": a.target_kl, "bc_epochs": a.bc_epochs,
-            "success_threshold": a.success_threshold, "lite_checkpoint": a.lite_checkpoint,
+            "success_threshold": a.success_threshold, "success_top_fraction": a.success_top_fraction,
+            "lite_checkpoint": a.lite_checkpoint,
             "workers": a.workers, "camera": a.camera, "env_steps": steps,
             "steps_per_s": steps / total_s,
             "eval": ev, "history": history, "train_s": train_s, "total_s": total_s}
@@ -275,6 +280,9 @@ def main(argv=None) -> int:
     ap.add_argument("--update-epochs", type=int, default=4)
     ap.add_argument("--bc-epochs", type=int, default=2, help="filtered BC: epochs per iteration")
     ap.add_argument("--success-threshold", type=float, default=0.5)
+    ap.add_argument("--success-top-fraction", type=float, default=0.0,
+                    help="filtered_bc: count the top fraction of each iteration's rollouts by final "
+                         "completion as successes instead of --success-threshold (0 = threshold)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--no-success-absorbing", action="store_true",
                     help="train on the plain held values (LearnerConfig.success_absorbing off)")

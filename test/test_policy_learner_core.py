@@ -13,7 +13,7 @@ from lrm_ros.learn.episode_store import EpisodeStore
 from lrm_ros.learn.learner_config import LearnerConfig
 from lrm_ros.learn.ppo import PPOConfig, discounted_returns
 from lrm_ros.learn.rl import Learner
-from lrm_ros.learn.updates import episode_succeeded, filtered_bc_update, step_rewards
+from lrm_ros.learn.updates import episode_succeeded, filtered_bc_update, judge_successes, step_rewards
 from lrm_ros.policy.adapter import (PolicyAdapter, PolicyObservation, TinyVLAAdapter,
                                     adapter_class)
 from lrm_ros.policy.runtime import ObservationSync, PolicyNodeConfig, PolicyRuntime, TickInfo
@@ -392,6 +392,48 @@ def test_filtered_bc_trains_only_on_rollouts_the_completion_signal_calls_success
     fp = filtered_bc_update(TinyVLA(CFG), eps, LearnerConfig(store_dir=".", algorithm="filtered_bc",
                                                            success_threshold=0.5, bc_epochs=1))
     assert (fp["episodes_selected"], fp["selected_env_successes"], fp["env_successes_seen"]) == (3, 2, 2)
+
+
+def _with_finals(finals):
+    return [{"meta": {"extra": {"final_completion": c, "env_success": False}}} for c in finals]
+
+
+def test_a_top_fraction_of_each_iteration_counts_as_successful_whatever_the_scale():
+    """success_top_fraction: a labeller whose completions never reach the threshold (compressed,
+    uncalibrated on the policy's rollouts) still picks the rollouts it ranks highest."""
+    cfg = LearnerConfig(store_dir=".", algorithm="filtered_bc", success_top_fraction=0.25)
+    eps = _with_finals([0.02, 0.11, float("nan"), 0.03, 0.09, None, 0.01, 0.11])
+    assert judge_successes(eps, cfg) == [False, True, False, False, False, False, False, True]
+    threshold = LearnerConfig(store_dir=".", algorithm="filtered_bc")          # 0.5: none of them
+    assert judge_successes(eps, threshold) == [False] * 8
+    # at least one, never one without a valid completion
+    tiny = LearnerConfig(store_dir=".", algorithm="filtered_bc", success_top_fraction=0.01)
+    assert judge_successes(_with_finals([0.2, 0.4, 0.3]), tiny) == [False, True, False]
+    assert judge_successes(_with_finals([float("nan"), None]), cfg) == [False, False]
+    # the simulator's verdict is not ranked
+    env = LearnerConfig(store_dir=".", algorithm="filtered_bc", success_source="env", success_top_fraction=0.5)
+    assert judge_successes([{"meta": {"extra": {"env_success": s, "final_completion": 0.9}}}
+                            for s in (True, False, False)], env) == [True, False, False]
+    with pytest.raises(ValueError, match="success_top_fraction"):
+        LearnerConfig(store_dir=".", success_top_fraction=1.5)
+
+
+def test_the_learner_ranks_each_iteration_once_and_replays_what_it_picked(tmp_path):
+    init = tmp_path / "init.pt"
+    torch.manual_seed(0)
+    save_policy(TinyVLA(CFG), init, {"version": 0})
+    cfg = LearnerConfig(store_dir=str(tmp_path / "l"), init_checkpoint=str(init), algorithm="filtered_bc",
+                        success_top_fraction=0.25, episodes_per_iteration=4, max_iterations=3,
+                        max_policy_lag=5)
+    learner = Learner(cfg)
+    _record_episodes(learner.store, 4, T=6, success_every=2)          # finals 0.9, 0.1, 0.9, 0.1
+    first = learner.train_iteration()
+    assert (first.stats["episodes_selected"], first.stats["episodes_replayed"]) == (1, 0)
+    _record_episodes(learner.store, 4, T=6, success_every=4, seed=1)  # finals 0.9, 0.1, 0.1, 0.1
+    second = learner.train_iteration()
+    # one new pick (the best of these four) plus the one kept from iteration 1
+    assert (second.stats["episodes_selected"], second.stats["episodes_replayed"]) == (2, 1)
+    assert len(learner.bc_kept) == 2
 
 
 def test_filtered_bc_learner_keeps_training_on_earlier_successes_across_restarts(tmp_path):

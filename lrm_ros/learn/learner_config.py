@@ -34,6 +34,11 @@ class LearnerConfig:
         "filtered_bc: which rollouts succeeded: completion (the reward model's completion "
         "signal at the terminal query, the paper's real-robot path) or env (the simulator)")})
     success_threshold: float = field(default=0.5, metadata={"help": "completion >= this counts as success"})
+    success_top_fraction: float = field(default=0.0, metadata={"help": (
+        "filtered_bc with success_source completion: > 0 counts as successes the episodes of an "
+        "iteration whose final completion ranks in this top fraction (at least one; never one "
+        "without a valid completion), instead of success_threshold. For a labeller that ranks "
+        "rollouts but whose probabilities are not calibrated on the policy's own rollouts")})
     bc_epochs: int = field(default=2, metadata={"help": "filtered_bc: passes over the selected steps per iteration"})
     bc_replay: bool = field(default=True, metadata={"help": (
         "filtered_bc: each iteration trains on every episode judged successful so far, not only "
@@ -52,6 +57,9 @@ class LearnerConfig:
             raise ValueError(f"algorithm must be one of {ALGORITHMS}, got {self.algorithm!r}")
         if self.reward_transform not in REWARD_TRANSFORMS:
             raise ValueError(f"reward_transform must be one of {REWARD_TRANSFORMS}, got {self.reward_transform!r}")
+        if not 0.0 <= self.success_top_fraction <= 1.0:
+            raise ValueError(f"success_top_fraction must be in [0, 1] (0 = use success_threshold), "
+                             f"got {self.success_top_fraction}")
         if self.success_source not in SUCCESS_SOURCES:
             raise ValueError(f"success_source must be one of {SUCCESS_SOURCES}, got {self.success_source!r}")
         if self.episodes_per_iteration < 1 or self.max_iterations < 1:

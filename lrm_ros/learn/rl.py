@@ -24,7 +24,7 @@ from lrm_ros.common.atomic import atomic_write_json
 from lrm_ros.learn.episode_store import EpisodeInfo, EpisodeStore
 from lrm_ros.learn.learner_config import LearnerConfig
 from lrm_ros.learn.ppo import PPOConfig
-from lrm_ros.learn.updates import episode_succeeded, filtered_bc_update, ppo_update, widen_action_std
+from lrm_ros.learn.updates import filtered_bc_update, judge_successes, ppo_update, widen_action_std
 
 NAN = float("nan")
 
@@ -136,10 +136,11 @@ class Learner:
             else:
                 kept = [self.store.load(i) for i in self.store.complete_episodes()
                         if i.path.name in self.bc_kept] if self.cfg.bc_replay else []
-                stats = filtered_bc_update(self.model, episodes + kept, self.cfg, seed=seed)
+                judged = judge_successes(episodes, self.cfg)      # this iteration's, judged once
+                stats = filtered_bc_update(self.model, episodes + kept, self.cfg, seed=seed,
+                                           judged=judged + [True] * len(kept))
                 stats["episodes_replayed"] = float(len(kept))
-                self.bc_kept.update(i.path.name for i, e in zip(infos, episodes)
-                                    if episode_succeeded(e["meta"], self.cfg))
+                self.bc_kept.update(i.path.name for i, ok in zip(infos, judged) if ok)
         except ValueError as exc:
             # these episodes cannot be trained on (e.g. every reward stale): set them aside,
             # so the next iteration waits for new ones instead of failing on them again

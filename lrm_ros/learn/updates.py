@@ -230,11 +230,31 @@ def episode_succeeded(meta: dict, cfg: LearnerConfig) -> bool:
     return float(c) >= cfg.success_threshold
 
 
-def filtered_bc_update(model, episodes: Sequence[dict], cfg: LearnerConfig, seed: int = 0) -> Dict[str, float]:
-    """Behaviour cloning on the episodes judged successful (`success_source`); the others are
-    dropped. With none selected the policy is left unchanged."""
+def judge_successes(episodes: Sequence[dict], cfg: LearnerConfig) -> List[bool]:
+    """Which of one iteration's episodes succeeded: the simulator's verdict, the completion
+    threshold, or (``success_top_fraction`` > 0) the episodes whose final completion ranks in
+    that top fraction of these episodes (ties: the earlier episode)."""
+    if cfg.success_source == "env" or cfg.success_top_fraction <= 0:
+        return [episode_succeeded(e["meta"], cfg) for e in episodes]
+    finals = []
+    for e in episodes:
+        c = e["meta"].get("extra", e["meta"]).get("final_completion", NAN)
+        finals.append(float(c) if c is not None and math.isfinite(float(c)) else NAN)
+    ranked = sorted((i for i, c in enumerate(finals) if math.isfinite(c)), key=lambda i: (-finals[i], i))
+    k = max(1, int(round(cfg.success_top_fraction * len(episodes))))
+    top = set(ranked[:k])
+    return [i in top for i in range(len(episodes))]
+
+
+def filtered_bc_update(model, episodes: Sequence[dict], cfg: LearnerConfig, seed: int = 0,
+                       judged: Optional[Sequence[bool]] = None) -> Dict[str, float]:
+    """Behaviour cloning on the episodes judged successful (``judged``, else
+    :func:`judge_successes` of ``episodes``); the others are dropped. With none selected the
+    policy is left unchanged."""
     from lrm_ros.policy.tiny_vla import train_bc
-    judged = [episode_succeeded(e["meta"], cfg) for e in episodes]
+    judged = judge_successes(episodes, cfg) if judged is None else list(judged)
+    if len(judged) != len(episodes):
+        raise ValueError(f"{len(judged)} judgements for {len(episodes)} episodes")
     chosen = [e for e, ok in zip(episodes, judged) if ok]
     stats = {"episodes_selected": float(len(chosen)), "episodes_seen": float(len(episodes))}
     # how good the labeller was, where the simulator's verdict is known (sim; not on a robot)
