@@ -123,6 +123,10 @@ def run_config(name: str, a) -> dict:
                "mean_return": float(np.mean([e.reward.sum() for e in eps])),
                "oracle_return": float(np.mean([e.normalized_dense_rewards[1:].sum() for e in eps])),
                **{k: float(v) for k, v in stats.items()}}
+        if name in FILTERED:           # what the labeller saw, per rollout: judge it offline too
+            row["rollouts"] = [{"final_completion": _finite_or_none(e["meta"]["extra"]["final_completion"]),
+                                "env_success": bool(e["meta"]["extra"]["env_success"]), "selected": bool(j)}
+                               for e, j in zip(recent[-1], judged[-len(recent[-1]):])]
         history.append(row)
         bar.set_postfix(train_success=f"{row['train_success']:.2f}", ret=f"{row['mean_return']:.1f}",
                         kl0=f"{row.get('kl_to_init', 0):.3f}")
@@ -222,6 +226,11 @@ def report(out: Path) -> dict:
 
 def _fmt(x) -> str:
     return "undefined" if x is None else f"{x:.2f}"
+
+
+def _finite_or_none(x):
+    x = float(x)
+    return x if math.isfinite(x) else None
 
 
 def _labeller(row: dict):
