@@ -199,6 +199,10 @@ def report(out: Path) -> dict:
                          f"called {lab['selected']} successful, {lab['selected_true']} of them truly "
                          f"(precision {_fmt(lab['precision'])}); it found {lab['selected_true']} of the "
                          f"{lab['env_successes']} the simulator saw (recall {_fmt(lab['recall'])})")
+            if "roc_auc" in lab:
+                lines.append(f"its final completion ranks those rollouts at ROC-AUC {_fmt(lab['roc_auc'])} "
+                             f"(median {_fmt(lab['median_final_success'])} on successes, "
+                             f"{_fmt(lab['median_final_failure'])} on failures; {lab['above_half']} reach 0.5)")
     md = "\n".join(lines)
     first = next(iter(rows.values()))
     task = first["task"]
@@ -240,9 +244,24 @@ def _labeller(row: dict):
     if "selected_env_successes" not in h:
         return None
     sel, true, env = h["episodes_selected"], h["selected_env_successes"], h["env_successes_seen"]
-    return {"episodes": int(h["episodes_seen"]), "selected": int(sel), "selected_true": int(true),
-            "env_successes": int(env), "precision": true / sel if sel else None,
-            "recall": true / env if env else None}
+    out = {"episodes": int(h["episodes_seen"]), "selected": int(sel), "selected_true": int(true),
+           "env_successes": int(env), "precision": true / sel if sel else None,
+           "recall": true / env if env else None}
+    rollouts = [r for x in row.get("history") or [] for r in x.get("rollouts", [])]
+    if rollouts:     # the labeller's ranking of the policy's own rollouts, whatever the selection rule
+        from lrm_ros.evaluation.metrics import roc_auc
+        finals = [math.nan if r["final_completion"] is None else r["final_completion"] for r in rollouts]
+        auc = roc_auc(finals, [r["env_success"] for r in rollouts])
+        out.update(roc_auc=None if math.isnan(auc) else auc,
+                   above_half=sum(f >= 0.5 for f in finals if math.isfinite(f)),
+                   median_final_success=_median([f for f, r in zip(finals, rollouts) if r["env_success"]]),
+                   median_final_failure=_median([f for f, r in zip(finals, rollouts) if not r["env_success"]]))
+    return out
+
+
+def _median(xs):
+    xs = [x for x in xs if math.isfinite(x)]
+    return float(np.median(xs)) if xs else None
 
 
 def _plot(rows, table, path: Path) -> None:

@@ -51,3 +51,18 @@ def test_report_merges_rows_with_headroom_and_labeller_quality(tmp_path):
     md = (tmp_path / "table3.md").read_text()
     assert "| filtered_bc | 0.25 (25/100) |" in md and "precision 0.75" in md
     assert (tmp_path / "table3.png").stat().st_size > 1000
+
+
+def test_the_labeller_is_judged_on_every_training_rollout_it_saw(tmp_path):
+    """The per-rollout record: the ROC-AUC of the final completion against the simulator's
+    success, and how many rollouts a 0.5 threshold would have taken, whatever rule selected."""
+    bench = _bench()
+    finals = [(0.30, True), (0.10, False), (None, False), (0.20, True), (0.25, False), (0.60, False)]
+    history = [{"iteration": 1, "train_success": 0.33, "episodes_seen": 6.0, "episodes_selected": 2.0,
+                "selected_env_successes": 1.0, "env_successes_seen": 2.0,
+                "rollouts": [{"final_completion": f, "env_success": s, "selected": False} for f, s in finals]}]
+    lab = bench._labeller(_row("filtered_bc", 25, history=history))
+    # successes 0.30, 0.20 against failures 0.10, 0.25, 0.60 (the None is left out): 3 of 6 pairs
+    assert lab["roc_auc"] == pytest.approx(3 / 6)
+    assert lab["above_half"] == 1
+    assert (lab["median_final_success"], lab["median_final_failure"]) == (pytest.approx(0.25), pytest.approx(0.25))
