@@ -220,14 +220,16 @@ def widen_action_std(model, std: float) -> None:
         model.log_std.clamp_(min=_m.log(std))
 
 
+def final_completion(meta: dict) -> float:
+    """The completion signal at an episode's terminal query (NaN when it has none)."""
+    c = meta.get("extra", meta).get("final_completion", NAN)
+    return float(c) if c is not None and math.isfinite(float(c)) else NAN
+
+
 def episode_succeeded(meta: dict, cfg: LearnerConfig) -> bool:
-    extra = meta.get("extra", meta)
     if cfg.success_source == "env":
-        return bool(extra.get("env_success", False))
-    c = extra.get("final_completion", NAN)
-    if c is None or not math.isfinite(float(c)):
-        return False
-    return float(c) >= cfg.success_threshold
+        return bool(meta.get("extra", meta).get("env_success", False))
+    return final_completion(meta) >= cfg.success_threshold      # NaN: never
 
 
 def judge_successes(episodes: Sequence[dict], cfg: LearnerConfig) -> List[bool]:
@@ -236,10 +238,7 @@ def judge_successes(episodes: Sequence[dict], cfg: LearnerConfig) -> List[bool]:
     that top fraction of these episodes (ties: the earlier episode)."""
     if cfg.success_source == "env" or cfg.success_top_fraction <= 0:
         return [episode_succeeded(e["meta"], cfg) for e in episodes]
-    finals = []
-    for e in episodes:
-        c = e["meta"].get("extra", e["meta"]).get("final_completion", NAN)
-        finals.append(float(c) if c is not None and math.isfinite(float(c)) else NAN)
+    finals = [final_completion(e["meta"]) for e in episodes]
     ranked = sorted((i for i, c in enumerate(finals) if math.isfinite(c)), key=lambda i: (-finals[i], i))
     k = max(1, int(round(cfg.success_top_fraction * len(episodes))))
     top = set(ranked[:k])
