@@ -43,8 +43,48 @@ def _ended(rec):
     return [(t.episode, t.reason == END_SUCCESS) for t in rec.ticks if t.end]
 
 
-def _run_phase(title, overrides, names, done, progress, total, timeout, log, unit="ep"):
-    """Bring the graph up with `overrides`, wait until done(monitor), shut it down."""
+class DiscoveryFault(PhaseError):
+    """A bridge does not see nodes that the monitor sees active (DDS discovery failed)."""
+
+
+# how long a bridge may wait for nodes the monitor already sees active (discovery among
+# processes on one host takes 0.5-3 s here, see ../shared/ENVIRONMENT.md)
+DISCOVERY_GRACE_S = 30.0
+
+
+def blind_bridges(mon, names) -> dict:
+    """{env: [required nodes]} for the envs that have not ticked yet because their bridge
+    waits for nodes that report themselves active to the monitor: the bridge's process has not
+    discovered them. Seen in `make demo` (1 bring-up in 6): env1's bridge waited 300 s for
+    /reward_model and /env1/policy while env0's saw both at once."""
+    from lrm_ros.common.readiness import waiting_nodes
+    out = {}
+    for n in names:
+        if mon.records[n].ticks:
+            continue
+        waiting = waiting_nodes(mon.node_diagnostics(f"/{n}/maniskill_bridge").get("waiting_for", ""))
+        unseen = [fq for fq in waiting if mon.node_diagnostics(fq).get("lifecycle_state") == "active"]
+        if unseen:
+            out[n] = unseen
+    return out
+
+
+def _run_phase(title, overrides, names, done, progress, total, timeout, log, unit="ep", attempts=2):
+    """Bring the graph up with `overrides`, wait until done(monitor), shut it down. A bring-up
+    whose bridge cannot discover nodes that are up (`blind_bridges`) is retried once on a
+    fresh DDS domain: no episode has started then, so nothing is lost or counted twice."""
+    for attempt in range(1, attempts + 1):
+        try:
+            return _run_phase_once(title, overrides, names, done, progress, total, timeout, log, unit)
+        except DiscoveryFault as exc:
+            if attempt == attempts:
+                raise PhaseError(f"{exc} (on {attempts} bring-ups, each on its own DDS domain)") from exc
+            print(f"[demo] {exc}; no episode had started: bringing the graph up again on a fresh "
+                  "DDS domain", flush=True)
+            log.write(f"\n[demo] retrying the bring-up: {exc}\n")
+
+
+def _run_phase_once(title, overrides, names, done, progress, total, timeout, log, unit):
     from tqdm import tqdm
     from lrm_ros.ros.monitor import GraphMonitor
     specs = resolve(load_graph("sim"), overrides)
@@ -52,11 +92,12 @@ def _run_phase(title, overrides, names, done, progress, total, timeout, log, uni
     env = ros_environment(domain_id=domain)
     apply_ros_environment(domain_id=domain)
     print(f"[demo] {title}", flush=True)
-    log.write(f"\n===== {title} =====\n")
+    log.write(f"\n===== {title} (ROS_DOMAIN_ID={domain}) =====\n")
     log.flush()
     mon = GraphMonitor(names)
     runner = GraphRunner(specs, env=env, output=log).start()
     start = time.monotonic()
+    blind_since = None
     try:
         with tqdm(total=total, desc=title.split(":")[0], unit=unit, file=sys.stdout,
                   mininterval=5.0) as bar:
@@ -68,6 +109,13 @@ def _run_phase(title, overrides, names, done, progress, total, timeout, log, uni
                 dead = runner.dead()
                 if dead:
                     raise PhaseError("; ".join(runner.describe_death(p) for p in dead))
+                blind = blind_bridges(mon, names)
+                blind_since = (blind_since or time.monotonic()) if blind else None
+                if blind and time.monotonic() - blind_since >= DISCOVERY_GRACE_S:
+                    raise DiscoveryFault(
+                        f"{title}: DDS discovery failed: " + "; ".join(
+                            f"{n}'s bridge does not see {', '.join(v)}" for n, v in blind.items())
+                        + f" for {DISCOVERY_GRACE_S:.0f} s, although the monitor sees them active")
                 if time.monotonic() - start > timeout:
                     raise PhaseError(f"{title}: not done after {timeout:.0f} s")
             bar.update(total - bar.n)

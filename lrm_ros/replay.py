@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
-import os
 import struct
 import sys
 import time
@@ -136,7 +135,7 @@ def run_replay(argv: Optional[List[str]] = None) -> int:
     from lrm_ros.bags.reader import BagFormatError
     from lrm_ros.bringup.graph import load_graph, parse_launch_arguments, resolve
     from lrm_ros.bringup.runner import GraphRunner
-    from lrm_ros.ros.env import apply_ros_environment, ros_environment
+    from lrm_ros.ros.env import apply_ros_environment, fresh_domain_id, ros_environment
 
     bag = Path(a.bag)
     try:
@@ -163,7 +162,7 @@ def run_replay(argv: Optional[List[str]] = None) -> int:
         rec = resolve(load_graph("sim"), {"num_envs": str(len(names)), "policy": "none", "reward": "none",
                                           "record": "true", "record_path": str(Path(a.record).resolve())})
         specs += [s for s in rec if s.executable == "bag_recorder"]
-    domain = 100 + os.getpid() % 100
+    domain = fresh_domain_id()
     env = ros_environment(domain_id=domain)
     apply_ros_environment(domain_id=domain)
     from lrm_ros.ros.monitor import GraphMonitor

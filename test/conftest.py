@@ -35,17 +35,16 @@ def ros_domain_id() -> int:
 @pytest.fixture
 def fresh_domain(ros_domain_id):
     """A ROS_DOMAIN_ID of its own for one graph test (the run's id + an offset)."""
-    fresh_domain.counter = getattr(fresh_domain, "counter", 0) + 1
-    return 100 + (ros_domain_id + 13 * fresh_domain.counter) % 100
+    from lrm_ros.ros.env import fresh_domain_id
+    return fresh_domain_id(avoid=ros_domain_id)
 
 
 @pytest.fixture(scope="module")
 def graph_domain(ros_domain_id):
     """(ROS_DOMAIN_ID, environment for node processes) of one module's graph: a domain of its
     own, also set in this process (for the test's monitor) until the module ends."""
-    from lrm_ros.ros.env import ros_environment
-    graph_domain.counter = getattr(graph_domain, "counter", 0) + 1
-    domain = 100 + (ros_domain_id + 29 * graph_domain.counter + os.getpid()) % 100
+    from lrm_ros.ros.env import fresh_domain_id, ros_environment
+    domain = fresh_domain_id(avoid=ros_domain_id)
     before = os.environ.get("ROS_DOMAIN_ID")
     os.environ["ROS_DOMAIN_ID"] = str(domain)
     yield domain, ros_environment(domain_id=domain)

@@ -99,8 +99,11 @@ def test_evaluation_episodes_must_all_run_the_policy_under_test():
 
 def test_each_bring_up_gets_its_own_domain():
     """One process bringing graphs up one after another (the demo's three phases, benches)
-    takes a fresh DDS domain each time, inside the range asked for."""
-    from lrm_ros.ros.env import fresh_domain_id
-    ids = [fresh_domain_id() for _ in range(3)] + [fresh_domain_id(150, 50) for _ in range(3)]
-    assert len(set(ids[:3])) == 3 and all(100 <= d < 200 for d in ids[:3])
-    assert len(set(ids[3:])) == 3 and all(150 <= d < 200 for d in ids[3:])
+    takes a fresh DDS domain each time, among the ids whose ports lie below Linux's ephemeral
+    range, and never the one it is told to avoid (the test process's own)."""
+    from lrm_ros.ros.env import SAFE_DOMAINS, fresh_domain_id
+    ids = [fresh_domain_id() for _ in range(3)]
+    assert len(set(ids)) == 3 and all(1 <= d <= 101 for d in ids)
+    assert all(7400 + 250 * d + 10 + 2 * 31 < 32768 for d in SAFE_DOMAINS)   # participant 31's port
+    avoid = fresh_domain_id()
+    assert avoid not in [fresh_domain_id(avoid=avoid) for _ in range(2 * len(SAFE_DOMAINS))]

@@ -68,3 +68,14 @@ class RequiredNodes:
         """e.g. "/reward_model: not active (lifecycle state: unconfigured); /env0/policy: not
         running"; "" when all are ready."""
         return "; ".join(f"{n}: {p}" for n, p in self.missing().items())
+
+
+def waiting_nodes(description: str) -> Dict[str, str]:
+    """The inverse of `RequiredNodes.describe`: {node: problem} from a tick source's
+    `waiting_for` diagnostic ("" -> {})."""
+    out = {}
+    for part in description.split("; "):
+        name, sep, problem = part.partition(": ")
+        if sep and name.startswith("/"):
+            out[name] = problem
+    return out
