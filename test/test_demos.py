@@ -142,7 +142,8 @@ def batches(tmp_path_factory):
     cfg = SimConfig(env_id="PushCube-v1", camera_width=32, camera_height=32, max_episode_ticks=100)
     s1 = generate_demos(["PushCube-v1"], 2, root / "demos", cfg, seed=8, progress=False, max_episode_ticks="auto")
     s2 = generate_demos(["PickCube-v1"], 1, root / "demos", cfg, seed=0, progress=False, max_episode_ticks="auto")
-    fcfg = FailureConfig(noise_per_demo=1, stretch_per_demo=0, random_per_task=0, zero_per_task=0, max_demos=1)
+    fcfg = FailureConfig(noise_per_demo=1, stretch_per_demo=0, random_per_task=0, zero_per_task=0,
+                         stall_per_demo=1, undo_per_demo=1, max_demos=1)
     f1 = generate_failures([root / "demos" / "PushCube-v1"], root / "failures", fcfg, progress=False)
     f2 = generate_failures([root / "demos" / "PickCube-v1"], root / "failures", fcfg, progress=False)
     return root, (s1, s2), (f1, f2)
@@ -221,6 +222,33 @@ def test_batches_keep_every_task_in_summary(batches):
         assert ft["episodes"][0]["seed"] == seed and ft["max_episode_ticks"] == doc["tasks"][task]["max_episode_ticks"]
         assert ft["max_episode_ticks_from"] == "the demos' time limit"
     assert fdoc["totals"]["episodes_written"] == f1["totals"]["episodes_written"] + f2["totals"]["episodes_written"]
+
+
+def test_near_misses_and_regressions_follow_the_demo_then_stop_or_back_off(batches):
+    """stall: the demo's actions up to a late point, then zero arm deltas with the gripper held;
+    undo: then the same motion played back (arm deltas negated, reversed; the gripper retraces).
+    Both are as long as the demo, in the simulator and in the bag."""
+    from lrm_ros.data.failures import FailureConfig, _actions
+    root, _, (f1, _) = batches
+    cfg = FailureConfig()
+    demo = np.column_stack([np.linspace(-0.5, 0.5, 40)] * 6 + [np.r_[np.ones(20), -np.ones(20)]])
+    low, high = -np.ones(7), np.ones(7)
+    for seed in range(5):
+        stall = _actions({"kind": "stall", "actions": demo}, cfg, low, high, 100, np.random.default_rng(seed))
+        k = int(np.argmax(np.all(stall[:, :6] == 0.0, axis=1)))
+        assert stall.shape == demo.shape and 0.5 * 40 <= k <= 0.9 * 40 + 1
+        assert np.array_equal(stall[:k], demo[:k]) and np.all(stall[k:, :6] == 0.0)
+        assert np.all(stall[k:, 6] == demo[k - 1, 6])
+        undo = _actions({"kind": "undo", "actions": demo}, cfg, low, high, 100, np.random.default_rng(seed))
+        assert undo.shape == demo.shape and np.array_equal(undo[:k], demo[:k])      # same turning point
+        back = demo[:k][::-1][: 40 - k]
+        assert np.allclose(undo[k:k + len(back), :6], -back[:, :6]) and np.array_equal(undo[k:k + len(back), 6], back[:, 6])
+    entry = f1["tasks"]["PushCube-v1"]
+    kinds = {e["kind"]: e for e in entry["episodes"]}
+    assert {"stall", "undo"} <= set(kinds) and entry["kinds"]["stall"] == entry["kinds"]["undo"] == 1
+    assert kinds["stall"]["ticks"] == kinds["undo"]["ticks"] == kinds["noise"]["ticks"]
+    with pytest.raises(ValueError, match="near_fraction"):
+        FailureConfig(near_fraction=(0.5, 1.0))
 
 
 def test_demo_bags_carry_their_seeds_and_limit(batches):

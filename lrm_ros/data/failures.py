@@ -6,7 +6,14 @@ Kinds (per task; the camera, control mode and time limit are the demos'):
   stretch   a demo's actions replayed with a random stretch of uniformly random actions
             somewhere in the middle (``stretch_ticks`` long), the demo's actions after it;
   random    uniformly random actions until the time limit, from a fresh seed;
-  zero      the zero action (the arm holds still) until the time limit.
+  zero      the zero action (the arm holds still) until the time limit;
+  stall     a near miss: a demo's actions up to a random point late in the demo
+            (``near_fraction`` of its length), then the arm holds still (zero deltas, the
+            gripper, the last action dimension of the Panda arms these tasks use, held as
+            it was) for the rest of the demo's length;
+  undo      a regression: a demo's actions up to such a point, then the same motion
+            played back (arm deltas negated in reverse order, the gripper retracing its
+            commands, so a grasped object is let go where it was grasped).
 
 A rollout that the oracle says succeeded is discarded and retried with other noise, up to
 ``max_attempts`` times (counted in the summary). Demo replays end when the demo's actions run
@@ -39,7 +46,7 @@ import numpy as np
 
 __all__ = ["FailureConfig", "generate_failures", "find_bags", "main", "KINDS"]
 
-KINDS = ("noise", "stretch", "random", "zero")
+KINDS = ("noise", "stretch", "random", "zero", "stall", "undo")
 FORMAT = "lrm_ros.failures/1"
 
 
@@ -49,6 +56,9 @@ class FailureConfig:
     stretch_per_demo: int = 1        # random-stretch replays per demo episode
     random_per_task: int = 1         # random-policy rollouts per task
     zero_per_task: int = 1           # zero-action rollouts per task
+    stall_per_demo: int = 1          # near misses per demo episode (stop short, hold still)
+    undo_per_demo: int = 1           # regressions per demo episode (get close, back off)
+    near_fraction: Tuple[float, float] = (0.5, 0.9)   # where a stall / undo turns, fraction of the demo
     noise_std: float = 0.5           # Gaussian noise std, x half the action range
     stretch_ticks: Tuple[int, int] = (10, 30)   # random stretch length range (ticks)
     stretch_start: Tuple[float, float] = (0.2, 0.6)  # where it starts, fraction of the demo
@@ -60,7 +70,7 @@ class FailureConfig:
 
     def __post_init__(self):
         for name in ("noise_per_demo", "stretch_per_demo", "random_per_task", "zero_per_task",
-                     "max_episode_ticks", "max_demos"):
+                     "stall_per_demo", "undo_per_demo", "max_episode_ticks", "max_demos"):
             if int(getattr(self, name)) < 0:
                 raise ValueError(f"FailureConfig.{name} must be >= 0")
         if self.max_attempts < 1:
@@ -70,6 +80,10 @@ class FailureConfig:
         lo, hi = self.stretch_ticks
         if not 1 <= lo <= hi:
             raise ValueError(f"FailureConfig.stretch_ticks must be (lo, hi) with 1 <= lo <= hi, got {self.stretch_ticks}")
+        lo, hi = self.near_fraction
+        if not 0.0 < lo <= hi < 1.0:
+            raise ValueError(f"FailureConfig.near_fraction must be (lo, hi) with 0 < lo <= hi < 1, "
+                             f"got {self.near_fraction}")
 
 
 def _is_bag(p: Path) -> bool:
@@ -145,7 +159,8 @@ def _plan(cfg: FailureConfig, demos: List[Any], seeds: Optional[List[int]], rng:
     plan = []
     for i, ep in enumerate(demos):
         seed = seeds[i] if seeds and i < len(seeds) and seeds[i] is not None else None
-        for kind, n in (("noise", cfg.noise_per_demo), ("stretch", cfg.stretch_per_demo)):
+        for kind, n in (("noise", cfg.noise_per_demo), ("stretch", cfg.stretch_per_demo),
+                        ("stall", cfg.stall_per_demo), ("undo", cfg.undo_per_demo)):
             for _ in range(n):
                 plan.append(dict(kind=kind, demo_episode=int(ep.episode), seed=seed, actions=ep.actions))
     for kind, n in (("random", cfg.random_per_task), ("zero", cfg.zero_per_task)):
@@ -159,11 +174,25 @@ def _actions(item: Dict[str, Any], cfg: FailureConfig, low: np.ndarray, high: np
              rng: np.random.Generator) -> np.ndarray:
     half, mid = (high - low) / 2.0, (high + low) / 2.0
     kind = item["kind"]
-    if kind in ("noise", "stretch"):
+    if kind in ("noise", "stretch", "stall", "undo"):
         a = np.array(item["actions"], dtype=np.float64, copy=True)
         if a.size == 0:
             raise ValueError("the demo episode has no actions")
-        if kind == "noise":
+        if kind in ("stall", "undo"):
+            n = len(a)
+            k = min(n - 1, max(1, int(round(rng.uniform(*cfg.near_fraction) * n))))
+            if kind == "stall":
+                tail = np.zeros((n - k, a.shape[1]))
+                tail[:, -1] = a[k - 1, -1]
+            else:
+                tail = a[:k][::-1][: n - k].copy()
+                tail[:, :-1] *= -1.0
+                if len(tail) < n - k:          # turned before the middle: hold still after
+                    rest = np.zeros((n - k - len(tail), a.shape[1]))
+                    rest[:, -1] = tail[-1, -1]
+                    tail = np.concatenate([tail, rest])
+            a = np.concatenate([a[:k], tail])
+        elif kind == "noise":
             a = a + rng.normal(0.0, cfg.noise_std, size=a.shape) * half
         else:
             n = len(a)
@@ -319,7 +348,8 @@ def generate_failures(demo_bags: Sequence[Path | str], out_dir: Path | str,
 def main(argv: Optional[List[str]] = None) -> int:
     p = argparse.ArgumentParser(prog="python -m lrm_ros.data.failures",
                                 description="Generate failed ManiSkill rollouts (noisy demo replays, "
-                                            "random and zero policies) as lrm_ros episode bags.")
+                                            "random and zero policies, near misses and regressions) "
+                                            "as lrm_ros episode bags.")
     p.add_argument("--demos", nargs="+", type=Path, required=True,
                    help="demo bags, or folders of them (e.g. data/demos)")
     p.add_argument("--out", type=Path, required=True, help="output folder: one bag per task + summary.json")
@@ -327,6 +357,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--stretch", type=int, default=1, help="random-stretch replays per demo")
     p.add_argument("--random", type=int, default=1, help="random-policy rollouts per task")
     p.add_argument("--zero", type=int, default=1, help="zero-action rollouts per task")
+    p.add_argument("--stall", type=int, default=1,
+                   help="near misses per demo: its actions up to a late point, then holding still")
+    p.add_argument("--undo", type=int, default=1,
+                   help="regressions per demo: its actions up to a late point, then played back")
     p.add_argument("--noise-std", type=float, default=FailureConfig.noise_std)
     p.add_argument("--max-episode-ticks", type=int, default=0,
                    help="0: the demos' time limit (bag metadata or summary.json; else from their lengths)")
@@ -337,7 +371,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     a = p.parse_args(argv)
     try:
         cfg = FailureConfig(noise_per_demo=a.noise, stretch_per_demo=a.stretch, random_per_task=a.random,
-                            zero_per_task=a.zero, noise_std=a.noise_std, max_episode_ticks=a.max_episode_ticks,
+                            zero_per_task=a.zero, stall_per_demo=a.stall, undo_per_demo=a.undo,
+                            noise_std=a.noise_std, max_episode_ticks=a.max_episode_ticks,
                             max_demos=a.max_demos, seed=a.seed)
         summary = generate_failures(a.demos, a.out, cfg, progress=not a.no_progress, overwrite=a.overwrite)
     except (ValueError, FileExistsError) as e:

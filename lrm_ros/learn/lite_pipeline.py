@@ -4,8 +4,8 @@ one command (`lrm-ros train-lite`).
   1. data (with --generate, for every training task that has no bag yet; --workers chains
      side by side):
        demos     motion-planned successes (lrm_ros.sim.demos) -> DATA/demos_<i>/<task>/
-       failures  noisy / stretched replays, random and still policies
-                 (lrm_ros.data.failures) -> DATA/failures_<i>/<task>/
+       failures  noisy / stretched replays, random and still policies, near misses
+                 and regressions (lrm_ros.data.failures) -> DATA/failures_<i>/<task>/
   2. labels      LRM's labels from those episodes (lrm_ros.data.labels); with
                  --augment N also from N copies of each episode seen by another random
                  camera (lrm_ros.data.augment)
