@@ -247,6 +247,8 @@ def test_near_misses_and_regressions_follow_the_demo_then_stop_or_back_off(batch
     kinds = {e["kind"]: e for e in entry["episodes"]}
     assert {"stall", "undo"} <= set(kinds) and entry["kinds"]["stall"] == entry["kinds"]["undo"] == 1
     assert kinds["stall"]["ticks"] == kinds["undo"]["ticks"] == kinds["noise"]["ticks"]
+    with pytest.raises(ValueError, match="too short to stop short"):
+        _actions({"kind": "stall", "actions": demo[:1]}, cfg, low, high, 100, np.random.default_rng(0))
     with pytest.raises(ValueError, match="near_fraction"):
         FailureConfig(near_fraction=(0.5, 1.0))
 

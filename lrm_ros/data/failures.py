@@ -180,6 +180,8 @@ def _actions(item: Dict[str, Any], cfg: FailureConfig, low: np.ndarray, high: np
             raise ValueError("the demo episode has no actions")
         if kind in ("stall", "undo"):
             n = len(a)
+            if n < 2:
+                raise ValueError(f"the demo episode has {n} action(s): too short to stop short of its end")
             k = min(n - 1, max(1, int(round(rng.uniform(*cfg.near_fraction) * n))))
             if kind == "stall":
                 tail = np.zeros((n - k, a.shape[1]))
