@@ -128,8 +128,10 @@ def run_config(name: str, a) -> dict:
                                 "env_success": bool(e["meta"]["extra"]["env_success"]), "selected": bool(j)}
                                for e, j in zip(recent[-1], judged[-len(recent[-1]):])]
         history.append(row)
-        bar.set_postfix(train_success=f"{row['train_success']:.2f}", ret=f"{row['mean_return']:.1f}",
-                        kl0=f"{row.get('kl_to_init', 0):.3f}")
+        shown = {"train_success": f"{row['train_success']:.2f}", "ret": f"{row['mean_return']:.1f}"}
+        if "kl_to_init" in row:        # PPO's; filtered BC reports none
+            shown["kl0"] = f"{row['kl_to_init']:.3f}"
+        bar.set_postfix(**shown)
     train_s = time.monotonic() - t0
     if iterations:
         from lrm_ros.policy.tiny_vla import save_policy
