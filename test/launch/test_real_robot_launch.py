@@ -111,8 +111,11 @@ class TestRealRobotGraph(unittest.TestCase):
                 pause.publish(Bool(data=True))
                 self.assertTrue(mon.wait_for(lambda: got[-1] == [0.0] * 7, 10))   # the stop command
                 n = len(got)
+                refused = lambda: int(mon.node_diagnostics(f"/{NS}/robot_bridge").get("refused_paused", 0))  # noqa: E731
+                before = refused()
                 mon.send_command(NS, [0.1] * 7)
-                time.sleep(1.0)
+                # the bridge has handled the command once its diagnostics count it as refused
+                self.assertTrue(mon.wait_for(lambda: refused() > before, 10), mon.node_diagnostics(f"/{NS}/robot_bridge"))
                 self.assertEqual(len(got), n)                    # nothing passes while paused
             finally:
                 stop.set()
