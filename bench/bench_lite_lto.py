@@ -74,11 +74,12 @@ def main(argv=None) -> int:
     torch.set_num_threads(2)
     from lrm_ros.vision.features import text_encoder
     from lrm_ros.learn import lite_lto
-    from lrm_ros.learn.lite_pipeline import _git_rev, data_folders, prepare
+    from lrm_ros.common.provenance import git_revision
+    from lrm_ros.learn.lite_pipeline import data_folders, prepare
     from lrm_ros.learn.train_lite import TrainConfig
 
     t0 = time.perf_counter()
-    rev = _git_rev()
+    rev = git_revision()
     tasks = lite_lto.check_tasks(a.tasks)
     prep = prepare(tasks, a.data, a.demos, a.failures, a.seed, augment=a.augment)
     runs = [("", prep)]
