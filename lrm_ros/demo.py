@@ -12,6 +12,10 @@ the learner in the second):
 Prints success before/after (with 95% Wilson intervals) and writes --out/report.json,
 report.html and plots (success before/after, reward and success over iterations, reward
 traces of the evaluation episodes). Extra `name:=value` arguments go to every bring-up.
+
+Why one file: it is the application a new user runs first; its phases, the checks that keep a
+phase's figures honest (dead nodes, discovery faults, fallback commands, the policy version)
+and its report are read together when a run fails.
 """
 import json
 import math
@@ -52,26 +56,9 @@ class DiscoveryFault(PhaseError):
 DISCOVERY_GRACE_S = 30.0
 
 
-def blind_bridges(mon, names) -> dict:
-    """{env: [required nodes]} for the envs that have not ticked yet because their bridge
-    waits for nodes that report themselves active to the monitor: the bridge's process has not
-    discovered them. Seen in `make demo` (1 bring-up in 6): env1's bridge waited 300 s for
-    /reward_model and /env1/policy while env0's saw both at once."""
-    from lrm_ros.common.readiness import waiting_nodes
-    out = {}
-    for n in names:
-        if mon.records[n].ticks:
-            continue
-        waiting = waiting_nodes(mon.node_diagnostics(f"/{n}/maniskill_bridge").get("waiting_for", ""))
-        unseen = [fq for fq in waiting if mon.node_diagnostics(fq).get("lifecycle_state") == "active"]
-        if unseen:
-            out[n] = unseen
-    return out
-
-
 def _run_phase(title, overrides, names, done, progress, total, timeout, log, unit="ep", attempts=2):
     """Bring the graph up with `overrides`, wait until done(monitor), shut it down. A bring-up
-    whose bridge cannot discover nodes that are up (`blind_bridges`) is retried once on a
+    whose bridge cannot discover nodes that are up (`GraphMonitor.blind_bridges`) is retried once on a
     fresh DDS domain: no episode has started then, so nothing is lost or counted twice."""
     for attempt in range(1, attempts + 1):
         try:
@@ -109,7 +96,7 @@ def _run_phase_once(title, overrides, names, done, progress, total, timeout, log
                 dead = runner.dead()
                 if dead:
                     raise PhaseError("; ".join(runner.describe_death(p) for p in dead))
-                blind = blind_bridges(mon, names)
+                blind = mon.blind_bridges()
                 blind_since = (blind_since or time.monotonic()) if blind else None
                 if blind and time.monotonic() - blind_since >= DISCOVERY_GRACE_S:
                     raise DiscoveryFault(

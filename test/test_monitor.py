@@ -33,7 +33,6 @@ def test_a_bridge_blind_to_nodes_the_monitor_sees_active_is_named(monkeypatch, f
     monkeypatch.setenv("ROS_DOMAIN_ID", str(fresh_domain))
     from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
     from lrm_ros.common.readiness import NOT_RUNNING, RequiredNodes, waiting_nodes
-    from lrm_ros.demo import blind_bridges
     from lrm_ros.ros.monitor import GraphMonitor
 
     def status(name, **values):
@@ -57,4 +56,4 @@ def test_a_bridge_blind_to_nodes_the_monitor_sees_active_is_named(monkeypatch, f
         pub = mon.node.create_publisher(DiagnosticArray, "/diagnostics", 10)
         mon.node.create_timer(0.2, lambda: pub.publish(diagnostics))
         assert mon.wait_for(lambda: "/reward_model" in mon.diagnostics, 20), mon.diagnostics
-        assert blind_bridges(mon, names) == {"env1": ["/env1/policy", "/reward_model"]}
+        assert mon.blind_bridges() == {"env1": ["/env1/policy", "/reward_model"]}

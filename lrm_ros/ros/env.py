@@ -38,7 +38,7 @@ def fresh_domain_id(avoid: Optional[int] = None) -> int:
     that brought graphs up one after another on one domain saw, at the third, a policy whose
     control/tick subscription received nothing while other readers did (`lrm-ros demo`, 3 of
     3 runs; clean in 4 of 4 with a domain per bring-up, then 1 bring-up in 6 failed again:
-    see `lrm_ros.demo.blind_bridges`)."""
+    see `GraphMonitor.blind_bridges`)."""
     n = len(SAFE_DOMAINS)
     while True:
         d = SAFE_DOMAINS[(os.getpid() + 7 * next(_BRING_UPS)) % n]

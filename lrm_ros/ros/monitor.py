@@ -21,6 +21,7 @@ from sensor_msgs.msg import CameraInfo, Image, JointState
 from std_msgs.msg import Float64MultiArray, String
 from std_srvs.srv import Trigger
 
+from lrm_ros.common.readiness import waiting_nodes
 from lrm_ros.common.stamps import stamp_ns
 from lrm_ros.msg import ControlTick, HeldReward, PolicyStep, PolicyUpdate, RewardQueryResult, SimOracle
 from lrm_ros.ros.diagnostics import parse_status
@@ -305,6 +306,22 @@ class GraphMonitor:
 
     def node_diagnostics(self, fq_name: str) -> Dict[str, str]:
         return self.diagnostics.get(fq_name, {})
+
+    def blind_bridges(self, bridge: str = "maniskill_bridge") -> Dict[str, List[str]]:
+        """{namespace: [required nodes]} for the namespaces that have not ticked yet because
+        their tick source (`<ns>/<bridge>`) waits for nodes that report themselves active to
+        this monitor: its process has not discovered them. Seen in `make demo` (1 bring-up
+        in 6): env1's bridge waited 300 s for /reward_model and /env1/policy while env0's saw
+        both at once."""
+        out = {}
+        for ns in self.namespaces:
+            if self.records[ns].ticks:
+                continue
+            waiting = waiting_nodes(self.node_diagnostics(f"/{ns}/{bridge}").get("waiting_for", ""))
+            unseen = [fq for fq in waiting if self.node_diagnostics(fq).get("lifecycle_state") == "active"]
+            if unseen:
+                out[ns] = unseen
+        return out
 
     def close(self) -> None:
         if self._closed:
