@@ -149,7 +149,7 @@ def bags(tmp_path_factory):
     s = generate_demos(["PickCube-v1"], 1, root / "demos", cfg, seed=0, progress=False)
     assert s["tasks"]["PickCube-v1"]["episodes_written"] == 1
     fcfg = FailureConfig(noise_per_demo=1, stretch_per_demo=0, random_per_task=0, zero_per_task=0,
-                         noise_std=0.6, max_episode_ticks=40)
+                         stall_per_demo=0, undo_per_demo=0, noise_std=0.6, max_episode_ticks=40)
     f = generate_failures([root / "demos"], root / "failures", fcfg, progress=False)
     e = f["tasks"]["PickCube-v1"]
     assert e["episodes_written"] == 1 and e["camera"] == [64, 64] and e["episodes"][0]["kind"] == "noise"
