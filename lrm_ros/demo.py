@@ -58,16 +58,20 @@ DISCOVERY_GRACE_S = 30.0
 
 def _run_phase(title, overrides, names, done, progress, total, timeout, log, unit="ep", attempts=2):
     """Bring the graph up with `overrides`, wait until done(monitor), shut it down. A bring-up
-    whose bridge cannot discover nodes that are up (`GraphMonitor.blind_bridges`) is retried once on a
-    fresh DDS domain: no episode has started then, so nothing is lost or counted twice."""
+    whose bridge cannot discover nodes that are up (`GraphMonitor.blind_bridges`) is retried
+    once on a fresh DDS domain. Nothing of the failed bring-up is kept: its monitor (what the
+    other envs did meanwhile) is dropped, and so is the learner's directory, which the learner
+    would otherwise resume from."""
     for attempt in range(1, attempts + 1):
         try:
             return _run_phase_once(title, overrides, names, done, progress, total, timeout, log, unit)
         except DiscoveryFault as exc:
             if attempt == attempts:
                 raise PhaseError(f"{exc} (on {attempts} bring-ups, each on its own DDS domain)") from exc
-            print(f"[demo] {exc}; no episode had started: bringing the graph up again on a fresh "
-                  "DDS domain", flush=True)
+            if overrides.get("learner_dir") and Path(overrides["learner_dir"]).exists():
+                shutil.rmtree(overrides["learner_dir"])
+            print(f"[demo] {exc}; discarding that bring-up and bringing the graph up again on a "
+                  "fresh DDS domain", flush=True)
             log.write(f"\n[demo] retrying the bring-up: {exc}\n")
 
 
