@@ -183,17 +183,14 @@ def _actions(item: Dict[str, Any], cfg: FailureConfig, low: np.ndarray, high: np
             if n < 2:
                 raise ValueError(f"the demo episode has {n} action(s): too short to stop short of its end")
             k = min(n - 1, max(1, int(round(rng.uniform(*cfg.near_fraction) * n))))
-            if kind == "stall":
-                tail = np.zeros((n - k, a.shape[1]))
-                tail[:, -1] = a[k - 1, -1]
-            else:
-                tail = a[:k][::-1][: n - k].copy()
-                tail[:, :-1] *= -1.0
-                if len(tail) < n - k:          # turned before the middle: hold still after
-                    rest = np.zeros((n - k - len(tail), a.shape[1]))
-                    rest[:, -1] = tail[-1, -1]
-                    tail = np.concatenate([tail, rest])
-            a = np.concatenate([a[:k], tail])
+            moved = a[:k]
+            if kind == "undo":                 # the same motion played back
+                back = a[:k][::-1][: n - k].copy()
+                back[:, :-1] *= -1.0
+                moved = np.concatenate([moved, back])
+            hold = np.zeros((n - len(moved), a.shape[1]))   # then still, the gripper as it was
+            hold[:, -1] = moved[-1, -1]
+            a = np.concatenate([moved, hold])
         elif kind == "noise":
             a = a + rng.normal(0.0, cfg.noise_std, size=a.shape) * half
         else:
