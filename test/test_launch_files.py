@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from lrm_ros.bringup.graph import (GraphError, NodeSpec, argument_defaults, load_graph,
-                                   parse_launch_arguments, resolve)
+from lrm_ros.bringup.graph import (GraphError, NodeSpec, argument_choices, argument_defaults,
+                                   load_graph, parse_launch_arguments, resolve)
 
 REPO = Path(__file__).resolve().parents[1]
 LAUNCH_DIR = REPO / "launch"
@@ -243,6 +243,36 @@ def test_unknown_argument_is_rejected_naming_the_known_ones():
     assert "num_env" in message
     for known in argument_defaults(graph):
         assert known in message
+
+
+@pytest.mark.parametrize("graph_name,argument,value,allowed", [
+    ("sim", "policy", "scripted", "tiny_vla, random, zero, none"),
+    ("sim", "learner", "PPO", "ppo, filtered_bc, none"),
+    ("sim", "record", "True", "true, false"),
+    ("real_robot", "policy", "random", "tiny_vla, none")])
+def test_a_value_outside_an_arguments_choices_is_rejected_naming_them(graph_name, argument, value, allowed):
+    # before: policy:=scripted matched no node's condition and the graph ran without a policy
+    with pytest.raises(GraphError) as info:
+        resolve(load_graph(graph_name), {argument: value})
+    assert str(info.value).startswith(f"{argument}:={value} is not one of {allowed} (graph ")
+
+
+@pytest.mark.parametrize("graph_name", ["sim", "real_robot"])
+def test_choices_cover_the_defaults_and_every_value_a_node_condition_tests(graph_name):
+    graph = load_graph(graph_name)
+    choices, defaults = argument_choices(graph), argument_defaults(graph)
+    assert {"policy", "learner", "record", "respawn", "reward_signal"} <= set(choices)
+    for name, allowed in choices.items():
+        assert defaults[name] in allowed, name
+    tested = 0
+    for node in graph["nodes"]:
+        for key in ("if", "unless"):
+            cond = node.get(key)
+            if cond and cond["arg"] in choices:
+                values = [str(v) for v in cond.get("in", [cond.get("equals")])]
+                assert set(values) <= set(choices[cond["arg"]]), (node["name"], cond)
+                tested += 1
+    assert tested >= 3
 
 
 @pytest.mark.parametrize("value", ["0", "-1", "two", "1.5"])

@@ -87,6 +87,12 @@ def argument_defaults(graph: dict) -> Dict[str, str]:
     return {k: str((v or {}).get("default", "")) for k, v in (graph.get("arguments") or {}).items()}
 
 
+def argument_choices(graph: dict) -> Dict[str, List[str]]:
+    """{argument: its allowed values} for the arguments whose YAML entry lists `choices`."""
+    return {k: [str(c) for c in v["choices"]] for k, v in (graph.get("arguments") or {}).items()
+            if (v or {}).get("choices") is not None}
+
+
 def parse_launch_arguments(items: List[str]) -> Dict[str, str]:
     """['num_envs:=2', 'env_id:=PushCube-v1'] -> dict, as `ros2 launch` takes them."""
     out = {}
@@ -141,6 +147,12 @@ def resolve(graph: dict, overrides: Optional[Mapping[str, str]] = None) -> List[
         raise GraphError(f"unknown launch argument(s) {sorted(unknown)} for graph "
                          f"{graph.get('_path')}; known: {sorted(args)}")
     args.update({k: str(v) for k, v in (overrides or {}).items()})
+    for name, allowed in argument_choices(graph).items():
+        # a value no condition matches would silently drop a node (policy:=scripted ran the
+        # graph without a policy)
+        if args[name] not in allowed:
+            raise GraphError(f"{name}:={args[name]} is not one of {', '.join(allowed)} "
+                             f"(graph {graph.get('_path')})")
     try:
         num_envs = int(args.get("num_envs", 1))
     except ValueError:

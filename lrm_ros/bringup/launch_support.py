@@ -9,7 +9,7 @@ its pure helpers can be tested) where no ROS 2 install is present.
 """
 from typing import Dict, List, Mapping, Optional, Sequence
 
-from lrm_ros.bringup.graph import (GraphError, NodeSpec, argument_defaults, load_graph,
+from lrm_ros.bringup.graph import (GraphError, NodeSpec, argument_choices, argument_defaults, load_graph,
                                    resolve)
 
 GRAPH_ARGUMENT = "graph"
@@ -51,12 +51,12 @@ def declare_graph_arguments(graph: dict) -> list:
     """One `DeclareLaunchArgument` per entry of the graph's `arguments` (default and
     description taken from the YAML)."""
     from launch.actions import DeclareLaunchArgument
-    defaults = argument_defaults(graph)
+    defaults, choices = argument_defaults(graph), argument_choices(graph)
     out = []
     for name, entry in (graph.get("arguments") or {}).items():
         description = str((entry or {}).get("description", "")) or f"graph argument '{name}'"
         out.append(DeclareLaunchArgument(name, default_value=defaults[name],
-                                         description=description))
+                                         description=description, choices=choices.get(name)))
     return out
 
 
