@@ -184,7 +184,7 @@ class RawGroup:
 def graph_run(env_id: str, ticks: int, warmup: int, num_envs: int, domain: int, log,
               timeout_s: float, bounds) -> dict:
     from lrm_ros.bringup.graph import load_graph, resolve
-    from lrm_ros.bringup.runner import GraphRunner
+    from lrm_ros.bringup.session import running_graph
     from lrm_ros.ros.env import apply_ros_environment, ros_environment
 
     env = ros_environment(domain_id=domain)
@@ -214,60 +214,54 @@ def graph_run(env_id: str, ticks: int, warmup: int, num_envs: int, domain: int, 
 
     diag_samples = {ns: [] for ns in names}
     out = {"num_envs": num_envs, "domain_id": domain}
-    runner = None
-    with GraphMonitor(names, on_tick=on_tick, node_name="bench_monitor") as mon:
+    t_start = time.monotonic()
+    with running_graph(specs, env=env, log=log,
+                       monitor=GraphMonitor(names, on_tick=on_tick, node_name="bench_monitor")) as g:
+        mon, runner = g.monitor, g.runner
         mon_ref.append(mon)
-        try:
-            t_start = time.monotonic()
-            runner = GraphRunner(specs, env=env, output=log).start()
-            say(f"graph x{num_envs}: started {len(specs)} node processes (domain {domain}); "
-                "waiting for the first control tick")
-            first_ok = mon.wait_for(lambda: all(mon.records[n].ticks for n in names), timeout_s)
-            if not first_ok:
-                raise TimeoutError(f"no control tick within {timeout_s:.0f} s (see {log.name})")
-            out["startup_s"] = round(time.monotonic() - t_start, 2)
-            say(f"graph x{num_envs}: first tick after {out['startup_s']} s; running "
-                f"{warmup} warm-up + {ticks} ticks per env")
-            last_print = time.monotonic()
-            deadline = time.monotonic() + timeout_s
-            while True:
-                done = min(len(mon.records[n].ticks) for n in names)
-                if done >= needed:
-                    break
-                for n in names:
-                    d = mon.node_diagnostics(f"/{n}/maniskill_bridge")
-                    if d and (not diag_samples[n] or diag_samples[n][-1][0] != d.get("ticks_total")):
-                        diag_samples[n].append((d.get("ticks_total"), d.get("step_ms_mean"),
-                                                d.get("command_timeouts")))
-                dead = runner.dead()
-                if dead:
-                    raise RuntimeError("; ".join(runner.describe_death(p) for p in dead))
-                if time.monotonic() > deadline:
-                    raise TimeoutError(f"graph x{num_envs}: only {done} ticks in {timeout_s:.0f} s")
-                if time.monotonic() - last_print > 5.0:
-                    say(f"graph x{num_envs}: {done}/{needed} ticks per env")
-                    last_print = time.monotonic()
-                mon.wait_for(lambda: min(len(mon.records[n].ticks) for n in names) > done, 0.5)
-            # one more diagnostics period so the windowed step time covers the window's end
-            mon.wait_for(lambda: False, 1.2)
+        say(f"graph x{num_envs}: started {len(specs)} node processes (domain {domain}); "
+            "waiting for the first control tick")
+        g.wait_up(lambda mon: all(mon.records[n].ticks for n in names), timeout_s,
+                  f"no control tick within {timeout_s:.0f} s")
+        out["startup_s"] = round(time.monotonic() - t_start, 2)
+        say(f"graph x{num_envs}: first tick after {out['startup_s']} s; running "
+            f"{warmup} warm-up + {ticks} ticks per env")
+        last_print = time.monotonic()
+        deadline = time.monotonic() + timeout_s
+        while True:
+            done = min(len(mon.records[n].ticks) for n in names)
+            if done >= needed:
+                break
             for n in names:
                 d = mon.node_diagnostics(f"/{n}/maniskill_bridge")
-                if d:
+                if d and (not diag_samples[n] or diag_samples[n][-1][0] != d.get("ticks_total")):
                     diag_samples[n].append((d.get("ticks_total"), d.get("step_ms_mean"),
                                             d.get("command_timeouts")))
-            # monotonic -> wall offset, sampled now (drift over a minute is negligible)
-            offset_ns = min(((time.time_ns() - time.monotonic_ns()) for _ in range(5)), key=abs)
-        finally:
-            if runner is not None:
-                say(f"graph x{num_envs}: stopping the node processes")
-                codes = runner.stop()
-                out["exit_codes"] = codes
-        out["per_env"] = {}
+            if runner.dead():
+                raise RuntimeError(g.deaths())
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"graph x{num_envs}: only {done} ticks in {timeout_s:.0f} s")
+            if time.monotonic() - last_print > 5.0:
+                say(f"graph x{num_envs}: {done}/{needed} ticks per env")
+                last_print = time.monotonic()
+            mon.wait_for(lambda: min(len(mon.records[n].ticks) for n in names) > done, 0.5)
+        # one more diagnostics period so the windowed step time covers the window's end
+        mon.wait_for(lambda: False, 1.2)
         for n in names:
-            rec = mon.records[n]
-            out["per_env"][n] = _graph_env_stats(rec, warmup, ticks, offset_ns,
-                                                 diag_samples[n],
-                                                 mon.node_diagnostics(f"/{n}/camera_ingest"))
+            d = mon.node_diagnostics(f"/{n}/maniskill_bridge")
+            if d:
+                diag_samples[n].append((d.get("ticks_total"), d.get("step_ms_mean"),
+                                        d.get("command_timeouts")))
+        # monotonic -> wall offset, sampled now (drift over a minute is negligible)
+        offset_ns = min(((time.time_ns() - time.monotonic_ns()) for _ in range(5)), key=abs)
+        say(f"graph x{num_envs}: stopping the node processes")
+    out["exit_codes"] = g.codes
+    out["per_env"] = {}
+    for n in names:     # the monitor is closed; what it recorded stays
+        rec = mon.records[n]
+        out["per_env"][n] = _graph_env_stats(rec, warmup, ticks, offset_ns,
+                                             diag_samples[n],
+                                             mon.node_diagnostics(f"/{n}/camera_ingest"))
     out["ticks_per_s"] = sum(e["ticks_per_s"] for e in out["per_env"].values())
     return out
 
@@ -481,7 +475,7 @@ def main() -> int:
                         with ManiSkillSim(SimConfig(env_id=ns.env_id,
                                                     control_mode=CONTROL_MODE)) as sim:
                             bounds = (sim.action_low.tolist(), sim.action_high.tolist())
-                    g = graph_run(ns.env_id, ns.ticks, ns.warmup, n, fresh_domain_id(150, 50), log, ns.timeout,
+                    g = graph_run(ns.env_id, ns.ticks, ns.warmup, n, fresh_domain_id(), log, ns.timeout,
                                   bounds)
                     res[f"graph_x{n}"] = g
                     say(f"graph x{n}: {g['ticks_per_s']:.2f} ticks/s")

@@ -46,7 +46,6 @@ def measure(task: str, camera: int, workers: int, episodes: int, max_ticks: int)
 
 
 def breakdown(task: str, camera: int, steps: int) -> dict:
-    import numpy as np
     import torch
     torch.set_num_threads(1)
     from lrm_ros.vision.image import resize_center_crop

@@ -23,21 +23,19 @@ sys.path.insert(0, str(ROOT))
 
 
 def one_round(overrides, ticks, limit, log, need_training) -> dict:
-    from lrm_ros.bringup.graph import load_graph, parse_launch_arguments, resolve
-    from lrm_ros.bringup.runner import GraphRunner
+    from lrm_ros.bringup.graph import load_graph, resolve
+    from lrm_ros.bringup.session import running_graph
     from lrm_ros.ros.env import apply_ros_environment, fresh_domain_id, ros_environment
-    domain = fresh_domain_id(150, 50)       # one per round
+    domain = fresh_domain_id()       # one per round
     apply_ros_environment(domain_id=domain)
     from lrm_ros.ros.monitor import GraphMonitor
     specs = resolve(load_graph("sim"), overrides)
     names = [f"env{i}" for i in range(int(overrides.get("num_envs", 1)))]
-    runner = GraphRunner(specs, env=ros_environment(domain_id=domain), output=log,
-                         shutdown_timeout_s=60.0).start()
-    mon = GraphMonitor(names)
-    try:
-        ok = mon.wait_for(lambda: all(len(mon.records[n].ticks) >= ticks for n in names), 600)
-        if not ok or runner.dead():
-            raise SystemExit(f"graph did not run: {[runner.describe_death(p) for p in runner.dead()]}")
+    with running_graph(specs, env=ros_environment(domain_id=domain), log=log, monitor=GraphMonitor(names),
+                       shutdown_timeout_s=60.0) as g:
+        mon, runner = g.monitor, g.runner
+        g.wait_up(lambda mon: all(len(mon.records[n].ticks) >= ticks for n in names), 600,
+                  f"fewer than {ticks} ticks per env")
         if need_training:
             mon.wait_for(lambda: mon.node_diagnostics("/learner").get("training") == "True", 300)
         training = mon.node_diagnostics("/learner").get("training")
@@ -50,9 +48,7 @@ def one_round(overrides, ticks, limit, log, need_training) -> dict:
                 if p.spec.label not in exit_s and p.popen.poll() is not None:
                     exit_s[p.spec.label] = time.monotonic() - t0
             time.sleep(0.02)
-    finally:
-        codes = runner.stop()
-        mon.close()
+    codes = g.codes
     return {"training_when_stopped": training,
             "nodes": {k: {"exit_code": codes[k], "seconds": round(exit_s.get(k, float("nan")), 2)}
                       for k in codes}}

@@ -60,7 +60,7 @@ def main(argv=None) -> int:
     ap.add_argument("arguments", nargs="*", help="graph arguments name:=value")
     a = ap.parse_args(argv)
     from lrm_ros.bringup.graph import load_graph, parse_launch_arguments, resolve
-    from lrm_ros.bringup.runner import GraphRunner
+    from lrm_ros.bringup.session import running_graph
     from lrm_ros.ros.env import apply_ros_environment, fresh_domain_id, ros_environment
     domain = fresh_domain_id()
     apply_ros_environment(domain_id=domain)
@@ -73,29 +73,24 @@ def main(argv=None) -> int:
     log_path = Path(tempfile.mkdtemp(prefix="soak_")) / "nodes.log"
     samples = []           # (seconds, {label: MB})
     result = {"minutes": a.minutes, "arguments": overrides, "log": str(log_path)}
-    with open(log_path, "w") as log:
-        runner = GraphRunner(resolve(load_graph("sim"), overrides), env=ros_environment(domain_id=domain),
-                             output=log).start()
-        mon = GraphMonitor(names)
-        died = []
-        try:
-            if not mon.wait_for(lambda: all(mon.records[n].ticks for n in names), 600):
-                raise SystemExit(f"graph did not come up; see {log_path}")
-            t0 = time.monotonic()
-            end = t0 + 60 * a.minutes
-            while time.monotonic() < end:
-                samples.append((time.monotonic() - t0,
-                                {p.spec.label: group_rss_mb(p.popen.pid) for p in runner.procs}))
-                dead = runner.dead()
-                if dead:
-                    died = [runner.describe_death(p) for p in dead]
-                    break
-                mon.wait_for(lambda: False, min(a.every, max(0.0, end - time.monotonic())))
-            mon.wait_for(lambda: False, 3.0)      # the last held rewards and diagnostics
-            learner = mon.node_diagnostics("/learner")
-        finally:
-            codes = runner.stop()
-            mon.close()
+    died = []
+    with running_graph(resolve(load_graph("sim"), overrides), env=ros_environment(domain_id=domain),
+                       log=log_path, monitor=GraphMonitor(names)) as g:
+        mon, runner = g.monitor, g.runner
+        g.wait_up(lambda mon: all(mon.records[n].ticks for n in names), 600, "no first tick in every env")
+        t0 = time.monotonic()
+        end = t0 + 60 * a.minutes
+        while time.monotonic() < end:
+            samples.append((time.monotonic() - t0,
+                            {p.spec.label: group_rss_mb(p.popen.pid) for p in runner.procs}))
+            dead = runner.dead()
+            if dead:
+                died = [runner.describe_death(p) for p in dead]
+                break
+            mon.wait_for(lambda: False, min(a.every, max(0.0, end - time.monotonic())))
+        mon.wait_for(lambda: False, 3.0)      # the last held rewards and diagnostics
+        learner = mon.node_diagnostics("/learner")
+    codes = g.codes
     # ticks without a held reward, per env (the last tick may be in flight: allow it)
     missing = {}
     for n in names:

@@ -23,7 +23,8 @@ from pathlib import Path
 import numpy as np
 
 from lrm_ros.bringup.graph import load_graph, resolve
-from lrm_ros.bringup.runner import GraphRunner, unclean_exits
+from lrm_ros.bringup.runner import unclean_exits
+from lrm_ros.bringup.session import running_graph
 from lrm_ros.rewards.hold import DEFAULT_INTERVAL
 from lrm_ros.ros.env import apply_ros_environment, fresh_domain_id, ros_environment
 
@@ -40,27 +41,21 @@ def run_case(name, args, model_dir, domain, log):
              if s.executable == "maniskill_bridge" else s for s in specs]
     env = ros_environment(domain_id=domain)
     os.environ["ROS_DOMAIN_ID"] = str(domain)
-    with GraphMonitor(["env0"]) as mon:
-        runner = GraphRunner(specs, env=env, output=log).start()
-        try:
-            ready = (lambda: len(mon.records["env0"].held) > 5) if name == "busy" else \
-                (lambda: len(mon.records["env0"].ticks) > 5)
-            if not mon.wait_for(ready, 180):
-                raise RuntimeError(f"{name}: graph did not come up; see {log.name}")
-            start = len(mon.records["env0"].ticks)
-            print(f"[bench] {name}: measuring {args.seconds:.0f} s", flush=True)
-            time.sleep(args.seconds)
-            ticks = mon.records["env0"].ticks[start:]
-            diag = dict(mon.node_diagnostics("/env0/maniskill_bridge"))
-            reward = dict(mon.node_diagnostics("/reward_model"))
-            dead = runner.dead()
-            if dead:      # the numbers would not be this graph's: say so and stop
-                raise RuntimeError(f"{name}: " + "; ".join(runner.describe_death(p) for p in dead))
-        finally:
-            codes = runner.stop()
-        bad = unclean_exits(codes)
-        if bad:
-            raise RuntimeError(f"{name}: node(s) did not exit cleanly: {bad}; see {log.name}")
+    with running_graph(specs, env=env, log=log, monitor=GraphMonitor(["env0"])) as g:
+        mon = g.monitor
+        g.wait_up((lambda mon: len(mon.records["env0"].held) > 5) if name == "busy" else
+                  (lambda mon: len(mon.records["env0"].ticks) > 5), 180, f"{name}: fewer than 6 ticks")
+        start = len(mon.records["env0"].ticks)
+        print(f"[bench] {name}: measuring {args.seconds:.0f} s", flush=True)
+        time.sleep(args.seconds)
+        ticks = mon.records["env0"].ticks[start:]
+        diag = dict(mon.node_diagnostics("/env0/maniskill_bridge"))
+        reward = dict(mon.node_diagnostics("/reward_model"))
+        if g.runner.dead():      # the numbers would not be this graph's: say so and stop
+            raise RuntimeError(f"{name}: {g.deaths()}")
+    bad = unclean_exits(g.codes)
+    if bad:
+        raise RuntimeError(f"{name}: node(s) did not exit cleanly: {bad}; see {log.name}")
     nominal = 1.0 / args.rate
     # At the bridge: its own publish stamps. At a subscriber: the monitor's receive times.
     stamps = np.array([t.stamp_ns for t in ticks], dtype=np.float64) / 1e9
@@ -99,7 +94,7 @@ def main(argv=None):
     results = []
     with open(out.with_suffix(".nodes.log"), "w") as log:
         for name in ("idle", "busy"):
-            results.append(run_case(name, args, str(model_dir), fresh_domain_id(150, 50), log))
+            results.append(run_case(name, args, str(model_dir), fresh_domain_id(), log))
     idle, busy = results
     ratio = busy["jitter_ms_p99"] / max(idle["jitter_ms_p99"], 1e-6)
     cols = ["case", "ticks", "period_ms_mean", "jitter_ms_p50", "jitter_ms_p99", "jitter_ms_max",

@@ -18,7 +18,6 @@
       behaviour-clone the tiny VLA policy from demonstrations
 """
 import argparse
-import os
 import shlex
 import sys
 

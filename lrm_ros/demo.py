@@ -25,7 +25,8 @@ import time
 from pathlib import Path
 
 from lrm_ros.bringup.graph import argument_defaults, load_graph, parse_launch_arguments, resolve
-from lrm_ros.bringup.runner import GraphRunner, unclean_exits
+from lrm_ros.bringup.runner import unclean_exits
+from lrm_ros.bringup.session import running_graph
 from lrm_ros.common.episode_end import END_SUCCESS
 from lrm_ros.learn.rollout import wilson_interval
 from lrm_ros.ros.env import apply_ros_environment, fresh_domain_id, ros_environment
@@ -85,11 +86,10 @@ def _run_phase_once(title, overrides, names, done, progress, total, timeout, log
     print(f"[demo] {title}", flush=True)
     log.write(f"\n===== {title} (ROS_DOMAIN_ID={domain}) =====\n")
     log.flush()
-    mon = GraphMonitor(names)
-    runner = GraphRunner(specs, env=env, output=log).start()
     start = time.monotonic()
     blind_since = None
-    try:
+    with running_graph(specs, env=env, log=log, monitor=GraphMonitor(names)) as g:
+        mon, runner = g.monitor, g.runner
         with tqdm(total=total, desc=title.split(":")[0], unit=unit, file=sys.stdout,
                   mininterval=5.0) as bar:
             while not done(mon):
@@ -97,9 +97,8 @@ def _run_phase_once(title, overrides, names, done, progress, total, timeout, log
                 n = min(total, progress(mon))
                 if n != bar.n:
                     bar.update(n - bar.n)
-                dead = runner.dead()
-                if dead:
-                    raise PhaseError("; ".join(runner.describe_death(p) for p in dead))
+                if runner.dead():
+                    raise PhaseError(g.deaths())
                 blind = mon.blind_bridges()
                 blind_since = (blind_since or time.monotonic()) if blind else None
                 if blind and time.monotonic() - blind_since >= DISCOVERY_GRACE_S:
@@ -110,14 +109,10 @@ def _run_phase_once(title, overrides, names, done, progress, total, timeout, log
                 if time.monotonic() - start > timeout:
                     raise PhaseError(f"{title}: not done after {timeout:.0f} s")
             bar.update(total - bar.n)
-        time.sleep(1.2)    # one more diagnostics period
-        dead = runner.dead()
-        if dead:            # died after the last check: the phase's data is not whole
-            raise PhaseError("; ".join(runner.describe_death(p) for p in dead))
-    finally:
-        codes = runner.stop()
-        mon.close()
-    bad = unclean_exits(codes)
+        mon.wait_for(lambda: False, 1.2)    # one more diagnostics period
+        if runner.dead():   # died after the last check: the phase's data is not whole
+            raise PhaseError(g.deaths())
+    bad = unclean_exits(g.codes)
     if bad:
         raise PhaseError(f"{title}: node(s) did not exit cleanly: {bad}; see the node output")
     return mon, time.monotonic() - start
@@ -302,7 +297,7 @@ def _learning(args) -> str:
     if args.get("learner") == "ppo":
         return f"PPO iterations on the lite reward ({args.get('reward_signal')})"
     labeller = ("the simulator's success" if args.get("learner_success") == "env"
-                else f"the lite reward's completion")
+                else "the lite reward's completion")
     return f"filtered BC iterations (successes labelled by {labeller})"
 
 

@@ -134,7 +134,7 @@ def run_replay(argv: Optional[List[str]] = None) -> int:
     from lrm_ros.bags.load import bag_namespaces
     from lrm_ros.bags.reader import BagFormatError
     from lrm_ros.bringup.graph import load_graph, parse_launch_arguments, resolve
-    from lrm_ros.bringup.runner import GraphRunner
+    from lrm_ros.bringup.session import running_graph
     from lrm_ros.ros.env import apply_ros_environment, fresh_domain_id, ros_environment
 
     bag = Path(a.bag)
@@ -179,13 +179,13 @@ def run_replay(argv: Optional[List[str]] = None) -> int:
           f"{a.rate or 'as fast as scored'}; node output -> {log_path}", flush=True)
     code = 0
     counters: Dict[str, int] = {}
-    with open(log_path, "w") as log:
-        mon = GraphMonitor(names, node_name="lrm_replay")
-        runner = GraphRunner(specs, env=env, output=log).start()
-        pubs: Dict[Tuple[int, str], object] = {}
-        camera_in = a.camera_topic.strip("/")           # the recorded camera goes to the ingest's input
-        camera_out = overrides["camera_input"]
-        try:
+    mon = GraphMonitor(names, node_name="lrm_replay")
+    try:
+        with running_graph(specs, env=env, log=log_path, monitor=mon) as g:
+            runner = g.runner
+            pubs: Dict[Tuple[int, str], object] = {}
+            camera_in = a.camera_topic.strip("/")           # the recorded camera goes to the ingest's input
+            camera_out = overrides["camera_input"]
             for i, rel, msgtype, _, _ in msgs:
                 if (i, rel) not in pubs:
                     topic = f"/{names[i]}/" + (camera_out if rel == camera_in else rel)
@@ -260,14 +260,11 @@ def run_replay(argv: Optional[List[str]] = None) -> int:
                 elif off:
                     print(f"[replay] {n}: {off} queries had no frame in the bag and used the nearest one "
                           "(as `lrm-ros audit` does)")
-        except RuntimeError as exc:
-            print(f"[replay] FAILED: {exc}", file=sys.stderr)
-            code = 2
-        except KeyboardInterrupt:
-            code = 130
-        finally:
-            runner.stop()
-            mon.close()
+    except RuntimeError as exc:
+        print(f"[replay] FAILED: {exc}", file=sys.stderr)
+        code = 2
+    except KeyboardInterrupt:
+        code = 130
     report = {"bag": str(bag), "namespaces": dict(zip(names, namespaces)), "problems": problems,
               "arguments": overrides, "reward_node": counters, "envs": {}}
     for n in names:

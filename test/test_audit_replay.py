@@ -29,7 +29,7 @@ def _run(args, timeout=600):
 def recorded(tmp_path_factory, graph_domain):
     """A recorded run: sim graph, random policy, lite reward (K=3), 6-tick episodes."""
     from lrm_ros.bringup.graph import load_graph, resolve
-    from lrm_ros.bringup.runner import GraphRunner
+    from lrm_ros.bringup.session import running_graph
     from lrm_ros.ros.monitor import GraphMonitor
     tmp = tmp_path_factory.mktemp("audit")
     bag = tmp / "run"
@@ -37,19 +37,12 @@ def recorded(tmp_path_factory, graph_domain):
     specs = resolve(load_graph("sim"), {"env_id": "PushCube-v1", "policy": "random", "reward": "lite",
                                         "reward_interval": str(K), "max_episode_ticks": "6",
                                         "record": "true", "record_path": str(bag), "reward_prefix": ""})
-    log = open(tmp / "nodes.log", "w")
-    mon = GraphMonitor(["env0"])
-    runner = GraphRunner(specs, env=env, output=log).start()
-    try:
+    with running_graph(specs, env=env, log=tmp / "nodes.log", monitor=GraphMonitor(["env0"])) as g:
         # the recorder finds topics once a second, so count what it recorded, not what ran:
         # 50 recorded ticks are about 7 episodes of 7 ticks
-        ok = mon.wait_for(lambda: int(mon.node_diagnostics("/bag_recorder").get(
-            "count:/env0/control/tick", 0)) >= 50, 300)
-        assert ok, (mon.node_diagnostics("/bag_recorder"), Path(log.name).read_text()[-3000:])
-    finally:
-        runner.stop()
-        mon.close()
-        log.close()
+        g.wait_up(lambda mon: int(mon.node_diagnostics("/bag_recorder").get(
+            "count:/env0/control/tick", 0)) >= 50, 300,
+            lambda: f"fewer than 50 ticks recorded: {g.monitor.node_diagnostics('/bag_recorder')}")
     return {"bag": bag, "tmp": tmp}
 
 

@@ -215,7 +215,7 @@ def recorded(tmp_path_factory, graph_domain):
     """Run the sim graph with record:=true until an episode has ended and rewards flowed;
     stop it (Ctrl-C) and hand over what the monitor saw, the runner's exit codes and the bag."""
     from lrm_ros.bringup.graph import load_graph, resolve
-    from lrm_ros.bringup.runner import GraphRunner
+    from lrm_ros.bringup.session import running_graph
     from lrm_ros.ros.monitor import GraphMonitor
     tmp = tmp_path_factory.mktemp("recorder")
     bag = tmp / "bag"
@@ -225,36 +225,23 @@ def recorded(tmp_path_factory, graph_domain):
                                         "record": "true", "record_path": str(bag)})
     assert sorted(s.executable for s in specs) == ["bag_recorder", "camera_ingest", "maniskill_bridge",
                                                    "reward_model", "scripted_policy"]
-    log = open(tmp / "nodes.log", "w")
     monitor = GraphMonitor([NS])
-    runner = GraphRunner(specs, env=env, output=log).start()
     rec = monitor.records[NS]
 
     def count(topic):
         return int(monitor.node_diagnostics("/bag_recorder").get(f"count:/{NS}/{topic}", 0))
 
-    try:
-        up = monitor.wait_for(lambda: bool(runner.dead()) or (
-            any(t.end for t in rec.ticks) and len(rec.held) >= 3
-            and count("control/tick") >= MAX_TICKS + 2
-            and count("reward/held") >= 1 and count("reward/result") >= 1
-            and count("camera/image_raw") >= 1 and count("task/instruction") >= 1), STARTUP_S)
-        log.flush()
-        if not up or runner.dead():
-            pytest.fail("no episode end, held rewards and recording: diagnostics "
-                        f"{monitor.node_diagnostics('/bag_recorder')}; "
-                        + "; ".join(runner.describe_death(p) for p in runner.dead())
-                        + Path(log.name).read_text()[-4000:])
-        assert runner.dead() == [], [runner.describe_death(p) for p in runner.dead()]
-        codes = runner.stop()               # SIGINT: the recorder closes the bag
+    with running_graph(specs, env=env, log=tmp / "nodes.log", monitor=monitor) as g:
+        g.wait_up(lambda _: any(t.end for t in rec.ticks) and len(rec.held) >= 3
+                  and count("control/tick") >= MAX_TICKS + 2
+                  and count("reward/held") >= 1 and count("reward/result") >= 1
+                  and count("camera/image_raw") >= 1 and count("task/instruction") >= 1, STARTUP_S,
+                  lambda: "no episode end, held rewards and recording: diagnostics "
+                  f"{monitor.node_diagnostics('/bag_recorder')}")
+        codes = g.runner.stop()             # SIGINT: the recorder closes the bag
         mon_ticks = [(t.episode, t.tick) for t in rec.ticks]
-        log.flush()
         yield {"ticks": mon_ticks, "instruction": rec.instruction, "codes": codes, "bag": bag,
-               "log": Path(log.name).read_text()}
-    finally:
-        monitor.close()
-        runner.stop()
-        log.close()
+               "log": g.log_tail(10**9)}
 
 
 def test_node_records_the_graph_and_closes_the_bag_on_ctrl_c(recorded):

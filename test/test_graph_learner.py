@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from lrm_ros.bringup.graph import load_graph, resolve
-from lrm_ros.bringup.runner import GraphRunner
+from lrm_ros.bringup.session import running_graph
 
 NS = "env0"
 ITERATIONS = 2
@@ -33,30 +33,17 @@ def run(tmp_path_factory, graph_domain):
              if s.executable == "learner" else s for s in specs]
     assert sorted(s.executable for s in specs) == ["camera_ingest", "learner", "maniskill_bridge",
                                                    "reward_model", "vla_policy"]
-    log = open(tmp / "nodes.log", "w")
-    monitor = GraphMonitor([NS])
-    runner = GraphRunner(specs, env=env, output=log).start()
-    try:
-        up = monitor.wait_for(lambda: len(monitor.records[NS].policy_steps) >= 1, STARTUP_S)
-        if not up:
-            log.flush()
-            pytest.fail("no policy step: " + "; ".join(runner.describe_death(p) for p in runner.dead())
-                        + Path(log.name).read_text()[-3000:])
-        learned = monitor.wait_for(lambda: len(monitor.learner_stats) >= ITERATIONS
-                                   and any(v.policy_version >= ITERATIONS for v in monitor.records[NS].policy_steps),
-                                   LEARN_S)
-        log.flush()
-        assert learned, ("learner did not finish its iterations: stats "
-                         f"{monitor.learner_stats}; " + Path(log.name).read_text()[-4000:])
-        yield monitor, runner, tmp, log
-    finally:
-        monitor.close()
-        runner.stop()
-        log.close()
+    with running_graph(specs, env=env, log=tmp / "nodes.log", monitor=GraphMonitor([NS])) as g:
+        g.wait_up(lambda mon: len(mon.records[NS].policy_steps) >= 1, STARTUP_S, "no policy step")
+        g.wait_up(lambda mon: len(mon.learner_stats) >= ITERATIONS
+                  and any(v.policy_version >= ITERATIONS for v in mon.records[NS].policy_steps),
+                  LEARN_S, lambda: f"the learner did not finish its {ITERATIONS} iterations "
+                  f"(stats: {g.monitor.learner_stats})")
+        yield g.monitor, g.runner, tmp
 
 
 def test_learner_publishes_versioned_checkpoints_with_statistics(run):
-    monitor, _, tmp, _ = run
+    monitor, _, tmp = run
     stats = monitor.learner_stats[:ITERATIONS]
     assert [s["iteration"] for s in stats] == [1, 2] and [s["version"] for s in stats] == [1, 2]
     for s in stats:
@@ -86,7 +73,7 @@ def test_policy_swaps_weights_only_between_episodes(run):
 
 
 def test_a_bad_checkpoint_is_refused_and_the_policy_keeps_running(run):
-    monitor, _, tmp, _ = run
+    monitor, _, tmp = run
     bad = tmp / "corrupt.pt"
     bad.write_bytes(b"\x80\x02 this is not a checkpoint")
     rec = monitor.records[NS]
@@ -104,7 +91,7 @@ def test_a_bad_checkpoint_is_refused_and_the_policy_keeps_running(run):
 def test_the_learner_store_resumes_after_the_graph_stops(run):
     from lrm_ros.learn.learner_config import LearnerConfig
     from lrm_ros.learn.rl import Learner
-    monitor, runner, tmp, _ = run
+    monitor, runner, tmp = run
     runner.stop()
     learner = Learner(LearnerConfig(store_dir=str(tmp / "learner"), max_iterations=ITERATIONS + 1,
                                     episodes_per_iteration=2))

@@ -2,10 +2,8 @@
 rate on their own; ticks without a fresh command use the fallback and are counted."""
 import dataclasses
 
-import pytest
-
 from lrm_ros.bringup.graph import load_graph, resolve
-from lrm_ros.bringup.runner import GraphRunner
+from lrm_ros.bringup.session import running_graph
 from lrm_ros.ros.env import ros_environment
 
 NS = "env0"
@@ -20,21 +18,17 @@ def test_realtime_ticks_advance_without_commands_and_count_misses(tmp_path, fres
                                                 "camera_width": 64, "camera_height": 64,
                                                 "diagnostics_period_s": 0.2})
              for s in specs if s.executable == "maniskill_bridge"]
-    with open(tmp_path / "nodes.log", "w") as log, GraphMonitor([NS]) as mon:
-        runner = GraphRunner(specs, env=env, output=log).start()
-        try:
-            assert mon.wait_for(lambda: len(mon.records[NS].ticks) >= 1, 120.0), \
-                (tmp_path / "nodes.log").read_text()[-3000:]
-            mon.send_command(NS, [0.0] * 7)              # one command, then silence
-            assert mon.wait_for(lambda: len(mon.records[NS].ticks) >= 6, 30.0)
-            name = f"/{NS}/maniskill_bridge"
-            assert mon.wait_for(
-                lambda: int(mon.node_diagnostics(name).get("commands_missed", 0)) >= 3, 10.0)
-            ticks = [t.tick for t in mon.records[NS].ticks if t.episode == 0]
-            assert ticks[:6] == list(range(6))
-            fallbacks = [t.fallbacks for t in mon.records[NS].ticks]
-            assert fallbacks == sorted(fallbacks) and fallbacks[-1] >= 3
-            assert runner.dead() == []
-        finally:
-            codes = runner.stop()
-    assert all(c == 0 for c in codes.values()), codes
+    with running_graph(specs, env=env, log=tmp_path / "nodes.log", monitor=GraphMonitor([NS])) as g:
+        mon = g.monitor
+        g.wait_up(lambda mon: len(mon.records[NS].ticks) >= 1, 120.0, "no first tick")
+        mon.send_command(NS, [0.0] * 7)              # one command, then silence
+        assert mon.wait_for(lambda: len(mon.records[NS].ticks) >= 6, 30.0)
+        name = f"/{NS}/maniskill_bridge"
+        assert mon.wait_for(
+            lambda: int(mon.node_diagnostics(name).get("commands_missed", 0)) >= 3, 10.0)
+        ticks = [t.tick for t in mon.records[NS].ticks if t.episode == 0]
+        assert ticks[:6] == list(range(6))
+        fallbacks = [t.fallbacks for t in mon.records[NS].ticks]
+        assert fallbacks == sorted(fallbacks) and fallbacks[-1] >= 3
+        assert g.runner.dead() == []
+    assert all(c == 0 for c in g.codes.values()), g.codes

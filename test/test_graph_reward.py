@@ -9,12 +9,11 @@ real Qwen tokenizer; no real checkpoint can run here). This test acts as the pol
   held value is flagged stale, and ticks go on regardless.
 """
 import dataclasses
-from pathlib import Path
 
 import pytest
 
-from lrm_ros.bringup.graph import NodeSpec, load_graph, resolve
-from lrm_ros.bringup.runner import GraphRunner
+from lrm_ros.bringup.graph import load_graph, resolve
+from lrm_ros.bringup.session import running_graph
 from lrm_ros.msg import RewardQueryResult
 
 K = 3
@@ -66,41 +65,32 @@ def graph(tiny_model, tmp_path_factory, graph_domain):
         if not tick.episode_end:
             monitor.send_command(ns, [0.0] * 7)
 
-    log = open(tmp_path_factory.mktemp("graph") / "nodes.log", "w")
     monitor = GraphMonitor(list(ENVS), on_tick=answer)
     for e in ENVS:
         monitor.node.create_subscription(HeldReward, f"/{e}/reward/held_slow",
                                          lambda m, e=e: slow_held[e].append(m), RELIABLE)
         monitor.node.create_subscription(RewardQueryResult, f"/{e}/reward/result_slow",
                                          lambda m, e=e: slow_results[e].append(m), RELIABLE)
-    runner = GraphRunner(specs, env=env, output=log).start()
-    try:
+    with running_graph(specs, env=env, log=tmp_path_factory.mktemp("graph") / "nodes.log",
+                       monitor=monitor) as g:
         # Wait until the reward nodes listen, then start the episodes' commands flowing.
-        ok = monitor.wait_for(lambda: all(monitor.subscribers(f"/{e}/control/tick") >= 3
-                                          and monitor.subscribers(f"/{e}/camera/frame") >= 3
-                                          and monitor.subscribers(f"/{e}/camera/image_raw") >= 2
-                                          for e in ENVS), 180.0)
-        if not ok:
-            log.flush()
-            pytest.fail("graph did not come up: " + "; ".join(
-                runner.describe_death(p) for p in runner.dead()) +
-                Path(log.name).read_text()[-4000:])
+        g.wait_up(lambda mon: all(mon.subscribers(f"/{e}/control/tick") >= 3
+                                  and mon.subscribers(f"/{e}/camera/frame") >= 3
+                                  and mon.subscribers(f"/{e}/camera/image_raw") >= 2
+                                  for e in ENVS), 180.0, "the reward nodes do not listen")
         for e in ENVS:                    # tick 0 may have gone out before we subscribed
             monitor.reset(e)
         # enough ticks, and (however slow inference is on a loaded machine) at least three
         # answered queries held per env: the tests below read them
-        ran = monitor.wait_for(lambda: all(
-            len([h for h in monitor.records[e].held if h.episode >= 1]) >= TICKS_TO_RUN
-            and len({(h.episode, h.query_tick) for h in monitor.records[e].held if h.episode >= 1}) >= 3
+        g.wait_up(lambda mon: all(
+            len([h for h in mon.records[e].held if h.episode >= 1]) >= TICKS_TO_RUN
+            and len({(h.episode, h.query_tick) for h in mon.records[e].held if h.episode >= 1}) >= 3
             and len([h for h in slow_held[e] if h.episode >= 1]) >= TICKS_TO_RUN
-            for e in ENVS), 240.0)
-        assert ran, {e: (len(monitor.records[e].ticks), len(monitor.records[e].held),
-                         len(slow_held[e])) for e in ENVS}
-        yield monitor, runner, slow_held, slow_results
-    finally:
-        monitor.close()
-        runner.stop()
-        log.close()
+            for e in ENVS), 240.0,
+            lambda: "too few held rewards (env: ticks, held, held_slow): " + str(
+                {e: (len(monitor.records[e].ticks), len(monitor.records[e].held), len(slow_held[e]))
+                 for e in ENVS}))
+        yield monitor, g.runner, slow_held, slow_results
 
 
 def _episode_ticks(rec, start_episode=1):

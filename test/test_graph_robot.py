@@ -5,13 +5,12 @@ fakes. Checks: operator-started episodes, safety (clipping, rate limit, pause st
 at once), marking success, and the policy as a lifecycle node."""
 import threading
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from lrm_ros.bringup.graph import load_graph, resolve
-from lrm_ros.bringup.runner import GraphRunner
+from lrm_ros.bringup.session import running_graph
 from lrm_ros.common.episode_end import END_SUCCESS
 
 NS = "env0"
@@ -52,7 +51,6 @@ def robot(tmp_path_factory, graph_domain):
                                                "instruction": "push the red cube to the target",
                                                "reward": "lite", "reward_interval": "3"})
     assert sorted(s.executable for s in specs) == ["camera_ingest", "reward_model", "robot_bridge", "vla_policy"]
-    log = open(tmp / "nodes.log", "w")
     mon = GraphMonitor([NS])
     commands, gripper = [], []
     mon.node.create_subscription(Float64MultiArray, "/fake_controller/commands",
@@ -78,21 +76,16 @@ def robot(tmp_path_factory, graph_domain):
             time.sleep(0.05)
 
     thread = threading.Thread(target=drivers, daemon=True)
-    thread.start()
-    runner = GraphRunner(specs, env=env, output=log).start()
-    try:
-        up = mon.wait_for(lambda: any("configured" in s for s in mon.records[NS].policy_status)
-                          and mon.subscribers(f"/{NS}/policy/command") >= 1, 120)
-        if not up:
-            log.flush()
-            pytest.fail("graph not up: " + "; ".join(runner.describe_death(p) for p in runner.dead())
-                        + Path(log.name).read_text()[-3000:])
-        yield {"mon": mon, "commands": commands, "gripper": gripper, "runner": runner, "log": log}
-    finally:
-        stop.set()
-        runner.stop()
-        mon.close()
-        log.close()
+    with running_graph(specs, env=env, log=tmp / "nodes.log", monitor=mon) as g:
+        thread.start()
+        try:
+            g.wait_up(lambda mon: any("configured" in s for s in mon.records[NS].policy_status)
+                      and mon.subscribers(f"/{NS}/policy/command") >= 1, 120,
+                      "the policy is not configured or not commanding the robot bridge")
+            yield {"mon": mon, "commands": commands, "gripper": gripper, "runner": g.runner, "graph": g}
+        finally:
+            stop.set()            # the drivers publish through the monitor's node: stop them first
+            thread.join(timeout=5.0)
 
 
 def _call(mon, name, srv_type, request=None, timeout=20.0):
@@ -137,7 +130,7 @@ def test_operator_episodes_safety_and_lifecycle(robot):
             break
         assert "/reward_model" in res.message or "/env0/policy" in res.message, res.message
     assert res.success and "episode 0 started" in res.message, res.message
-    assert mon.wait_for(lambda: len(commands) >= 8, 60), (len(rec.ticks), robot["log"].name)
+    assert mon.wait_for(lambda: len(commands) >= 8, 60), (len(rec.ticks), robot["graph"].log_path)
     assert (rec.ticks[0].episode, rec.ticks[0].tick, rec.ticks[0].start) == (0, 0, True)
     # every tick from tick 0 on has its held reward (the reward model was ready first)
     assert mon.wait_for(lambda: {(h.episode, h.tick) for h in rec.held}

@@ -8,12 +8,12 @@ malformed images, reset, episode ends, and that nothing is left behind.
 import array
 import dataclasses
 import os
-from pathlib import Path
 
 import pytest
 
 from lrm_ros.bringup.graph import load_graph, resolve
-from lrm_ros.bringup.runner import GraphRunner, stale_shm
+from lrm_ros.bringup.runner import stale_shm
+from lrm_ros.bringup.session import GraphNotUp, running_graph
 from lrm_ros.common.episode_end import END_RESET_REQUEST, END_TIME_LIMIT
 
 IMAGE_SIZE = 96          # not the default 224: proves the parameter reaches the node
@@ -41,21 +41,11 @@ def graph(tmp_path_factory, graph_domain):
                  "outputs": ["camera/frame", "camera/frame_from_compressed"]})
              for s in specs]
     assert sorted(s.executable for s in specs) == ["camera_ingest", "maniskill_bridge", "reward_model"]
-    log = open(tmp_path_factory.mktemp("graph") / "nodes.log", "w")
-    monitor = GraphMonitor([NS])
-    runner = GraphRunner(specs, env=env, output=log).start()
-    try:
-        up = monitor.wait_for(lambda: len(monitor.records[NS].ticks) >= 1
-                              and monitor.records[NS].instruction is not None, STARTUP_S)
-        if not up:
-            log.flush()
-            pytest.fail("graph did not come up: " + "; ".join(
-                runner.describe_death(p) for p in runner.dead()) + Path(log.name).read_text()[-3000:])
-        yield monitor, runner
-    finally:
-        monitor.close()
-        runner.stop()
-        log.close()
+    with running_graph(specs, env=env, log=tmp_path_factory.mktemp("graph") / "nodes.log",
+                       monitor=GraphMonitor([NS])) as g:
+        g.wait_up(lambda mon: len(mon.records[NS].ticks) >= 1 and mon.records[NS].instruction is not None,
+                  STARTUP_S, "no first tick and instruction")
+        yield g.monitor, g.runner
 
 
 def _ticks(mon):
@@ -99,15 +89,18 @@ def test_a_bridge_waiting_for_a_node_that_never_comes_stops_naming_it(tmp_path, 
                                                 "wait_for_nodes": ["/env0/policy", "/reward_model"],
                                                 "wait_for_nodes_timeout_s": 3.0})
              for s in specs]
-    with open(tmp_path / "nodes.log", "w") as log:
-        runner = GraphRunner(specs, env=ros_environment(domain_id=fresh_domain), output=log).start()
-        try:
-            code = runner.procs[0].popen.wait(timeout=STARTUP_S)
-        finally:
-            runner.stop()
+    from lrm_ros.ros.monitor import GraphMonitor
+    with running_graph(specs, env=ros_environment(domain_id=fresh_domain), log=tmp_path / "nodes.log",
+                       monitor=GraphMonitor([NS])) as g:
+        with pytest.raises(GraphNotUp) as failed:
+            g.wait_up(lambda mon: len(mon.records[NS].ticks) >= 1, STARTUP_S, "no first tick")
     text = (tmp_path / "nodes.log").read_text()
-    assert code == 1, text[-3000:]
+    assert g.codes == {f"{NS}/maniskill_bridge": 1}, text[-3000:]
     assert "the graph is not ready: /env0/policy: not running; /reward_model: not running" in text, text[-3000:]
+    # what the caller is told: what it waited for, who died how, their last words, the log
+    said = str(failed.value)
+    assert said.startswith(f"no first tick: {NS}/maniskill_bridge died (exit code 1); last output:"), said
+    assert said.count("the graph is not ready: /env0/policy") == 2, said
 
 
 def test_lockstep_one_tick_per_command_with_frames_and_oracle(graph):

@@ -22,13 +22,12 @@ import math
 import os
 import signal
 import threading
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from lrm_ros.rewards import RewardQuery, make_backend
-from lrm_ros.rewards.engine import ERROR, OK, TIMEOUT, EngineConfig, RewardEngine
+from lrm_ros.rewards.engine import ERROR, TIMEOUT, EngineConfig, RewardEngine
 from lrm_ros.rewards.server import ServerUnavailableError
 
 INSTR = "pick up the red cube"
@@ -302,7 +301,7 @@ def test_reward_node_scores_a_two_env_sim_through_the_server(vllm_server, tmp_pa
     """The reward node (reward:=vllm, tri) in the simulated graph with 2 envs: every query is
     answered OK through the server, ticks go on."""
     from lrm_ros.bringup.graph import load_graph, resolve
-    from lrm_ros.bringup.runner import GraphRunner
+    from lrm_ros.bringup.session import running_graph
     from lrm_ros.msg import RewardQueryResult
     from lrm_ros.ros.monitor import GraphMonitor
     envs = ("env0", "env1")
@@ -327,38 +326,28 @@ def test_reward_node_scores_a_two_env_sim_through_the_server(vllm_server, tmp_pa
         if not tick.episode_end:
             monitor.send_command(ns, [0.0] * 7)
 
-    log = open(tmp_path_factory.mktemp("graph_vllm") / "nodes.log", "w")
     monitor = GraphMonitor(list(envs), on_tick=answer)
-    runner = GraphRunner(specs, env=env, output=log).start()
-    try:
-        ok = monitor.wait_for(lambda: all(monitor.subscribers(f"/{e}/control/tick") >= 1
-                                          and monitor.subscribers(f"/{e}/camera/frame") >= 1
-                                          and monitor.subscribers(f"/{e}/camera/image_raw") >= 1
-                                          for e in envs), 180.0)
-        if not ok:
-            log.flush()
-            pytest.fail("graph did not come up: " + "; ".join(
-                runner.describe_death(p) for p in runner.dead()) + Path(log.name).read_text()[-4000:])
+    with running_graph(specs, env=env, log=tmp_path_factory.mktemp("graph_vllm") / "nodes.log",
+                       monitor=monitor) as g:
+        g.wait_up(lambda mon: all(mon.subscribers(f"/{e}/control/tick") >= 1
+                                  and mon.subscribers(f"/{e}/camera/frame") >= 1
+                                  and mon.subscribers(f"/{e}/camera/image_raw") >= 1
+                                  for e in envs), 180.0, "the reward node does not listen")
         for e in envs:
             monitor.reset(e)
         # a whole episode (8 ticks: queries at 3, 6 and the terminal tick) in each env
-        ran = monitor.wait_for(lambda: all(
-            len([r for r in monitor.records[e].results if r[0] >= 1]) >= 3 for e in envs), 180.0)
-        log.flush()
-        assert ran, ({e: monitor.records[e].results for e in envs}, Path(log.name).read_text()[-3000:])
+        g.wait_up(lambda mon: all(
+            len([r for r in mon.records[e].results if r.episode >= 1]) >= 3 for e in envs), 180.0,
+            lambda: f"fewer than 3 answered queries per env: { {e: monitor.records[e].results for e in envs} }")
         for e in envs:
-            res = [r for r in monitor.records[e].results if r[0] >= 1]
+            res = [r for r in monitor.records[e].results if r.episode >= 1]
             # scored through the server: OK or INVALID (random weights answer gibberish), never
             # an error or timeout
-            assert {r[2] for r in res} <= {RewardQueryResult.STATUS_OK,
-                                          RewardQueryResult.STATUS_INVALID}, res
-            held = [h for h in monitor.records[e].held if h[0] >= 1]
+            assert {r.status for r in res} <= {RewardQueryResult.STATUS_OK,
+                                               RewardQueryResult.STATUS_INVALID}, res
+            held = [h for h in monitor.records[e].held if h.episode >= 1]
             assert len(held) >= 8
-        assert not runner.dead()
-    finally:
-        monitor.close()
-        runner.stop()
-        log.close()
+        assert not g.runner.dead()
 
 
 class _Relay:

@@ -269,7 +269,7 @@ def write_generalization(summary: dict, out: Path) -> None:
                                    "frames", "data_hash", "interval", "epochs")}
     (out / "lite_generalization.json").write_text(json.dumps(rec, indent=2, default=str))
     lite_lto.plot_table(summary["per_task"], out / "lite_generalization.png")
-    md = [f"# lite reward model on tasks it never saw (leave-task-out)", "",
+    md = ["# lite reward model on tasks it never saw (leave-task-out)", "",
           f"Command: `{summary['command']}` (git {summary['git_rev']}, {summary['wall_s']:.0f} s "
           f"in all). Each row: the heads trained on the other tasks, scored on this task's demos "
           f"and failures through the interval-hold (K = {summary['interval']}).", "",

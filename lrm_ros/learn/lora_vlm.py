@@ -25,7 +25,7 @@ import math
 import os
 import random
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
@@ -116,7 +116,6 @@ class SFTEncoder:
         self.end = "<|im_end|>"
 
     def encode(self, batch: Sequence[SFTSample]):
-        import torch
         from lrm_ros.rewards.prompts import build_messages
         proc = self.processor
         texts, images, prompt_lens = [], [], []

@@ -8,7 +8,6 @@ them), so the same checkpoint serves the policy node and the learner's updates.
 """
 import hashlib
 import io
-import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Dict, Optional, Sequence, Tuple

@@ -65,7 +65,6 @@ from __future__ import annotations
 
 import base64
 import io
-import json
 import math
 import os
 import threading
@@ -430,7 +429,6 @@ class ServerRewardBackend(RewardBackend):
 
     def metrics(self) -> Dict[str, float]:
         """The server's Prometheus counters (vLLM /metrics), name -> value (summed over labels)."""
-        import httpx
         r = self._client().get(self._root_url("metrics"), timeout=10)
         out: Dict[str, float] = {}
         for line in r.text.splitlines():
