@@ -80,9 +80,16 @@ def main(argv=None) -> int:
         g.wait_up(lambda mon: all(mon.records[n].ticks for n in names), 600, "no first tick in every env")
         t0 = time.monotonic()
         end = t0 + 60 * a.minutes
+        said = t0
         while time.monotonic() < end:
             samples.append((time.monotonic() - t0,
                             {p.spec.label: group_rss_mb(p.popen.pid) for p in runner.procs}))
+            if time.monotonic() - said >= 60:         # progress, once a minute
+                said = time.monotonic()
+                ended = sum(sum(1 for t in mon.records[n].ticks if t.end) for n in names)
+                rss = ", ".join(f"{k} {v:.0f}" for k, v in samples[-1][1].items())
+                print(f"[soak] {(said - t0) / 60:.0f}/{a.minutes:g} min, {ended} episodes; RSS MB: {rss}",
+                      flush=True)
             dead = runner.dead()
             if dead:
                 died = [runner.describe_death(p) for p in dead]
@@ -122,7 +129,9 @@ def main(argv=None) -> int:
                    "ticks_without_held_reward": missing, "policy_steps_published": published,
                    "learner_steps_recorded": recorded_steps, "learner": learner,
                    "exit_codes": codes, "died": died, "learner_episodes_complete": complete,
-                   "learner_episodes_set_aside": lost})
+                   "learner_episodes_set_aside": lost,
+                   # every sample, so a growth can be told from a swing: [seconds, {node: MB}]
+                   "series": [[round(t, 1), {k: round(v, 1) for k, v in m.items()}] for t, m in samples]})
     problems = []
     if died:
         problems.append(f"node(s) died: {died}")
