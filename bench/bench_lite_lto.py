@@ -118,7 +118,7 @@ def main(argv=None) -> int:
                                                      a.ablate_failures))
             res["variants"][name] = {"config": VARIANTS[base], "per_task": per_task,
                                      "mean": lite_lto.mean_metrics(per_task),
-                                     "trained_on": "every failure folder" if not suffix else
+                                     "trained_on": "on every failure folder" if not suffix else
                                      f"without {a.ablate_failures}",
                                      "seconds": round(time.perf_counter() - tv, 1)}
             print(f"[variants] {name}: " + json.dumps({k: round(v, 3) for k, v in
@@ -157,9 +157,14 @@ def write_md(res: dict, path: Path) -> None:
     fmt = lambda v: f"{v:.2f}"  # noqa: E731
     md = [f"# lite variants, leave-task-out over {', '.join(res['tasks'])}", "",
           f"`{res['command']}` (git {res['git_rev']}, {res['wall_s']:.0f} s; {res['frames']} labelled "
-          "frames). One training seed per fold. base and first differ only in the completion head, "
-          "yet their progress VOC differs by 0.14 (through the shared image projection and the "
-          "seed): differences of that size are no evidence that one design generalises better.", "",
+          "frames). One training seed per fold"
+          + (". base and first differ only in the completion head, yet in bench/results/lite_variants.md "
+             "their progress VOC differed by 0.14 (through the shared image projection and the seed): "
+             "differences of that size are no evidence that one design generalises better."
+             if {"base", "first"} <= set(res["variants"]) else
+             ". In bench/results/lite_variants.md two variants that differ only in the completion "
+             "head differed by 0.14 in progress VOC: differences of that size are no evidence by "
+             "themselves."), "",
           "| variant | " + " | ".join(lite_lto.METRICS) + " | (voc + roc_auc) / 2 |",
           "|---|" + "---|" * (len(lite_lto.METRICS) + 1)]
     for name, v in res["variants"].items():
@@ -182,7 +187,7 @@ def write_md(res: dict, path: Path) -> None:
             for v in res["variants"].values()) + " |")
         md.append("")
     for name, v in res["variants"].items():
-        md += [f"## {name}: {v['config']}" + (f", trained on {v['trained_on']}" if v.get("trained_on") else ""),
+        md += [f"## {name}: {v['config']}" + (f", trained {v['trained_on']}" if v.get("trained_on") else ""),
                "", lite_lto.table_markdown(v["per_task"], v["mean"]), ""]
     path.write_text("\n".join(md))
 
