@@ -81,6 +81,24 @@ def test_first_tick_instruction_and_frame(graph):
     assert mon.wait_for(lambda: (0, 0) in {(h.episode, h.tick) for h in rec.held}, 20.0), rec.held[:3]
 
 
+def test_a_monitor_on_another_domain_than_the_nodes_is_refused_before_they_start(tmp_path, fresh_domain,
+                                                                                  graph_domain):
+    # the mistake this catches: a module's graph set ROS_DOMAIN_ID for this process, a test
+    # started its own graph on another domain, and its monitor watched the module's graph
+    from lrm_ros.ros.env import ros_environment
+    from lrm_ros.ros.monitor import GraphMonitor
+    specs = resolve(load_graph("sim"), {"policy": "none", "reward": "none"})
+    monitor = GraphMonitor([NS])
+    assert monitor.domain_id == graph_domain[0] != fresh_domain
+    with pytest.raises(ValueError) as refused:
+        with running_graph(specs, env=ros_environment(domain_id=fresh_domain), log=tmp_path / "nodes.log",
+                           monitor=monitor):
+            pytest.fail("the nodes were started")
+    assert str(refused.value) == (f"the monitor is on ROS_DOMAIN_ID {graph_domain[0]}, the nodes on "
+                                  f"{fresh_domain}: build it with GraphMonitor(..., domain_id={fresh_domain})")
+    assert not (tmp_path / "nodes.log").exists()
+
+
 def test_a_bridge_waiting_for_a_node_that_never_comes_stops_naming_it(tmp_path, fresh_domain):
     from lrm_ros.ros.env import ros_environment
     specs = [s for s in resolve(load_graph("sim"), {"policy": "none", "reward": "none"})
@@ -91,7 +109,7 @@ def test_a_bridge_waiting_for_a_node_that_never_comes_stops_naming_it(tmp_path, 
              for s in specs]
     from lrm_ros.ros.monitor import GraphMonitor
     with running_graph(specs, env=ros_environment(domain_id=fresh_domain), log=tmp_path / "nodes.log",
-                       monitor=GraphMonitor([NS])) as g:
+                       monitor=GraphMonitor([NS], domain_id=fresh_domain)) as g:
         with pytest.raises(GraphNotUp) as failed:
             g.wait_up(lambda mon: len(mon.records[NS].ticks) >= 1, STARTUP_S, "no first tick")
     text = (tmp_path / "nodes.log").read_text()

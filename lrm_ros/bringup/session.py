@@ -69,6 +69,12 @@ def running_graph(specs: Sequence[NodeSpec], *, env: Mapping[str, str], log: Uni
     (a path: written afresh and closed on leaving; an open file: appended to, left open);
     yield a RunningGraph; stop the nodes and close `monitor` on leaving. `runner_options` go
     to GraphRunner (e.g. shutdown_timeout_s)."""
+    wanted = env.get("ROS_DOMAIN_ID")
+    if wanted is not None and int(wanted) != monitor.domain_id:
+        monitor.close()
+        # it would watch another graph (or none) and wait_up would be told about the wrong one
+        raise ValueError(f"the monitor is on ROS_DOMAIN_ID {monitor.domain_id}, the nodes on {wanted}: "
+                         f"build it with GraphMonitor(..., domain_id={wanted})")
     owned = isinstance(log, (str, Path))
     if owned:
         log = open(log, "w")

@@ -118,7 +118,7 @@ class EnvRecord:
 class GraphMonitor:
     def __init__(self, namespaces: Sequence[str], *, keep_frames_every: int = 0,
                  on_tick: Optional[Callable[[str, ControlTick], None]] = None,
-                 node_name: str = "lrm_monitor"):
+                 node_name: str = "lrm_monitor", domain_id: Optional[int] = None):
         self.namespaces = [ns.strip("/") for ns in namespaces]
         self.records: Dict[str, EnvRecord] = {ns: EnvRecord() for ns in self.namespaces}
         self.diagnostics: Dict[str, Dict[str, str]] = {}
@@ -129,7 +129,8 @@ class GraphMonitor:
         self._cond = threading.Condition()
         self._closed = False
         self.context = Context()
-        rclpy.init(context=self.context)
+        rclpy.init(context=self.context, domain_id=domain_id)   # None: ROS_DOMAIN_ID, as nodes do
+        self.domain_id = self.context.get_domain_id()
         self.node = rclpy.create_node(node_name, context=self.context)
         self._cmd_pubs = {}
         self._raw_pubs = {}
