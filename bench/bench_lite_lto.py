@@ -157,14 +157,10 @@ def write_md(res: dict, path: Path) -> None:
     fmt = lambda v: f"{v:.2f}"  # noqa: E731
     md = [f"# lite variants, leave-task-out over {', '.join(res['tasks'])}", "",
           f"`{res['command']}` (git {res['git_rev']}, {res['wall_s']:.0f} s; {res['frames']} labelled "
-          "frames). One training seed per fold"
-          + (". base and first differ only in the completion head, yet in bench/results/lite_variants.md "
-             "their progress VOC differed by 0.14 (through the shared image projection and the seed): "
-             "differences of that size are no evidence that one design generalises better."
-             if {"base", "first"} <= set(res["variants"]) else
-             ". In bench/results/lite_variants.md two variants that differ only in the completion "
-             "head differed by 0.14 in progress VOC: differences of that size are no evidence by "
-             "themselves."), "",
+          "frames). One training seed per fold. In bench/results/lite_variants.md base and first, "
+          "which differ only in the completion head, differed by 0.14 in progress VOC (through the "
+          "shared image projection and the seed): differences of that size are no evidence by "
+          "themselves.", "",
           "| variant | " + " | ".join(lite_lto.METRICS) + " | (voc + roc_auc) / 2 |",
           "|---|" + "---|" * (len(lite_lto.METRICS) + 1)]
     for name, v in res["variants"].items():

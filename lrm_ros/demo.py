@@ -109,7 +109,7 @@ def _run_phase_once(title, overrides, names, done, progress, total, timeout, log
                 if time.monotonic() - start > timeout:
                     raise PhaseError(f"{title}: not done after {timeout:.0f} s")
             bar.update(total - bar.n)
-        mon.wait_for(lambda: False, 1.2)    # one more diagnostics period
+        time.sleep(1.2)     # one more diagnostics period
         if runner.dead():   # died after the last check: the phase's data is not whole
             raise PhaseError(g.deaths())
     bad = unclean_exits(g.codes)

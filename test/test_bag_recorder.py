@@ -241,7 +241,7 @@ def recorded(tmp_path_factory, graph_domain):
         codes = g.runner.stop()             # SIGINT: the recorder closes the bag
         mon_ticks = [(t.episode, t.tick) for t in rec.ticks]
         yield {"ticks": mon_ticks, "instruction": rec.instruction, "codes": codes, "bag": bag,
-               "log": g.log_tail(10**9)}
+               "log": g.log_text()}
 
 
 def test_node_records_the_graph_and_closes_the_bag_on_ctrl_c(recorded):

@@ -9,8 +9,8 @@ its pure helpers can be tested) where no ROS 2 install is present.
 """
 from typing import Dict, List, Mapping, Optional, Sequence
 
-from lrm_ros.bringup.graph import (GraphError, NodeSpec, argument_choices, argument_defaults, load_graph,
-                                   resolve)
+from lrm_ros.bringup.graph import (GraphError, NodeSpec, argument_choices, argument_defaults,
+                                   load_graph, resolve)
 
 GRAPH_ARGUMENT = "graph"
 

@@ -42,9 +42,13 @@ class RunningGraph:
     def log_path(self) -> Path:
         return Path(self.log.name)
 
-    def log_tail(self, chars: int = 3000) -> str:
+    def log_text(self) -> str:
+        """Everything the nodes wrote so far."""
         self.log.flush()
-        return self.log_path.read_text()[-chars:]
+        return self.log_path.read_text()
+
+    def log_tail(self, chars: int = 3000) -> str:
+        return self.log_text()[-chars:]
 
     def deaths(self) -> str:
         """The nodes that died and will not come back, each with its last output ('' if none)."""
@@ -59,7 +63,8 @@ class RunningGraph:
         ok = mon.wait_for(lambda: ready(mon) or bool(runner.dead()), timeout_s)
         if not ok or runner.dead():
             why = self.deaths() or f"not within {timeout_s:g} s, no node died"
-            raise GraphNotUp(f"{what() if callable(what) else what}: {why}\n--- nodes' log (tail) ---\n{self.log_tail()}")
+            what = what() if callable(what) else what
+            raise GraphNotUp(f"{what}: {why}\n--- nodes' log (tail) ---\n{self.log_tail()}")
 
 
 @contextmanager
