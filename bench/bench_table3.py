@@ -42,7 +42,7 @@ CONFIGS = ("il", "oracle", "progress", "completion", "contrastive", "tri", "filt
 FILTERED = ("filtered_bc", "filtered_bc_oracle")
 SETTINGS = ("episodes_per_iteration", "interval", "explore_std", "reuse_iterations", "freeze_projections",
             "lr", "advantage", "group_size", "minibatch", "update_epochs", "kl_coef", "target_kl",
-            "bc_epochs", "success_threshold", "success_top_fraction", "workers", "camera")
+            "bc_epochs", "success_threshold", "success_top_fraction", "sil_top_fraction", "workers", "camera")
 LITE = ("progress", "completion", "contrastive", "tri")
 
 
@@ -51,7 +51,8 @@ def run_config(name: str, a) -> dict:
     from tqdm.auto import tqdm
     from lrm_ros.learn.ppo import PPOConfig
     from lrm_ros.learn.learner_config import LearnerConfig
-    from lrm_ros.learn.updates import filtered_bc_update, judge_successes, ppo_update, widen_action_std
+    from lrm_ros.learn.updates import (episode_return, filtered_bc_update, judge_successes, ppo_update,
+                                       self_imitation_update, top_returns, widen_action_std)
     from lrm_ros.learn.rollout import as_store_episode, held_rewards, oracle_rewards
     from lrm_ros.learn.rollout_pool import RolloutPool
     from lrm_ros.policy.tiny_vla import load_policy
@@ -88,7 +89,8 @@ def run_config(name: str, a) -> dict:
                          success_top_fraction=a.success_top_fraction)
     ppo = PPOConfig(learning_rate=a.lr, kl_coef=a.kl_coef, minibatch_size=a.minibatch,
                     update_epochs=a.update_epochs, target_kl=a.target_kl,
-                    train_projections=not a.freeze_projections, advantage=a.advantage)
+                    train_projections=not a.freeze_projections, advantage=a.advantage,
+                    sil_top_fraction=a.sil_top_fraction)
     if a.episodes_per_iteration % a.group_size:
         raise SystemExit(f"--episodes-per-iteration ({a.episodes_per_iteration}) must be a multiple "
                          f"of --group-size ({a.group_size})")
@@ -98,6 +100,7 @@ def run_config(name: str, a) -> dict:
     steps = 0
     recent: list = []          # the last --reuse-iterations batches (PPO: max_policy_lag)
     judged: list = []          # filtered BC: each episode judged once, in its own iteration (as the learner node)
+    trained: list = []         # PPO's self-imitation: every episode trained on, with its return
     for it in bar:
         pool.set_policy(model)
         starts = a.episodes_per_iteration // a.group_size
@@ -119,6 +122,12 @@ def run_config(name: str, a) -> dict:
             stats = filtered_bc_update(model, batch, lcfg, seed=a.seed + it, judged=judged)
         else:
             stats = ppo_update(model, init, batch, lcfg, ppo, seed=a.seed + it)
+            if ppo.sil_top_fraction > 0:        # as Learner._self_imitate
+                trained += recent[-1]
+                returns = {f"{i:05d}": episode_return(e, lcfg, ppo.gamma) for i, e in enumerate(trained)}
+                best = top_returns(returns, ppo.sil_top_fraction)
+                stats.update(self_imitation_update(model, [trained[int(k)] for k in best], lcfg,
+                                                   seed=a.seed + it))
         row = {"iteration": it + 1, "train_success": float(np.mean([e.success for e in eps])),
                "mean_return": float(np.mean([e.reward.sum() for e in eps])),
                "oracle_return": float(np.mean([e.normalized_dense_rewards[1:].sum() for e in eps])),
@@ -155,7 +164,7 @@ def run_config(name: str, a) -> dict:
             "group_size": a.group_size, "minibatch": a.minibatch, "update_epochs": a.update_epochs,
             "kl_coef": a.kl_coef, "target_kl": a.target_kl, "bc_epochs": a.bc_epochs,
             "success_threshold": a.success_threshold, "success_top_fraction": a.success_top_fraction,
-            "lite_checkpoint": a.lite_checkpoint,
+            "sil_top_fraction": a.sil_top_fraction, "lite_checkpoint": a.lite_checkpoint,
             "workers": a.workers, "camera": a.camera, "env_steps": steps,
             "steps_per_s": steps / total_s,
             "eval": ev, "history": history, "train_s": train_s, "total_s": total_s}
@@ -313,6 +322,10 @@ def main(argv=None) -> int:
     ap.add_argument("--success-top-fraction", type=float, default=0.0,
                     help="filtered_bc: count the top fraction of each iteration's rollouts by final "
                          "completion as successes instead of --success-threshold (0 = threshold)")
+    ap.add_argument("--sil-top-fraction", type=float, default=0.0,
+                    help="PPO rows: after each update, behaviour cloning (--bc-epochs) on the episodes "
+                         "whose return ranks in this top fraction of all trained on so far "
+                         "(PPOConfig.sil_top_fraction; 0 = plain PPO)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--no-success-absorbing", action="store_true",
                     help="train on the plain held values (LearnerConfig.success_absorbing off)")

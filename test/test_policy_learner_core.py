@@ -13,7 +13,8 @@ from lrm_ros.learn.episode_store import EpisodeStore
 from lrm_ros.learn.learner_config import LearnerConfig
 from lrm_ros.learn.ppo import PPOConfig, discounted_returns
 from lrm_ros.learn.rl import Learner
-from lrm_ros.learn.updates import episode_succeeded, filtered_bc_update, judge_successes, step_rewards
+from lrm_ros.learn.updates import (episode_return, episode_succeeded, filtered_bc_update, judge_successes,
+                                   step_rewards, top_returns)
 from lrm_ros.policy.adapter import (PolicyAdapter, PolicyObservation, TinyVLAAdapter,
                                     adapter_class)
 from lrm_ros.policy.runtime import ObservationSync, PolicyNodeConfig, PolicyRuntime, TickInfo
@@ -744,3 +745,60 @@ class _Recorder:
         self.out = out
         for kind in ("tick", "held", "step", "result"):
             setattr(self, f"on_{kind}", lambda *a, k=kind: self.out.append((k, a)))
+
+
+def test_top_returns_picks_the_best_fraction_with_ties_by_name():
+    returns = {"c": 1.0, "a": 5.0, "b": 5.0, "d": -2.0, "e": 0.5, "f": 3.0, "g": 0.0, "h": 0.1}
+    assert top_returns(returns, 0.25) == ["a", "b"]
+    assert top_returns(returns, 0.5) == ["a", "b", "f", "c"]
+    assert top_returns(returns, 0.01) == ["a"]                 # at least one
+    assert top_returns(returns, 0.0) == [] and top_returns({}, 0.5) == []
+    # a success's absorbing last reward makes it outrank a failure with more reward on the way
+    cfg = LearnerConfig(store_dir="unused")
+    assert episode_return(_ep([0.1, 0.2, 0.9], True), cfg, 0.99) > episode_return(
+        _ep([0.8, 0.8, 0.8], False), cfg, 0.99)
+    with pytest.raises(ValueError, match="sil_top_fraction"):
+        PPOConfig(sil_top_fraction=1.5)
+
+
+def test_ppo_self_imitation_clones_the_best_return_episodes_so_far(tmp_path):
+    """PPOConfig.sil_top_fraction: after the PPO step the learner clones the episodes whose
+    return ranks in the top fraction of every episode trained on so far, across restarts."""
+    init = tmp_path / "init.pt"
+    torch.manual_seed(0)
+    save_policy(TinyVLA(CFG), init, {"version": 0})
+
+    def learner(name, sil):
+        cfg = LearnerConfig(store_dir=str(tmp_path / name), init_checkpoint=str(init),
+                            episodes_per_iteration=4, max_iterations=3, max_policy_lag=5,
+                            bc_epochs=20, bc_lr=1e-3)
+        return Learner(cfg, PPOConfig(minibatch_size=16, sil_top_fraction=sil, learning_rate=1e-6))
+
+    runs = {}
+    for name, sil in (("plain", 0.0), ("sil", 0.25)):
+        lr = learner(name, sil)
+        _record_episodes(lr.store, 4, T=6, seed=3)
+        runs[name] = (lr, lr.train_iteration())
+    lr, first = runs["sil"]
+    infos = lr.store.complete_episodes()
+    eps = {i.path.name: lr.store.load(i) for i in infos}
+    returns = {n: episode_return(e, lr.cfg, lr.ppo.gamma) for n, e in eps.items()}
+    assert lr.sil_returns == pytest.approx(returns)
+    best = top_returns(returns, 0.25)
+    assert len(best) == 1 and first.stats["sil_episodes"] == 1 and first.stats["sil_steps"] == 6
+    assert first.stats["sil_env_successes"] == float(bool(eps[best[0]]["meta"]["extra"]["env_success"]))
+    assert "sil_episodes" not in runs["plain"][1].stats
+    # the clone moved the policy's mean towards the chosen episode's actions; PPO alone did not
+    x = torch.as_tensor(eps[best[0]]["features"])
+    target = torch.as_tensor(eps[best[0]]["action"])
+    with torch.no_grad():
+        err = {n: float(((r[0].model(*r[0].model.split(x))[0] - target) ** 2).mean()) for n, r in runs.items()}
+        init_model, _ = load_policy(init)
+        before = float(((init_model(*init_model.split(x))[0] - target) ** 2).mean())
+    assert err["sil"] < 0.1 * before and err["plain"] > 0.9 * before, (before, err)
+    # a restarted learner keeps every return so far and picks the top quarter of all eight
+    again = learner("sil", 0.25)
+    assert again.sil_returns == pytest.approx(returns)
+    _record_episodes(again.store, 4, T=6, seed=4)
+    second = again.train_iteration()
+    assert len(again.sil_returns) == 8 and second.stats["sil_episodes"] == 2

@@ -71,6 +71,14 @@ class PPOConfig:
     same initial state (same seed; episodes without a seed are compared with the whole batch),
     a leave-one-out baseline as in RLOO/GRPO. Paired starts remove the variance between initial
     states, which a critic fitted on 8 episodes cannot (bench/results/rl_diagnosis_PushCube.md)"""
+    sil_top_fraction: float = 0.0
+    """self-imitation (SIL, Oh et al. 2018, in its simplest form): after each PPO update,
+    behaviour cloning (`LearnerConfig.bc_epochs`, `bc_lr`) on the episodes whose return under
+    the training reward ranks in this top fraction of every episode trained on so far
+    (0 = off). PPO's per-step gradient from 8 episodes is mostly noise, while imitating the
+    best rollouts is a low-variance use of the same reward (bench/results/rl_diagnosis_PushCube.md:
+    filtered BC on the simulator's success improved the policy where PPO did not). The
+    selection uses the reward only, never the simulator's success, so it works for any signal"""
     stale_rewards: str = "skip"
     """ticks whose held reward is stale: 'skip' (zero weight in the losses) or 'flag' (train
     on them, count them in the statistics)"""
@@ -85,6 +93,8 @@ class PPOConfig:
             raise ValueError(f"stale_rewards must be one of {STALE_MODES}, got {self.stale_rewards!r}")
         if self.advantage not in ADVANTAGE_MODES:
             raise ValueError(f"advantage must be one of {ADVANTAGE_MODES}, got {self.advantage!r}")
+        if not 0.0 <= self.sil_top_fraction <= 1.0:
+            raise ValueError(f"sil_top_fraction must be in [0, 1] (0 = off), got {self.sil_top_fraction}")
         if self.value_prefit_epochs < 0:
             raise ValueError(f"value_prefit_epochs must be >= 0, got {self.value_prefit_epochs}")
         if not 0 <= self.explore_std < 10:

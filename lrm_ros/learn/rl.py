@@ -23,7 +23,8 @@ from lrm_ros.common.atomic import atomic_write_json
 from lrm_ros.learn.episode_store import EpisodeInfo, EpisodeStore
 from lrm_ros.learn.learner_config import LearnerConfig
 from lrm_ros.learn.ppo import PPOConfig
-from lrm_ros.learn.updates import filtered_bc_update, judge_successes, ppo_update, widen_action_std
+from lrm_ros.learn.updates import (episode_return, filtered_bc_update, judge_successes, ppo_update,
+                                   self_imitation_update, top_returns, widen_action_std)
 
 NAN = float("nan")
 
@@ -61,6 +62,8 @@ class Learner:
         self.iteration = int(state.get("iteration", 0))
         self.used = set(state.get("used", []))
         self.bc_kept = set(state.get("bc_kept", []))      # filtered_bc: successes of past iterations
+        # PPO's self-imitation: the return of every episode trained on, by file name
+        self.sil_returns: Dict[str, float] = dict(state.get("sil_returns", {}))
         self.history: List[dict] = list(state.get("history", []))
         self.checkpoint = str(state.get("checkpoint", "")) or str(init_path)
         self.sha256 = str(state.get("sha256", ""))
@@ -91,6 +94,7 @@ class Learner:
         atomic_write_json(self.root / STATE_NAME, {"version": self.version, "iteration": self.iteration,
                                    "checkpoint": self.checkpoint, "sha256": self.sha256,
                                    "used": sorted(self.used), "bc_kept": sorted(self.bc_kept),
+                                   "sil_returns": self.sil_returns,
                                    "history": self.history,
                                    "min_episode_version": self.min_episode_version,
                                    "config": asdict(self.cfg), "ppo": asdict(self.ppo)}, indent=1)
@@ -132,6 +136,8 @@ class Learner:
         try:
             if self.cfg.algorithm == "ppo":
                 stats = ppo_update(self.model, self.init_model, episodes, self.cfg, self.ppo, seed=seed)
+                if self.ppo.sil_top_fraction > 0:
+                    stats.update(self._self_imitate(infos, episodes, seed))
             else:
                 kept = [self.store.load(i) for i in self.store.complete_episodes()
                         if i.path.name in self.bc_kept] if self.cfg.bc_replay else []
@@ -162,6 +168,14 @@ class Learner:
         self._prune()
         return IterationResult(self.iteration, self.version, self.checkpoint, sha,
                                self.cfg.algorithm, stats)
+
+    def _self_imitate(self, infos: List[EpisodeInfo], episodes: List[dict], seed: int) -> Dict[str, float]:
+        """Behaviour cloning on the best-return episodes of all trained on so far (PPOConfig.sil_top_fraction)."""
+        self.sil_returns.update({i.path.name: episode_return(e, self.cfg, self.ppo.gamma)
+                                 for i, e in zip(infos, episodes)})
+        best = set(top_returns(self.sil_returns, self.ppo.sil_top_fraction))
+        chosen = [self.store.load(i) for i in self.store.complete_episodes() if i.path.name in best]
+        return self_imitation_update(self.model, chosen, self.cfg, seed=seed)
 
     def _save_version(self, extra: Optional[dict] = None) -> str:
         from lrm_ros.policy.tiny_vla import save_policy

@@ -1,5 +1,6 @@
 """One learner iteration of each algorithm, ROS-free: `ppo_update` (with `step_rewards`,
-`training_rewards`, the critic pre-fit and group advantages) and `filtered_bc_update` (with
+`training_rewards`, the critic pre-fit and group advantages) and its optional
+`self_imitation_update` (with `top_returns`), and `filtered_bc_update` (with
 `episode_succeeded`, the labeller's verdict). Episodes are dicts as `EpisodeStore.load` returns."""
 from __future__ import annotations
 
@@ -250,7 +251,6 @@ def filtered_bc_update(model, episodes: Sequence[dict], cfg: LearnerConfig, seed
     """Behaviour cloning on the episodes judged successful (``judged``, else
     :func:`judge_successes` of ``episodes``); the others are dropped. With none selected the
     policy is left unchanged."""
-    from lrm_ros.policy.tiny_vla import train_bc
     judged = judge_successes(episodes, cfg) if judged is None else list(judged)
     if len(judged) != len(episodes):
         raise ValueError(f"{len(judged)} judgements for {len(episodes)} episodes")
@@ -261,13 +261,44 @@ def filtered_bc_update(model, episodes: Sequence[dict], cfg: LearnerConfig, seed
     if all(k is not None for k in known):
         stats["selected_env_successes"] = float(sum(bool(k) for k, ok in zip(known, judged) if ok))
         stats["env_successes_seen"] = float(sum(bool(k) for k in known))
+    stats.update(_clone(model, chosen, cfg, seed))
+    return stats
+
+
+def _clone(model, chosen: Sequence[dict], cfg: LearnerConfig, seed: int) -> Dict[str, float]:
+    """`cfg.bc_epochs` passes of behaviour cloning on the steps of `chosen` (none: no change)."""
+    from lrm_ros.policy.tiny_vla import train_bc
     if not chosen:
-        stats["steps"] = 0.0
-        return stats
+        return {"steps": 0.0}
     feats = np.concatenate([e["features"] for e in chosen]).astype(np.float32)
     acts = np.concatenate([e["action"] for e in chosen]).astype(np.float32)
     img, txt, pro = (a.numpy() for a in model.split(_torch().as_tensor(feats)))
     _, hist = train_bc(img, txt, pro, acts, epochs=cfg.bc_epochs, lr=cfg.bc_lr, seed=seed,
                        progress=False, model=model)
-    stats.update(steps=float(len(acts)), bc_nll=hist["nll"][-1], bc_mse=hist["mse"][-1])
+    return {"steps": float(len(acts)), "bc_nll": hist["nll"][-1], "bc_mse": hist["mse"][-1]}
+
+
+def episode_return(ep: dict, cfg: LearnerConfig, gamma: float) -> float:
+    """An episode's undiscounted return under the rewards PPO trains on (`training_rewards`)."""
+    return float(np.sum(training_rewards(ep, cfg, gamma)))
+
+
+def top_returns(returns: Dict[str, float], fraction: float) -> List[str]:
+    """The keys whose return ranks in the top `fraction` of `returns` (at least one; ties: the
+    earlier key in sorted order), best first: the episodes PPO's self-imitation clones."""
+    if not returns or fraction <= 0:
+        return []
+    k = max(1, int(round(fraction * len(returns))))
+    return sorted(returns, key=lambda name: (-returns[name], name))[:k]
+
+
+def self_imitation_update(model, episodes: Sequence[dict], cfg: LearnerConfig,
+                          seed: int = 0) -> Dict[str, float]:
+    """PPO's self-imitation step (`PPOConfig.sil_top_fraction`): behaviour cloning on the given
+    best-return episodes; reports how many of them the simulator calls successful, where known."""
+    known = [e["meta"].get("extra", e["meta"]).get("env_success") for e in episodes]
+    stats = {"sil_episodes": float(len(episodes))}
+    if episodes and all(k is not None for k in known):
+        stats["sil_env_successes"] = float(sum(bool(k) for k in known))
+    stats.update({f"sil_{k}": v for k, v in _clone(model, episodes, cfg, seed).items()})
     return stats
