@@ -39,12 +39,14 @@ class LearnerConfig:
         "iteration whose final completion ranks in this top fraction (at least one; never one "
         "without a valid completion), instead of success_threshold. For a labeller that ranks "
         "rollouts but whose probabilities are not calibrated on the policy's own rollouts")})
-    bc_epochs: int = field(default=2, metadata={"help": "filtered_bc: passes over the selected steps per iteration"})
+    bc_epochs: int = field(default=2, metadata={"help": (
+        "filtered_bc (and PPO's self-imitation, ppo.sil_top_fraction): passes over the selected "
+        "steps per iteration")})
     bc_replay: bool = field(default=True, metadata={"help": (
         "filtered_bc: each iteration trains on every episode judged successful so far, not only "
         "on this iteration's (measured on PushCube with the simulator's success, 30 x 8 rollouts, "
         "2 epochs: 0.20 -> 0.37, bench/results/rl_diagnosis_PushCube.md)")})
-    bc_lr: float = field(default=3e-4, metadata={"help": "filtered_bc: Adam learning rate"})
+    bc_lr: float = field(default=3e-4, metadata={"help": "filtered_bc and PPO's self-imitation: Adam learning rate"})
     max_stale_fraction: float = field(default=0.5, metadata={"help": (
         "no update starts while more than this fraction of an env's last stale_window held "
         "rewards is stale (the reward model is failing or too slow)")})
