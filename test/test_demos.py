@@ -107,7 +107,7 @@ def test_reader_missing_topics(tmp_path):
 
 def test_bad_arguments(tmp_path):
     with pytest.raises(ValueError, match="motion-planning"):
-        generate_demos(["RollBall-v1"], 1, tmp_path)
+        generate_demos(["PushT-v1"], 1, tmp_path)
     with pytest.raises(ValueError, match="positive"):
         generate_demos(["PickCube-v1"], 0, tmp_path)
 
@@ -320,3 +320,35 @@ def test_cli_prints_every_lost_seed(tmp_path, capsys):
     doc = json.loads((tmp_path / "summary.json").read_text())
     assert doc["max_episode_ticks_mode"] == "auto" and doc["tasks"]["PushCube-v1"]["lost_seeds"] == {
         "9": "plan: no motion plan found"}
+
+
+def test_scripted_demos_for_tasks_without_a_motion_planner(tmp_path):
+    """RollBall and PokeCube: a controller on privileged state, recorded as it runs; a seed it
+    does not solve is lost with its stage and reason; the recorded actions replay to success."""
+    from lrm_ros.sim.demos import _replay_episode
+    from lrm_ros.sim.maniskill_env import ManiSkillSim
+    from lrm_ros.sim.tasks import LITE_TRAIN_TASKS, RECOMMENDED_MAX_EPISODE_TICKS
+
+    assert {"RollBall-v1", "PokeCube-v1"} <= set(LITE_TRAIN_TASKS)
+    cfg = SimConfig(camera_width=32, camera_height=32)
+    s = generate_demos(["RollBall-v1", "PokeCube-v1"], 2, tmp_path, cfg, seed=0, progress=False,
+                       max_episode_ticks="auto")
+    roll, poke = s["tasks"]["RollBall-v1"], s["tasks"]["PokeCube-v1"]
+    assert (roll["requested"], roll["episodes_written"], roll["lost"]) == (2, 2, 0)
+    assert (poke["requested"], poke["episodes_written"], poke["lost"]) == (2, 1, 1)
+    assert poke["lost_seeds"]["1"].startswith("script: the scripted controller did not succeed")
+    assert poke["lost_by_stage"] == {"script": 1}
+    for task, entry in (("RollBall-v1", roll), ("PokeCube-v1", poke)):
+        assert entry["max_episode_ticks"] == RECOMMENDED_MAX_EPISODE_TICKS[task]
+        eps = read_episodes(tmp_path / task)
+        assert [e.episode for e in eps] == list(range(entry["episodes_written"]))
+        assert sum(e.num_ticks for e in eps) == entry["ticks"]
+        with ManiSkillSim(SimConfig(env_id=task, camera_width=32, camera_height=32,
+                                    max_episode_ticks=entry["max_episode_ticks"])) as sim:
+            for ep, seed in zip(eps, entry["episode_seeds"]):
+                assert ep.task == task and ep.instruction == TASK_INSTRUCTIONS[task]
+                assert ep.successes[-1] and not ep.successes[:-1].any() and ep.end_reason == END_SUCCESS
+                assert ep.num_ticks - 1 == len(ep.actions) <= entry["success_ticks"]["max"]
+                assert np.all(np.abs(ep.actions) <= 1.0)
+                again = _replay_episode(sim, seed, None, ep.actions)
+                assert again[-1]["step_success"] and len(again) == ep.num_ticks

@@ -3,7 +3,7 @@ one command (`lrm-ros train-lite`).
 
   1. data (with --generate, for every training task that has no bag yet; --workers chains
      side by side):
-       demos     motion-planned successes (lrm_ros.sim.demos) -> DATA/demos_<i>/<task>/
+       demos     motion-planned or scripted successes (lrm_ros.sim.demos) -> DATA/demos_<i>/<task>/
        failures  noisy / stretched replays, random and still policies, near misses
                  and regressions (lrm_ros.data.failures) -> DATA/failures_<i>/<task>/
   2. labels      LRM's labels from those episodes (lrm_ros.data.labels); with
@@ -283,7 +283,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="lrm-ros train-lite", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--tasks", nargs="+", default=list(LITE_TRAIN_TASKS),
-                   help="training tasks (default: every allowed task with motion-planned demos)")
+                   help="training tasks (default: every allowed task with motion-planned or scripted demos)")
     p.add_argument("--exclude-tasks", default="",
                    help="comma-separated tasks the final model must not see (e.g. PushCube-v1 for "
                         "a zero-shot RL reward); it is evaluated on them")

@@ -1,4 +1,5 @@
-"""Demonstrations from ManiSkill's own motion planners, recorded as lrm_ros episode bags.
+"""Demonstrations from ManiSkill's own motion planners (or, for RollBall and PokeCube, scripted
+controllers on privileged state: ``lrm_ros.sim.scripted``), recorded as lrm_ros episode bags.
 
 Pipeline per task (ROS-free):
   1. plan: ManiSkill's official Panda motion-planning solutions (pd_joint_pos), one seed per demo,
@@ -11,8 +12,11 @@ Pipeline per task (ROS-free):
   4. store: one rosbag2 mcap bag per task with the graph's own topics (docs/DATA.md), and
      ``summary.json``, merged with the folder's earlier runs (tasks run in batches keep theirs).
 
+A scripted task skips steps 1-3: its controller runs in :class:`ManiSkillSim` from the seed,
+and the run is recorded as it happens.
+
 Every requested seed is accounted for: it is written, or listed under ``lost`` with the stage
-(plan / convert / replay / planner) and the reason, so requested == written + lost.
+(plan / convert / replay / planner / script) and the reason, so requested == written + lost.
 
 CLI: ``python -m lrm_ros.sim.demos --tasks PickCube-v1 -n 10 --out data/demos``
 
@@ -25,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import itertools
 import json
 import math
 import os
@@ -42,7 +47,7 @@ from lrm_ros.common.atomic import atomic_write_json
 from lrm_ros.common.episode_end import END_FAILURE, END_NONE, END_RESET_REQUEST, END_SUCCESS, END_TIME_LIMIT
 
 from .maniskill_env import ManiSkillSim, SimConfig
-from .tasks import DEMO_TASKS, MOTION_PLANNING_TASKS, recommended_max_ticks, time_limit_for
+from .tasks import DEMO_TASKS, MOTION_PLANNING_TASKS, SCRIPTED_TASKS, recommended_max_ticks, time_limit_for
 from .vulkan import ensure_vulkan_icd
 
 __all__ = ["generate_demos", "main", "DEMO_TASKS", "write_summary", "auto_max_ticks"]
@@ -195,11 +200,12 @@ def generate_demos(
     tasks = list(dict.fromkeys(tasks))
     if not tasks:
         raise ValueError("generate_demos: no tasks given")
-    unknown = [t for t in tasks if t not in MOTION_PLANNING_TASKS]
+    unknown = [t for t in tasks if t not in MOTION_PLANNING_TASKS and t not in SCRIPTED_TASKS]
     if unknown:
         raise ValueError(
-            f"no motion-planning solution for {unknown}; supported: {', '.join(MOTION_PLANNING_TASKS)} "
-            f"(routinely tested: {', '.join(DEMO_TASKS)})"
+            f"no motion-planning solution or script for {unknown}; supported: "
+            f"{', '.join(MOTION_PLANNING_TASKS)} (motion planning), {', '.join(SCRIPTED_TASKS)} "
+            f"(scripted; routinely tested: {', '.join(DEMO_TASKS)})"
         )
     if isinstance(num_per_task, bool) or not isinstance(num_per_task, int) or num_per_task < 1:
         raise ValueError(f"num_per_task must be a positive integer, got {num_per_task!r}")
@@ -249,6 +255,20 @@ def generate_demos(
                                      "control_mode": template.control_mode,
                                      "camera": [template.camera_width, template.camera_height], "seed": seed}
             summary["tasks"][task] = entry
+            if task in SCRIPTED_TASKS:
+                cfg = dataclasses.replace(template, env_id=task)
+                if isinstance(max_episode_ticks, dict) and task in max_episode_ticks:
+                    cfg = dataclasses.replace(cfg, max_episode_ticks=int(max_episode_ticks[task]))
+                elif max_episode_ticks == "auto":
+                    cfg = dataclasses.replace(cfg, max_episode_ticks=recommended_max_ticks(task))
+                entry["max_episode_ticks"] = cfg.max_episode_ticks
+                entry["max_episode_ticks_from"] = "recommended" if max_episode_ticks == "auto" else "given"
+                bar.set_description(f"{task}: scripted")
+                _script_task(cfg, seeds, out_dir / task, entry, keep_failed, bar)
+                entry["lost"] = len(entry["lost_seeds"])
+                entry["seconds"] = round(time.perf_counter() - t0, 2)
+                entry["seconds_per_demo"] = round(entry["seconds"] / num_per_task, 2)
+                continue
             bar.set_description(f"{task}: planning")
             with tempfile.TemporaryDirectory(prefix="lrm_demos_") as tmp:
                 res = _run_worker(task, seeds, Path(tmp), template.control_mode, planner_timeout_s)
@@ -320,8 +340,6 @@ def _replay_task(cfg: SimConfig, h5_path: Path, json_path: Path, bag_path: Path,
                  keep_failed: bool, bar: Any, num_per_task: int) -> None:
     import h5py
 
-    from lrm_ros.bags.writer import EpisodeBagWriter
-
     meta = json.loads(json_path.read_text())
     episodes_meta = meta["episodes"]
     sim = ManiSkillSim(cfg)
@@ -354,12 +372,7 @@ def _replay_task(cfg: SimConfig, h5_path: Path, json_path: Path, bag_path: Path,
                         _lose(entry, int(ep_seed), "replay", msg)
                         continue
                 if writer is None:
-                    writer = EpisodeBagWriter(bag_path, metadata={
-                        "format": "lrm_ros.demos/1", "env_id": cfg.env_id, "control_mode": cfg.control_mode,
-                        "control_period": sim.control_period, "source": "maniskill motionplanning",
-                        "max_episode_ticks": cfg.max_episode_ticks,
-                    })
-                    writer.write_instruction(sim.instruction, _bag_stamp_ns(stamp_s))
+                    writer = _open_bag(bag_path, sim, "maniskill motionplanning", stamp_s)
                 _write_episode(writer, sim, episode_index, stamp_s, ticks)
                 entry["episodes_written"] += 1
                 entry["ticks"] += len(ticks)
@@ -375,8 +388,71 @@ def _replay_task(cfg: SimConfig, h5_path: Path, json_path: Path, bag_path: Path,
         bar.update(max(0, num_per_task - done_demos))
 
 
-def _replay_episode(sim: ManiSkillSim, seed: int | None, state0: Any, actions: np.ndarray) -> list[dict]:
-    obs = sim.reset(seed=seed, state=state0)
+def _open_bag(bag_path: Path, sim: ManiSkillSim, source: str, stamp_s: float) -> Any:
+    from lrm_ros.bags.writer import EpisodeBagWriter
+
+    cfg = sim.config
+    writer = EpisodeBagWriter(bag_path, metadata={
+        "format": "lrm_ros.demos/1", "env_id": cfg.env_id, "control_mode": cfg.control_mode,
+        "control_period": sim.control_period, "source": source, "max_episode_ticks": cfg.max_episode_ticks,
+    })
+    writer.write_instruction(sim.instruction, _bag_stamp_ns(stamp_s))
+    return writer
+
+
+def _script_task(cfg: SimConfig, seeds: list[int], bag_path: Path, entry: dict, keep_failed: bool,
+                 bar: Any) -> None:
+    """Run the task's scripted controller once per seed and record the successful runs."""
+    from .scripted import make_script
+
+    sim = ManiSkillSim(cfg)
+    writer = None
+    stamp_s = START_S
+    lengths: list[int] = []
+    try:
+        for sd in seeds:
+            first = sim.reset(seed=sd)
+            script = make_script(cfg.env_id, sim.privileged_env)
+            ticks = _replay_episode(sim, None, None, (script() for _ in itertools.count()), first=first)
+            bar.update(1)
+            entry["planned"] += 1
+            entry["converted"] += 1
+            ok = ticks[-1]["step_success"]
+            entry["replayed"] += int(ok)
+            if ok:
+                lengths.append(len(ticks) - 1)
+            else:
+                msg = (f"the scripted controller did not succeed ({ticks[-1]['end_name']} after "
+                       f"{len(ticks) - 1} ticks, phase {script.phase})")
+                entry["errors"][f"script seed {sd}"] = msg
+                if not keep_failed:
+                    _lose(entry, sd, "script", msg)
+                    continue
+            if writer is None:
+                writer = _open_bag(bag_path, sim, "scripted from privileged state (lrm_ros.sim.scripted)",
+                                   stamp_s)
+            _write_episode(writer, sim, len(entry.get("episode_seeds", [])), stamp_s, ticks)
+            entry["episodes_written"] += 1
+            entry["ticks"] += len(ticks)
+            entry.setdefault("episode_seeds", []).append(sd)
+            stamp_s = math.ceil(stamp_s + (len(ticks) - 1) * sim.control_period + EPISODE_GAP_S)
+    finally:
+        if lengths:
+            entry["success_ticks"] = {"min": min(lengths), "max": max(lengths)}
+        if writer is not None:
+            writer.set_metadata("episode_seeds", entry.get("episode_seeds", []))
+            writer.close()
+            entry["bag"] = str(bag_path)
+        sim.close()
+
+
+def _replay_episode(sim: ManiSkillSim, seed: int | None, state0: Any, actions: Any,
+                    first: Any = None) -> list[dict]:
+    """One episode from ``actions`` (any iterable: a scripted controller's is endless, the time
+    limit ends it),
+    from a reset to ``seed`` / ``state0``, or from the reset the caller made (``first``: its
+    observation)."""
+    obs = sim.reset(seed=seed, state=state0) if first is None else first
     has_dense = sim.has_dense_reward
     ticks = [dict(obs=obs, dense=0.0 if has_dense else float("nan"), norm=0.0 if has_dense else float("nan"),
                   success=False, failure=False, action=None, end=END_NONE, end_name="", step_success=False)]
@@ -437,7 +513,8 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m lrm_ros.sim.demos",
         description="Generate motion-planned ManiSkill demonstrations as lrm_ros episode bags (mcap).")
     p.add_argument("--tasks", nargs="+", default=["PickCube-v1"],
-                   help=f"ManiSkill task ids (supported: {', '.join(MOTION_PLANNING_TASKS)})")
+                   help=f"ManiSkill task ids (motion planning: {', '.join(MOTION_PLANNING_TASKS)}; "
+                        f"scripted: {', '.join(SCRIPTED_TASKS)})")
     p.add_argument("-n", "--num-per-task", type=int, default=10)
     p.add_argument("--out", type=Path, required=True, help="output folder: one bag per task + summary.json")
     p.add_argument("--seed", type=int, default=0, help="demo i uses seed + i")

@@ -209,6 +209,13 @@ class ManiSkillSim:
         if self._closed:
             raise RuntimeError("ManiSkillSim is closed")
 
+    @property
+    def privileged_env(self) -> Any:
+        """The unwrapped ManiSkill env (object and goal poses): for scripted demonstrations
+        (``lrm_ros.sim.scripted``), never for a policy or a reward model."""
+        self._check_open()
+        return self._u
+
     # ------------------------------------------------------------------ API
     def reset(self, seed: int | None = None, state: dict | None = None) -> SimObservation:
         """Start an episode. ``seed`` fixes the task's randomisation; ``state`` (a ManiSkill state

@@ -7,6 +7,7 @@ import math
 __all__ = [
     "TASK_INSTRUCTIONS",
     "MOTION_PLANNING_TASKS",
+    "SCRIPTED_TASKS",
     "DEMO_TASKS",
     "RESERVED_EVAL_TASKS",
     "LITE_TRAIN_TASKS",
@@ -68,9 +69,16 @@ DEMO_TASKS: tuple[str, ...] = (
     "LiftPegUpright-v1",
 )
 
-# Tasks the lite reward model trains on: every task with motion-planned demos here except
-# the reserved ones (lrm-ros train-lite; leave-task-out folds run over these).
-LITE_TRAIN_TASKS: tuple[str, ...] = tuple(t for t in MOTION_PLANNING_TASKS
+# Offline tasks without a motion-planning solution whose demos come from a scripted controller
+# on privileged state (lrm_ros.sim.scripted).
+SCRIPTED_TASKS: tuple[str, ...] = (
+    "RollBall-v1",
+    "PokeCube-v1",
+)
+
+# Tasks the lite reward model trains on: every task with motion-planned or scripted demos here
+# except the reserved ones (lrm-ros train-lite; leave-task-out folds run over these).
+LITE_TRAIN_TASKS: tuple[str, ...] = tuple(t for t in MOTION_PLANNING_TASKS + SCRIPTED_TASKS
                                           if t not in RESERVED_EVAL_TASKS)
 
 # Time limits (control ticks at 20 Hz) for every task with a motion-planning solution: at least
@@ -93,6 +101,9 @@ RECOMMENDED_MAX_EPISODE_TICKS: dict[str, int] = {
     "PullCubeTool-v1": 360,
     "PlugCharger-v1": 290,
     "StackPyramid-v1": 290,
+    # scripted (lrm_ros.sim.scripted): time_limit_for the longest successful run of seeds 0-23 (86, 39)
+    "RollBall-v1": 110,
+    "PokeCube-v1": 50,
 }
 
 
