@@ -1,5 +1,5 @@
 """The learning loop as users run it: bridge + ingest + tiny_vla policy + lite reward + PPO
-learner, real processes and real ManiSkill, two tiny iterations. Checks the weight hand-off
+learner (with self-imitation), real processes and real ManiSkill, two tiny iterations. Checks the weight hand-off
 (new versions only from an episode start), that a bad checkpoint is refused while the policy
 keeps acting, and that the learner's store and state survive the graph for a restart."""
 import dataclasses
@@ -28,7 +28,8 @@ def run(tmp_path_factory, graph_domain):
         "env_id": "PushCube-v1", "policy": "tiny_vla", "reward": "lite", "reward_interval": "3",
         "max_episode_ticks": "8", "learner": "ppo", "learner_dir": str(tmp / "learner"),
         "episodes_per_iteration": "2", "iterations": str(ITERATIONS), "reward_prefix": ""})
-    specs = [dataclasses.replace(s, parameters={**s.parameters, "minibatch_size": 8,
+    specs = [dataclasses.replace(s, parameters={**s.parameters, "ppo.minibatch_size": 8,
+                                                "ppo.sil_top_fraction": 0.5,
                                                 "diagnostics_period_s": 0.5})
              if s.executable == "learner" else s for s in specs]
     assert sorted(s.executable for s in specs) == ["camera_ingest", "learner", "maniskill_bridge",
@@ -51,6 +52,9 @@ def test_learner_publishes_versioned_checkpoints_with_statistics(run):
         for key in ("pg_loss", "v_loss", "approx_kl", "kl_to_init", "mean_return", "stale_fraction"):
             assert s[key] is not None and math.isfinite(s[key]), (key, s)
         assert Path(s["checkpoint"]).is_file()
+    # ppo.sil_top_fraction 0.5: after each update, BC on the better half of all episodes so far
+    assert [s["sil_episodes"] for s in stats] == [1, 2]
+    assert all(s["sil_steps"] > 0 for s in stats)
     versions = [u.version for u in monitor.policy_updates]
     assert versions[-1] >= 2 and versions == sorted(versions)
     state = json.loads((tmp / "learner" / "learner_state.json").read_text())
