@@ -12,7 +12,8 @@ import numpy as np
 
 LABELS = {"il": "IL (BC)", "oracle_explore0.1_lr1e-4": "PPO, std 0.1",
           "oracle_explore0.1_headonly_lr3e-4": "PPO, head only", "oracle_group4_lr1e-4": "PPO, group adv.",
-          "filtered_bc_oracle": "filtered BC\n(sim. success)"}
+          "filtered_bc_oracle": "filtered BC\n(sim. success)",
+          "oracle_group4_sil0.25": "PPO, group adv.\n+ self-imitation"}
 
 
 def main(path: str) -> Path:
