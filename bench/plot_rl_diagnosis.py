@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-LABELS = {"il": "IL (BC)", "oracle_explore0.1_lr1e-4": "PPO, std 0.1",
+LABELS = {"il": "IL (BC)", "il_rerun": "IL (BC),\nre-run", "oracle_explore0.1_lr1e-4": "PPO, std 0.1",
           "oracle_explore0.1_headonly_lr3e-4": "PPO, head only", "oracle_group4_lr1e-4": "PPO, group adv.",
           "filtered_bc_oracle": "filtered BC\n(sim. success)",
           "oracle_group4_sil0.25": "PPO, group adv.\n+ self-imitation"}
@@ -28,7 +28,7 @@ def main(path: str) -> Path:
     ci = np.array([runs[k]["eval"]["ci95"] for k in names])
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(12, 4.5))
     a1.bar([label(k) for k in names], sr, yerr=[sr - ci[:, 0], ci[:, 1] - sr], capsize=4,
-           color=["grey" if k == "il" else "C2" if k.startswith("filtered") else "C0" for k in names])
+           color=["grey" if k.startswith("il") else "C2" if k.startswith("filtered") else "C0" for k in names])
     if "il" in runs:
         lo, hi = runs["il"]["eval"]["ci95"]
         a1.axhspan(lo, hi, color="grey", alpha=0.15)
