@@ -40,7 +40,7 @@ sys.path.insert(0, str(ROOT))
 CONFIGS = ("il", "oracle", "progress", "completion", "contrastive", "tri", "filtered_bc",
            "filtered_bc_oracle")
 FILTERED = ("filtered_bc", "filtered_bc_oracle")
-SETTINGS = ("episodes_per_iteration", "interval", "explore_std", "reuse_iterations", "freeze_projections",
+SETTINGS = ("episodes_per_iteration", "interval", "reward_transform", "explore_std", "reuse_iterations", "freeze_projections",
             "lr", "advantage", "group_size", "minibatch", "update_epochs", "kl_coef", "target_kl",
             "bc_epochs", "success_threshold", "success_top_fraction", "sil_top_fraction", "workers", "camera")
 LITE = ("progress", "completion", "contrastive", "tri")
@@ -85,6 +85,7 @@ def run_config(name: str, a) -> dict:
     lcfg = LearnerConfig(store_dir="unused", algorithm="filtered_bc" if name in FILTERED else "ppo",
                          success_source="env" if name == "filtered_bc_oracle" else "completion",
                          success_absorbing=not a.no_success_absorbing,
+                         reward_transform=a.reward_transform,
                          success_threshold=a.success_threshold, bc_epochs=a.bc_epochs,
                          success_top_fraction=a.success_top_fraction)
     ppo = PPOConfig(learning_rate=a.lr, kl_coef=a.kl_coef, minibatch_size=a.minibatch,
@@ -157,7 +158,7 @@ def run_config(name: str, a) -> dict:
             "reward_model_tasks": list(backend.meta.get("training_tasks", [])) if backend is not None
             and hasattr(backend, "meta") else [],
             "git_rev": git_rev, "command": "python bench/bench_table3.py " + " ".join(sys.argv[1:]),
-            "success_absorbing": lcfg.success_absorbing,
+            "success_absorbing": lcfg.success_absorbing, "reward_transform": lcfg.reward_transform,
             "episodes_per_iteration": a.episodes_per_iteration, "interval": a.interval,
             "explore_std": a.explore_std, "reuse_iterations": a.reuse_iterations, "lr": a.lr,
             "freeze_projections": a.freeze_projections, "advantage": a.advantage,
@@ -329,6 +330,10 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--no-success-absorbing", action="store_true",
                     help="train on the plain held values (LearnerConfig.success_absorbing off)")
+    ap.add_argument("--reward-transform", default="value", choices=("value", "delta"),
+                    help="LearnerConfig.reward_transform: train on the held values, or on their "
+                         "change (potential-based shaping: an episode's return is then its last "
+                         "value minus its first, whatever its length)")
     ap.add_argument("--threads", type=int, default=1, help="torch threads per rollout worker")
     ap.add_argument("--workers", type=int, default=2, help="rollout processes (0 = in this process)")
     ap.add_argument("--camera", type=int, default=224,
