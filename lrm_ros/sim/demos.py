@@ -20,9 +20,9 @@ Every requested seed is accounted for: it is written, or listed under ``lost`` w
 
 CLI: ``python -m lrm_ros.sim.demos --tasks PickCube-v1 -n 10 --out data/demos``
 
-Why one file of about 480 lines: planning (in a worker process), conversion, replay and the
-summary are one pipeline handing each other the same per-seed entries; in one file the
-bookkeeping requested == written + lost stays in one place.
+Why one file of about 560 lines: planning (in a worker process), conversion, replay, the
+scripted runs and the summary are one pipeline handing each other the same per-seed entries;
+in one file the bookkeeping requested == written + lost stays in one place.
 """
 
 from __future__ import annotations
