@@ -101,7 +101,8 @@ def run_config(name: str, a) -> dict:
     steps = 0
     recent: list = []          # the last --reuse-iterations batches (PPO: max_policy_lag)
     judged: list = []          # filtered BC: each episode judged once, in its own iteration (as the learner node)
-    trained: list = []         # PPO's self-imitation: every episode trained on, with its return
+    trained: list = []         # PPO's self-imitation: every episode trained on,
+    returns: dict = {}         # and its return, by index in `trained`
     for it in bar:
         pool.set_policy(model)
         starts = a.episodes_per_iteration // a.group_size
@@ -124,10 +125,11 @@ def run_config(name: str, a) -> dict:
         else:
             stats = ppo_update(model, init, batch, lcfg, ppo, seed=a.seed + it)
             if ppo.sil_top_fraction > 0:        # as Learner._self_imitate
-                trained += recent[-1]
-                returns = {f"{i:05d}": episode_return(e, lcfg, ppo.gamma) for i, e in enumerate(trained)}
+                for e in recent[-1]:
+                    returns[len(trained)] = episode_return(e, lcfg, ppo.gamma)
+                    trained.append(e)
                 best = top_returns(returns, ppo.sil_top_fraction)
-                stats.update(self_imitation_update(model, [trained[int(k)] for k in best], lcfg,
+                stats.update(self_imitation_update(model, [trained[k] for k in best], lcfg,
                                                    seed=a.seed + it))
         row = {"iteration": it + 1, "train_success": float(np.mean([e.success for e in eps])),
                "mean_return": float(np.mean([e.reward.sum() for e in eps])),

@@ -283,7 +283,7 @@ def episode_return(ep: dict, cfg: LearnerConfig, gamma: float) -> float:
     return float(np.sum(training_rewards(ep, cfg, gamma)))
 
 
-def top_returns(returns: Dict[str, float], fraction: float) -> List[str]:
+def top_returns(returns: Dict, fraction: float) -> List:
     """The keys whose return ranks in the top `fraction` of `returns` (at least one; ties: the
     earlier key in sorted order), best first: the episodes PPO's self-imitation clones."""
     if not returns or fraction <= 0:
