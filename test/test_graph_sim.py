@@ -124,7 +124,15 @@ def test_a_bridge_waiting_for_a_node_that_never_comes_stops_naming_it(tmp_path, 
 def test_lockstep_one_tick_per_command_with_frames_and_oracle(graph):
     mon, _ = graph
     rec = mon.records[NS]
+    # Start from a fresh episode: with no policy the bridge has been ticking on its fallback
+    # since start-up, and an episode's end (MAX_TICKS) is followed by the next episode's
+    # tick 0 without a command, so three steps from an arbitrary tick could cross one.
+    episode = _ticks(mon)[-1].episode
+    assert mon.reset(NS).success
+    assert mon.wait_for(lambda: any(t.episode > episode and t.start for t in _ticks(mon)), 20.0), \
+        "no tick 0 after the reset"
     start = _ticks(mon)[-1]
+    assert start.start and start.tick == 0 and 3 < MAX_TICKS, start
     seen = [start]
     for _ in range(3):
         seen.append(_step(mon, (0.1, 0, 0, 0, 0, 0, 1.0)))
