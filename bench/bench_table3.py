@@ -13,7 +13,9 @@ Configurations (same IL start, same iterations, same seeds):
 Each RL configuration: `--iterations` x (`--episodes-per-iteration` stochastic rollouts ->
 rewards -> one update). Then every configuration is evaluated deterministically on the same
 `--eval-episodes` seeds (never used in training): success rate with a 95% Wilson interval.
-headroom captured = (RL_signal - IL) / (RL_oracle - IL).
+headroom captured = (RL_signal - IL) / (RL_oracle - IL). The PPO settings default to
+PPOConfig's, which the graph's learner uses too: group advantages over 4 rollouts per start
+and self-imitation of the top quarter by return (bench/results/rl_diagnosis_PushCube.md).
 
 Run (the paper's settings; hours on 2 CPU cores):
   .venv/bin/python bench/bench_table3.py --task PushCube-v1
@@ -304,6 +306,8 @@ def _plot(rows, table, path: Path) -> None:
 
 
 def main(argv=None) -> int:
+    from lrm_ros.learn.ppo import PPOConfig
+    PPO_DEFAULTS = PPOConfig()        # the graph learner's defaults too (config/params/learner.yaml)
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--task", default="PushCube-v1")
     ap.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=CONFIGS)
@@ -316,16 +320,16 @@ def main(argv=None) -> int:
     ap.add_argument("--interval", type=int, default=10, help="K of the interval-hold")
     ap.add_argument("--max-ticks", type=int, default=0, help="0 = the task's recommended limit")
     ap.add_argument("--checkpoint", default="", help="IL policy ('' = the shipped tiny_vla)")
-    ap.add_argument("--lr", type=float, default=2e-5)
-    ap.add_argument("--kl-coef", type=float, default=0.05)
-    ap.add_argument("--minibatch", type=int, default=64)
-    ap.add_argument("--update-epochs", type=int, default=4)
+    ap.add_argument("--lr", type=float, default=PPO_DEFAULTS.learning_rate)
+    ap.add_argument("--kl-coef", type=float, default=PPO_DEFAULTS.kl_coef)
+    ap.add_argument("--minibatch", type=int, default=PPO_DEFAULTS.minibatch_size)
+    ap.add_argument("--update-epochs", type=int, default=PPO_DEFAULTS.update_epochs)
     ap.add_argument("--bc-epochs", type=int, default=2, help="filtered BC: epochs per iteration")
     ap.add_argument("--success-threshold", type=float, default=0.5)
     ap.add_argument("--success-top-fraction", type=float, default=0.0,
                     help="filtered_bc: count the top fraction of each iteration's rollouts by final "
                          "completion as successes instead of --success-threshold (0 = threshold)")
-    ap.add_argument("--sil-top-fraction", type=float, default=0.0,
+    ap.add_argument("--sil-top-fraction", type=float, default=PPO_DEFAULTS.sil_top_fraction,
                     help="PPO rows: after each update, behaviour cloning (--bc-epochs) on the episodes "
                          "whose return ranks in this top fraction of all trained on so far "
                          "(PPOConfig.sil_top_fraction; 0 = plain PPO)")
@@ -342,16 +346,16 @@ def main(argv=None) -> int:
                     help="camera side in pixels (224 = the models' input: no resize)")
     ap.add_argument("--explore-std", type=float, default=0.0,
                     help="raise the IL policy's action std to at least this before RL (0 = keep)")
-    ap.add_argument("--target-kl", type=float, default=0.02)
+    ap.add_argument("--target-kl", type=float, default=PPO_DEFAULTS.target_kl)
     ap.add_argument("--freeze-projections", action="store_true",
                     help="PPO updates the actor's MLP head only (ppo.train_projections off)")
     ap.add_argument("--reuse-iterations", type=int, default=1,
                     help="train each update on the episodes of the last N iterations (PPO's ratio "
                          "is taken to the policy that recorded them; 1 = on-policy)")
-    ap.add_argument("--advantage", default="gae", choices=("gae", "group"),
+    ap.add_argument("--advantage", default=PPO_DEFAULTS.advantage, choices=("gae", "group"),
                     help="PPOConfig.advantage: GAE on the critic, or the return-to-go minus that of "
                          "the other episodes from the same start (use with --group-size > 1)")
-    ap.add_argument("--group-size", type=int, default=1,
+    ap.add_argument("--group-size", type=int, default=4,
                     help="episodes per initial state (seed) in each iteration")
     ap.add_argument("--lite-checkpoint", default="", help="lite reward checkpoint ('' = shipped)")
     ap.add_argument("--out", default=str(ROOT / "out" / "bench" / "table3"))

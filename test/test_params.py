@@ -68,7 +68,7 @@ def test_ppo_parameters_take_the_attribute_docstrings():
     docs = field_descriptions(PPOConfig)
     assert docs["gamma"] == "discount factor"
     assert docs["iterations"] == "RL iterations (the LRM paper: 30)"
-    assert docs["learning_rate"].startswith("Adam learning rate. Small on purpose: behaviour cloning ")
+    assert docs["learning_rate"].startswith("Adam learning rate. Behaviour cloning leaves action spreads ")
     assert "\n" not in docs["learning_rate"] and "  " not in docs["learning_rate"]
 
 

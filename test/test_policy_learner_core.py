@@ -707,7 +707,7 @@ def test_ppo_can_keep_the_imitation_projections_fixed(tmp_path):
     cfg = LearnerConfig(store_dir=str(tmp_path / "learner"), init_checkpoint=str(init),
                         episodes_per_iteration=4, max_iterations=1)
     learner = Learner(cfg, PPOConfig(minibatch_size=16, learning_rate=1e-3, target_kl=0,
-                                     train_projections=False))
+                                     train_projections=False, sil_top_fraction=0.0))
     _record_episodes(learner.store, 4)
     before = {k: v.clone() for k, v in learner.model.state_dict().items()}
     learner.train_iteration()

@@ -27,22 +27,24 @@ class PPOConfig:
     """weight of the value loss"""
     ent_coef: float = 0.0
     """weight of the entropy bonus"""
-    kl_coef: float = 0.05
+    kl_coef: float = 0.02
     """weight of KL(policy || initial IL policy): stay close to what imitation learned"""
-    learning_rate: float = 2e-5
-    """Adam learning rate. Small on purpose: behaviour cloning leaves action spreads near
-    min_log_std (0.05), and at 3e-4 a single Adam step already moved the policy by an
-    approximate KL of 0.34 (bench: 8 PushCube episodes), so target_kl ended each iteration
-    after one step; at 2e-5 an iteration runs its epochs within target_kl"""
+    learning_rate: float = 1e-4
+    """Adam learning rate. Behaviour cloning leaves action spreads near min_log_std (0.05):
+    at 3e-4 a single Adam step moved the policy by an approximate KL of 0.34 (8 PushCube
+    episodes), so target_kl ended each iteration after one step. The defaults here (1e-4,
+    kl_coef 0.02, target_kl 0.05, minibatches of 256, group advantages, self-imitation of
+    the top quarter) are the setting measured to improve tiny_vla on PushCube and PullCube
+    (bench/results/rl_diagnosis_PushCube.md); the benchmark and the graph's learner share them"""
     update_epochs: int = 4
     """passes over each iteration's data"""
-    minibatch_size: int = 64
+    minibatch_size: int = 256
     """steps per gradient step"""
     max_grad_norm: float = 0.5
     """gradient clipping"""
     norm_adv: bool = True
     """normalise advantages per minibatch"""
-    target_kl: float = 0.02
+    target_kl: float = 0.05
     """stop an iteration's updates once a minibatch's approximate KL to the data-collecting
     policy exceeds 1.5 x this (0 = never): with the small action spreads behaviour cloning
     leaves, a few Adam steps can otherwise move the policy far outside the clip range"""
@@ -64,14 +66,15 @@ class PPOConfig:
     reference (the initial policy) gets the same spread, so the KL term constrains the mean"""
     iterations: int = 30
     """RL iterations (the LRM paper: 30)"""
-    advantage: str = "gae"
+    advantage: str = "group"
     """how each step's advantage is estimated. 'gae': GAE(gamma, lambda) on the critic's values
     (refitted first, `value_prefit_epochs`). 'group': no critic: the step's discounted return-to-go
     minus the mean return-to-go, at the same step, of the other episodes that started from the
     same initial state (same seed; episodes without a seed are compared with the whole batch),
     a leave-one-out baseline as in RLOO/GRPO. Paired starts remove the variance between initial
-    states, which a critic fitted on 8 episodes cannot (bench/results/rl_diagnosis_PushCube.md)"""
-    sil_top_fraction: float = 0.0
+    states, which a critic fitted on 8 episodes cannot (bench/results/rl_diagnosis_PushCube.md).
+    In the graph the bridges do not reseed each episode, so there the baseline is the batch's"""
+    sil_top_fraction: float = 0.25
     """self-imitation (SIL, Oh et al. 2018, in its simplest form): after each PPO update,
     behaviour cloning (`LearnerConfig.bc_epochs`, `bc_lr`) on the episodes whose return under
     the training reward ranks in this top fraction of every episode trained on so far
