@@ -198,7 +198,9 @@ def report(out: Path) -> dict:
         head = (sr - il) / (ref - il) if name not in ("il", "oracle", "filtered_bc_oracle") and ref - il > 0 else math.nan
         table.append({"config": name, "success": sr, "ci95": ev["ci95"], "episodes": ev["episodes"],
                       "iterations": rows[name]["iterations"], "headroom_captured": head,
-                      "minutes": rows[name]["total_s"] / 60, "labeller": _labeller(rows[name])})
+                      "minutes": rows[name]["total_s"] / 60, "labeller": _labeller(rows[name]),
+                      "paired_vs_il": _paired(rows.get("il"), rows[name]) if name != "il" else None,
+                      "sil_picks": _sil_picks(rows[name])})
     lines = ["| config | success (eval) | 95% CI | iterations | headroom captured (vs the same algorithm on the simulator's signal) | minutes |",
              "|---|---|---|---|---|---|"]
     for r in table:
@@ -206,6 +208,15 @@ def report(out: Path) -> dict:
         lines.append(f"| {r['config']} | {r['success']:.2f} ({int(round(r['success'] * r['episodes']))}/"
                      f"{r['episodes']}) | {r['ci95'][0]:.2f}-{r['ci95'][1]:.2f} | {r['iterations']} | {h} | "
                      f"{r['minutes']:.1f} |")
+    for r in table:
+        pair, picks = r["paired_vs_il"], r["sil_picks"]
+        if pair or picks:
+            said = [f"paired against IL over the same {pair['seeds']} seeds: {pair['gained']} gained, "
+                    f"{pair['lost']} lost (exact McNemar p = {pair['p_value']:.2g})"] if pair else []
+            if picks:
+                said.append(f"self-imitation cloned {picks['true_successes']} true successes in "
+                            f"{picks['episodes']} picks")
+            lines.append(f"\n{r['config']}: " + "; ".join(said))
     if "oracle" in rows and not orc - il > 0:
         lines.append(f"\nheadroom undefined: oracle RL ({orc:.2f}) did not beat IL ({il:.2f})")
     for r in table:
@@ -232,7 +243,8 @@ def report(out: Path) -> dict:
         "command": sorted({r.get("command", "") for r in rows.values()}),
         "rows": {r["config"]: {"success_rate": r["success"], "ci95": r["ci95"], "labeller": r["labeller"],
                                "headroom_captured": None if math.isnan(r["headroom_captured"])
-                               else r["headroom_captured"]} for r in table},
+                               else r["headroom_captured"], "paired_vs_il": r["paired_vs_il"],
+                               "sil_picks": r["sil_picks"]} for r in table},
         # per row: the rows may come from separate runs with their own settings
         "settings": {name: {k: r.get(k) for k in SETTINGS} for name, r in rows.items()},
     }
@@ -251,6 +263,29 @@ def _fmt(x) -> str:
 def _finite_or_none(x):
     x = float(x)
     return x if math.isfinite(x) else None
+
+
+def _paired(il: dict | None, row: dict):
+    """Per-seed comparison with IL on the same evaluation seeds: seeds gained and lost, and the
+    exact McNemar p (two-sided binomial test on the discordant seeds); None without both."""
+    a = (il or {}).get("eval", {}).get("per_seed")
+    b = row.get("eval", {}).get("per_seed")
+    if not a or not b or len(a) != len(b):
+        return None
+    from scipy.stats import binomtest
+    gained = sum(1 for x, y in zip(a, b) if y and not x)
+    lost = sum(1 for x, y in zip(a, b) if x and not y)
+    p = binomtest(gained, gained + lost, 0.5).pvalue if gained + lost else 1.0
+    return {"seeds": len(a), "gained": gained, "lost": lost, "p_value": float(p)}
+
+
+def _sil_picks(row: dict):
+    """PPO's self-imitation: how many of the episodes cloned in the last iteration (the top
+    fraction of all so far) the simulator calls successful; None without self-imitation."""
+    h = (row.get("history") or [{}])[-1]
+    if "sil_env_successes" not in h:
+        return None
+    return {"true_successes": int(h["sil_env_successes"]), "episodes": int(h["sil_episodes"])}
 
 
 def _labeller(row: dict):

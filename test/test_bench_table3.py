@@ -66,3 +66,25 @@ def test_the_labeller_is_judged_on_every_training_rollout_it_saw(tmp_path):
     assert lab["roc_auc"] == pytest.approx(3 / 6)
     assert lab["above_half"] == 1
     assert (lab["median_final_success"], lab["median_final_failure"]) == (pytest.approx(0.25), pytest.approx(0.25))
+
+
+def test_each_row_is_paired_with_il_seed_by_seed_and_self_imitation_picks_are_counted(tmp_path):
+    bench = _bench()
+    il, ppo = _row("il", 3, n=10), _row("oracle", 6, n=10, history=[
+        {"iteration": 30, "train_success": 0.5, "sil_episodes": 60.0, "sil_env_successes": 45.0}])
+    il["eval"]["per_seed"] = [True, True, True] + [False] * 7
+    ppo["eval"]["per_seed"] = [True, False] + [True] * 5 + [False] * 3      # seed 1 lost, 2..6 gained 4
+    for name, r in (("il", il), ("oracle", ppo)):
+        (tmp_path / f"{name}.json").write_text(json.dumps(r))
+    bench.report(tmp_path)
+    rows = json.loads((tmp_path / "table3_PullCube.json").read_text())["rows"]
+    pair = rows["oracle"]["paired_vs_il"]
+    assert (pair["seeds"], pair["gained"], pair["lost"]) == (10, 4, 1)
+    assert pair["p_value"] == pytest.approx(0.375)       # two-sided binomial, 1 of 5 discordant
+    assert rows["oracle"]["sil_picks"] == {"true_successes": 45, "episodes": 60}
+    assert rows["il"]["paired_vs_il"] is None and rows["il"]["sil_picks"] is None
+    md = (tmp_path / "table3.md").read_text()
+    assert "oracle: paired against IL over the same 10 seeds: 4 gained, 1 lost" in md
+    assert "self-imitation cloned 45 true successes in 60 picks" in md
+    # rows without per-seed outcomes (older runs) are not paired
+    assert bench._paired(_row("il", 3), _row("oracle", 6)) is None
