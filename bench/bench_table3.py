@@ -9,6 +9,8 @@ Configurations (same IL start, same iterations, same seeds):
                PPO on the lite reward model's signal, through the real interval-hold (K)
   filtered_bc  behaviour cloning on the rollouts the lite completion signal calls successful
   filtered_bc_oracle  the same on the rollouts the simulator calls successful (its upper bound)
+  random       PPO on uniform random held values (a reward model that knows nothing): the
+               control that shows what the update gains without any information on the task
 
 Each RL configuration: `--iterations` x (`--episodes-per-iteration` stochastic rollouts ->
 rewards -> one update). Then every configuration is evaluated deterministically on the same
@@ -40,7 +42,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 CONFIGS = ("il", "oracle", "progress", "completion", "contrastive", "tri", "filtered_bc",
-           "filtered_bc_oracle")
+           "filtered_bc_oracle", "random")
 FILTERED = ("filtered_bc", "filtered_bc_oracle")
 SETTINGS = ("episodes_per_iteration", "interval", "reward_transform", "explore_std", "reuse_iterations", "freeze_projections",
             "lr", "advantage", "group_size", "minibatch", "update_epochs", "kl_coef", "target_kl",
@@ -55,7 +57,7 @@ def run_config(name: str, a) -> dict:
     from lrm_ros.learn.learner_config import LearnerConfig
     from lrm_ros.learn.updates import (episode_return, filtered_bc_update, judge_successes, ppo_update,
                                        self_imitation_update, top_returns, widen_action_std)
-    from lrm_ros.learn.rollout import as_store_episode, held_rewards, oracle_rewards
+    from lrm_ros.learn.rollout import as_store_episode, held_rewards, oracle_rewards, random_rewards
     from lrm_ros.learn.rollout_pool import RolloutPool
     from lrm_ros.policy.tiny_vla import load_policy
     from lrm_ros.rewards import make_backend
@@ -80,6 +82,7 @@ def run_config(name: str, a) -> dict:
                         camera_width=a.camera, camera_height=a.camera)
     pool = RolloutPool(sim_cfg, ckpt, workers=a.workers, threads=a.threads, noise_seed=a.seed)
     history = []
+    noise = np.random.default_rng(a.seed + 7)   # the random row's rewards
     backend = None
     if name in LITE or name == "filtered_bc":
         backend = make_backend("lite", signal="completion" if name == "filtered_bc" else name,
@@ -114,6 +117,8 @@ def run_config(name: str, a) -> dict:
         steps += sum(len(e.action) for e in eps)
         if name in ("oracle", "filtered_bc_oracle"):
             oracle_rewards(eps)
+        elif name == "random":
+            random_rewards(eps, noise, interval=a.interval)
         else:
             held_rewards(backend, eps, interval=a.interval)
         recent.append([as_store_episode(e) for e in eps])

@@ -11,7 +11,7 @@ from lrm_ros.common.episode_end import END_TIME_LIMIT
 from lrm_ros.learn.learner_config import LearnerConfig
 from lrm_ros.learn.ppo import PPOConfig
 from lrm_ros.learn.rollout import (as_store_episode, evaluate_policy, held_rewards,
-                                   oracle_rewards, run_episode, wilson_interval)
+                                   oracle_rewards, random_rewards, run_episode, wilson_interval)
 from lrm_ros.learn.updates import filtered_bc_update, ppo_update
 from lrm_ros.policy.adapter import DEFAULT_CHECKPOINT, TinyVLAAdapter
 from lrm_ros.policy.tiny_vla import load_policy
@@ -75,6 +75,26 @@ def test_held_rewards_follow_the_interval_hold_and_feed_ppo_and_filtered_bc(sim,
     assert fb["episodes_selected"] == 2
     oracle_rewards(eps)
     np.testing.assert_allclose(eps[0].reward, eps[0].normalized_dense_rewards[1:])
+
+
+def test_random_rewards_are_held_like_a_model_s_and_know_nothing(sim, adapter):
+    """bench_table3's `random` control: uniform values held over each K-tick interval, a fresh
+    one at the terminal tick (also the final completion), reproducible from the generator."""
+    ep = run_episode(sim, adapter, seed=3, deterministic=False)
+    T = ep.num_ticks
+    random_rewards([ep], np.random.default_rng(0), interval=3)
+    first = ep.reward.copy()
+    assert first.shape == ep.stale.shape == (T - 1,) and not ep.stale.any()
+    assert np.all((first >= 0.0) & (first < 1.0))
+    held = np.concatenate([[np.nan], first])            # by tick: reward[t - 1] is tick t's
+    changes = {t for t in range(2, T) if held[t] != held[t - 1]}
+    assert changes <= {3, 6, T - 1} and {3, 6} <= changes, changes
+    assert ep.completion[-1] == first[-1] and np.isnan(ep.completion[:-1]).all()
+    random_rewards([ep], np.random.default_rng(0), interval=3)
+    np.testing.assert_array_equal(ep.reward, first)
+    random_rewards([ep], np.random.default_rng(1), interval=3)
+    assert not np.array_equal(ep.reward, first)
+    assert as_store_episode(ep)["meta"]["extra"]["final_completion"] == pytest.approx(ep.reward[-1])
 
 
 def test_evaluation_counts_successes_with_an_interval(sim, adapter):

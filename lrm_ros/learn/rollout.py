@@ -109,6 +109,23 @@ def oracle_rewards(episodes: Sequence[RolloutEpisode]) -> None:
         ep.completion = np.full(len(ep.reward), np.nan)
 
 
+def random_rewards(episodes: Sequence[RolloutEpisode], rng: np.random.Generator,
+                   interval: int = DEFAULT_INTERVAL) -> None:
+    """A reward model that knows nothing, as a control: held values drawn uniformly from [0, 1)
+    at ticks 0, K, 2K, ... and the terminal tick, held in between (the shape the interval-hold
+    gives a real model's values); the terminal value is also the episode's final completion.
+    What RL gains with it is what the update itself (e.g. cloning the policy's own rollouts)
+    gives without any information about the task."""
+    for ep in episodes:
+        T = len(ep.action) + 1             # ticks (frames need not be kept)
+        held = rng.random(T // interval + 1)[np.arange(T) // interval]
+        held[-1] = rng.random()
+        ep.reward = held[1:].astype(np.float64)
+        ep.stale = np.zeros(T - 1, bool)
+        ep.completion = np.full(T - 1, np.nan)
+        ep.completion[-1] = held[-1]
+
+
 def as_store_episode(ep: RolloutEpisode) -> dict:
     """The dict `EpisodeStore.load` returns, so `ppo_update` / `filtered_bc_update` take it."""
     if ep.reward is None:
