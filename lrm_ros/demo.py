@@ -305,11 +305,12 @@ def run_demo(ns) -> int:
     graph = load_graph("sim")
     user = parse_launch_arguments(ns.arguments)
     # The setting that measurably improves tiny_vla (bench/results/rl_diagnosis_PushCube.md):
-    # filtered BC on the simulator's success (0.20 -> 0.37 on 100 seeds); PPO did not, on the
-    # simulator's own dense reward either. The shipped lite model ranks this policy's PushCube
-    # rollouts at completion ROC-AUC 0.84 (bench/results/lite_generalization.md), but filtered
-    # BC on its labels is not measured yet, so the learner takes the simulator's success; the
-    # lite reward model still scores every tick and its traces are plotted.
+    # filtered BC on the simulator's success (0.20 -> 0.37 on 100 seeds) within a few
+    # iterations; plain PPO did not, and PPO with self-imitation (PPOConfig's defaults) needs
+    # 30 iterations x 8 episodes, beyond a demo. Filtered BC on the shipped lite model's labels
+    # did not measurably help (0.23 vs 0.20, bench/results/table3_PushCube_ranked.md), so the
+    # learner takes the simulator's success; the lite reward model still scores every tick and
+    # its traces are plotted.
     # learner:=ppo / learner_success:=completion switch.
     base = {"num_envs": "2", "env_id": "PushCube-v1", "reward": "lite", "policy": "tiny_vla",
             "reward_signal": "completion", "learner": "filtered_bc", "learner_success": "env"}
