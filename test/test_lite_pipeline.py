@@ -102,3 +102,37 @@ def test_memo_encoder_encodes_each_frame_once():
     out = enc.encode(list(frames) + [frames[1].copy()])
     assert out[:, 0].tolist() == [7.0, 2.0, 3.0, 2.0]
     assert Counting.calls == 2 and enc.hits == 2 and enc.encoded == 2
+
+
+def test_policy_rollouts_join_the_training_data_labelled_by_the_simulator(run):
+    """--train-rollouts' path: real tiny_vla rollouts (short, in this process) become bag
+    Episodes at the bags' frame size, success only where the simulator said so, and the
+    labeller counts them as failures or demonstrations of their task."""
+    import dataclasses
+
+    import numpy as np
+    from lrm_ros.data.labels import split_by_task
+    from lrm_ros.learn.lite_pipeline import prepare
+
+    rolls = lite_lto.policy_rollouts("PushCube-v1", 2, workers=0, seed=lite_lto.TRAIN_ROLLOUT_SEED,
+                                     max_ticks=12)
+    assert [r.seed for r in rolls] == [30_000, 30_001] and not any(r.success for r in rolls)
+    won = dataclasses.replace(rolls[1], success=True)      # the demonstration branch
+    eps = lite_lto.rollouts_as_episodes([rolls[0], won], size=(64, 64))
+    assert [e.frames.shape[1:] for e in eps] == [(64, 64, 3)] * 2
+    assert eps[0].success is False and not eps[0].successes.any()
+    assert eps[1].success is True and eps[1].successes.tolist() == [False] * (len(won.frames) - 1) + [True]
+    assert eps[0].task == "PushCube-v1" and eps[0].extra["source"] == "policy_rollout"
+
+    base = prepare(TASKS, str(run / "data"), show_progress=False)
+    more = prepare(TASKS, str(run / "data"), show_progress=False, rollouts=[rolls[0], won])
+    push = more.examples.tasks.index("PushCube-v1")
+    n_base = (base.examples.completion_task == base.examples.tasks.index("PushCube-v1")).sum()
+    n_more = (more.examples.completion_task == push).sum()
+    assert n_more > n_base and more.data_hash != base.data_hash
+    assert (more.examples.progress_task == push).sum() > (
+        base.examples.progress_task == base.examples.tasks.index("PushCube-v1")).sum()   # the won one
+    # a leave-task-out fold without PushCube keeps none of them
+    train, _ = split_by_task(more.examples, ["PushCube-v1"])
+    assert "PushCube-v1" not in train.tasks or not (train.completion_task == train.tasks.index("PushCube-v1")).any()
+    assert np.isfinite(more.examples.features).all()

@@ -154,10 +154,16 @@ def leave_task_out(examples, bags_by_task: Dict[str, List[str]], tasks: Sequence
     return per_task
 
 
-def policy_rollouts(task: str, n: int, workers: int = 2, seed: int = 20_000):
+EVAL_ROLLOUT_SEED = 20_000     # policy rollouts that are scored (policy_roc_auc)
+TRAIN_ROLLOUT_SEED = 30_000    # policy rollouts that become training data (--train-rollouts)
+
+
+def policy_rollouts(task: str, n: int, workers: int = 2, seed: int = EVAL_ROLLOUT_SEED,
+                    max_ticks: Optional[int] = None):
     """`n` stochastic episodes of the shipped tiny_vla policy on `task` (seeds seed..seed+n-1,
     never the RL benchmark's training or evaluation seeds), labelled by the simulator's
-    success: the rollouts a reward model must judge in RL."""
+    success: the rollouts a reward model must judge in RL. `max_ticks` defaults to the
+    task's recommended time limit."""
     from lrm_ros.learn.rollout_pool import RolloutPool
     from lrm_ros.policy.adapter import DEFAULT_CHECKPOINT
     from lrm_ros.policy.tiny_vla import load_policy
@@ -165,23 +171,51 @@ def policy_rollouts(task: str, n: int, workers: int = 2, seed: int = 20_000):
     from lrm_ros.sim.tasks import recommended_max_ticks
     from tqdm.auto import tqdm
     model, _ = load_policy(str(DEFAULT_CHECKPOINT))
-    cfg = SimConfig(env_id=task, max_episode_ticks=recommended_max_ticks(task))
+    cfg = SimConfig(env_id=task, max_episode_ticks=max_ticks or recommended_max_ticks(task))
     with RolloutPool(cfg, str(DEFAULT_CHECKPOINT), workers=workers, noise_seed=seed) as pool:
         pool.set_policy(model)
-        with tqdm(total=n, desc=f"tiny_vla rollouts {task}", unit="ep") as bar:
+        with tqdm(total=n, desc=f"tiny_vla rollouts {task} (seeds {seed}+)", unit="ep") as bar:
             return pool.run(list(range(seed, seed + n)), deterministic=False,
                             progress=lambda ep: bar.update(1))
 
 
-def policy_rollouts_for(tasks: Sequence[str], n: int, workers: int = 2) -> Dict[str, list]:
-    """{task: policy_rollouts(task, n)} for each of `tasks` the shipped tiny_vla was trained on
-    (its checkpoint's `tasks`); {} when n is 0."""
+def policy_rollouts_for(tasks: Sequence[str], n: int, workers: int = 2,
+                        seed: int = EVAL_ROLLOUT_SEED) -> Dict[str, list]:
+    """{task: policy_rollouts(task, n, seed=seed)} for each of `tasks` the shipped tiny_vla
+    was trained on (its checkpoint's `tasks`); {} when n is 0."""
     if not n:
         return {}
     from lrm_ros.policy.adapter import DEFAULT_CHECKPOINT
     from lrm_ros.policy.tiny_vla import load_policy
     policy_tasks = load_policy(str(DEFAULT_CHECKPOINT))[1].get("tasks", [])
-    return {t: policy_rollouts(t, n, workers=workers) for t in tasks if t in policy_tasks}
+    return {t: policy_rollouts(t, n, workers=workers, seed=seed) for t in tasks if t in policy_tasks}
+
+
+def rollouts_as_episodes(rollouts: Sequence, size: Optional[tuple] = None) -> List:
+    """Policy rollouts (lrm_ros.learn.rollout.RolloutEpisode) as bag Episodes the labeller
+    reads: success only at the last tick, and only when the simulator said so. `size`
+    (width, height) resizes the frames to the bags' (the policy sees 224 x 224 crops of the
+    camera; the demo bags hold the camera's full frames), so one frame table holds both."""
+    from lrm_ros.bags.reader import Episode
+    from lrm_ros.vision.image import resize_center_crop
+    out = []
+    for r in rollouts:
+        frames = np.asarray(r.frames)
+        if size is not None and (frames.shape[2], frames.shape[1]) != tuple(size):
+            frames = np.stack([resize_center_crop(f, *size) for f in frames])
+        T = int(frames.shape[0])
+        succ = np.zeros(T, bool)
+        succ[-1] = bool(r.success)
+        dense = np.asarray(r.normalized_dense_rewards, np.float64)
+        out.append(Episode(
+            task=r.task, instruction=r.instruction, episode=int(r.seed), ticks=np.arange(T, dtype=np.int64),
+            stamps_ns=np.asarray(r.stamps_ns, np.int64), frames=frames,
+            actions=np.asarray(r.action, np.float64), joint_names=[],
+            joint_positions=np.zeros((T, 0)), joint_velocities=np.zeros((T, 0)),
+            dense_rewards=np.full(T, np.nan), normalized_dense_rewards=dense, successes=succ,
+            failures=np.zeros(T, bool), episode_end=True, end_reason=int(r.end_reason),
+            extra={"source": "policy_rollout", "seed": int(r.seed)}))
+    return out
 
 
 def policy_roc_auc(backend, episodes, interval: int) -> Dict[str, float]:

@@ -6,7 +6,9 @@ one command (`lrm-ros train-lite`).
        demos     motion-planned or scripted successes (lrm_ros.sim.demos) -> DATA/demos_<i>/<task>/
        failures  noisy / stretched replays, random and still policies, near misses
                  and regressions (lrm_ros.data.failures) -> DATA/failures_<i>/<task>/
-  2. labels      LRM's labels from those episodes (lrm_ros.data.labels); with
+  2. labels      LRM's labels from those episodes (lrm_ros.data.labels), and with
+                 --train-rollouts N from N rollouts of the shipped tiny_vla per task it knows,
+                 labelled by the simulator's success (failures of the kind RL produces); with
                  --augment N also from N copies of each episode seen by another random
                  camera (lrm_ros.data.augment)
   3. features    frozen EfficientNet-Lite0 features of every labelled frame, computed once
@@ -128,11 +130,13 @@ class Prepared:
 
 def prepare(tasks: Sequence[str], data: str = "data", demos=None, failures=None,
             seed: int = 0, frame_stride: int = 2, show_progress: bool = True,
-            augment: int = 0) -> Prepared:
+            augment: int = 0, rollouts: Sequence = ()) -> Prepared:
     """Read the demo and failure bags of `tasks`, build LRM's labels and compute (or load
     from the disk cache) the image features of every labelled frame. `augment` > 0 adds that
     many copies of every episode seen by another randomly drawn camera
-    (lrm_ros.data.augment), labelled the same way."""
+    (lrm_ros.data.augment), labelled the same way. `rollouts` (policy episodes of `tasks`,
+    lrm_ros.learn.rollout.RolloutEpisode) join the data labelled by the simulator's success:
+    a successful one like a demonstration, a failed one like a failure."""
     from lrm_ros.bags.reader import read_episodes
     from lrm_ros.data.augment import augment_episode
     from lrm_ros.data.labels import LabelConfig, build_examples
@@ -152,6 +156,14 @@ def prepare(tasks: Sequence[str], data: str = "data", demos=None, failures=None,
             successes.extend(read_episodes(b))
         for b in fail_bags.get(t, []):
             failed.extend(read_episodes(b))
+    rollouts = [r for r in rollouts if r.task in tasks]
+    if rollouts:
+        size = (successes[0].frames.shape[2], successes[0].frames.shape[1]) if successes else None
+        eps = lite_lto.rollouts_as_episodes(rollouts, size)
+        successes += [e for e in eps if e.success]
+        failed += [e for e in eps if not e.success]
+        print(f"[lite] + {len(eps)} policy rollouts ({sum(e.success for e in eps)} successful) of "
+              f"{sorted({e.task for e in eps})}", flush=True)
     print(f"[lite] {len(successes)} demonstrations, {len(failed)} failures of {list(tasks)}"
           + (f", each also seen by {augment} other camera(s)" if augment else ""), flush=True)
     memo = lite_lto.MemoImageEncoder()
@@ -203,8 +215,15 @@ def run(args) -> dict:
     if args.generate:
         generate(Path(args.data), tasks, args.num_demos, args.seed, (args.width, args.height),
                  args.workers)
+    # the shipped policy's own rollouts, labelled by the simulator, as training data
+    # (no rollouts of a task no model here is trained on)
+    roll_tasks = tasks if args.leave_task_out else [t for t in tasks if t not in exclude]
+    train_rollouts = lite_lto.policy_rollouts_for(roll_tasks, args.train_rollouts, args.workers,
+                                                  seed=lite_lto.TRAIN_ROLLOUT_SEED)
     prep = prepare(tasks, args.data, args.demos, args.failures, args.seed, args.frame_stride,
-                   not args.quiet, args.augment)
+                   not args.quiet, args.augment, [r for eps in train_rollouts.values() for r in eps])
+    rollout_counts = {t: [int(sum(e.success for e in eps)), len(eps)] for t, eps in train_rollouts.items()}
+    del train_rollouts
     examples, memo = prep.examples, prep.memo
     tcfg = train_config(args)
     text_enc = text_encoder()
@@ -213,6 +232,8 @@ def run(args) -> dict:
                      "completion_first": args.completion_first, "augment": args.augment,
                      "examples": examples.counts(), "frames": int(examples.num_frames),
                      "data_hash": prep.data_hash}
+    if rollout_counts:
+        summary["train_rollouts"] = rollout_counts   # {task: [successes, episodes]}
 
     # the shipped policy's own rollouts on the tasks it was trained on
     rollouts = lite_lto.policy_rollouts_for(tasks, args.policy_rollouts, args.workers)
@@ -302,6 +323,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--policy-rollouts", type=int, default=0,
                    help="also score N stochastic rollouts of the shipped tiny_vla on each task it "
                         "was trained on (completion ROC-AUC vs the simulator's success)")
+    p.add_argument("--train-rollouts", type=int, default=0,
+                   help="add N stochastic rollouts of the shipped tiny_vla on each task it was trained "
+                        "on to the training data, labelled by the simulator's success (seeds "
+                        "30000+, disjoint from --policy-rollouts' 20000+; a leave-task-out fold or "
+                        "--exclude-tasks drops the held-out task's rollouts with its other data)")
     p.add_argument("--workers", type=int, default=2,
                    help="processes generating data side by side, and rollout processes")
     p.add_argument("--out", default="out/lite")
