@@ -26,6 +26,12 @@ Smaller, and split over processes (each writes <out>/<config>.json; --report mer
   .venv/bin/python bench/bench_table3.py --configs progress filtered_bc --iterations 10 &
   wait; .venv/bin/python bench/bench_table3.py --report
 Writes <out>/table3.json, table3.md and table3.png.
+
+One run per row is not enough to rank rows: two RL runs of one row that differ only in
+`--seed` (action noise, update order, random rewards; the same episode seeds) can differ by
+more than the evaluation interval. Re-run rows with other seeds into other folders and merge
+with `--report --out A --runs B C`: each row then lists every run, their mean and how far
+its two most distant runs disagree (paired on the evaluation seeds).
 """
 from __future__ import annotations
 
@@ -35,6 +41,7 @@ import math
 import sys
 import time
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 
@@ -167,7 +174,7 @@ def run_config(name: str, a) -> dict:
             "reward_model_tasks": list(backend.meta.get("training_tasks", [])) if backend is not None
             and hasattr(backend, "meta") else [],
             "git_rev": git_rev, "command": "python bench/bench_table3.py " + " ".join(sys.argv[1:]),
-            "success_absorbing": lcfg.success_absorbing, "reward_transform": lcfg.reward_transform,
+            "seed": a.seed, "success_absorbing": lcfg.success_absorbing, "reward_transform": lcfg.reward_transform,
             "episodes_per_iteration": a.episodes_per_iteration, "interval": a.interval,
             "explore_std": a.explore_std, "reuse_iterations": a.reuse_iterations, "lr": a.lr,
             "freeze_projections": a.freeze_projections, "advantage": a.advantage,
@@ -180,7 +187,9 @@ def run_config(name: str, a) -> dict:
             "eval": ev, "history": history, "train_s": train_s, "total_s": total_s}
 
 
-def report(out: Path) -> dict:
+def report(out: Path, runs: Sequence[Path] = ()) -> dict:
+    """Merge <out>/<config>.json into the table; `runs`: folders with re-runs of the same
+    rows (other --seed), listed per row with their spread."""
     rows = {}
     for p in sorted(out.glob("*.json")):
         if p.stem in CONFIGS:
@@ -205,14 +214,28 @@ def report(out: Path) -> dict:
                       "iterations": rows[name]["iterations"], "headroom_captured": head,
                       "minutes": rows[name]["total_s"] / 60, "labeller": _labeller(rows[name]),
                       "paired_vs_il": _paired(rows.get("il"), rows[name]) if name != "il" else None,
-                      "sil_picks": _sil_picks(rows[name])})
-    lines = ["| config | success (eval) | 95% CI | iterations | headroom captured (vs the same algorithm on the simulator's signal) | minutes |",
-             "|---|---|---|---|---|---|"]
+                      "sil_picks": _sil_picks(rows[name]),
+                      "runs": _runs(name, rows[name], out, runs)})
+    lines = ["| config | success (eval) | 95% CI | iterations | headroom captured (vs the same algorithm on the simulator's signal) | minutes |"
+             + (" re-runs (--seed): success | mean of all runs |" if runs else ""),
+             "|---|---|---|---|---|---|" + ("---|---|" if runs else "")]
     for r in table:
         h = "" if math.isnan(r["headroom_captured"]) else f"{100 * r['headroom_captured']:.0f}%"
+        more = ""
+        if runs:
+            rr = r["runs"]
+            more = (" " + ", ".join(f"{x['success_rate']:.2f} ({x['seed']})" for x in rr["runs"][1:]) +
+                    f" | {rr['mean']:.2f} |") if rr else " | |"
         lines.append(f"| {r['config']} | {r['success']:.2f} ({int(round(r['success'] * r['episodes']))}/"
                      f"{r['episodes']}) | {r['ci95'][0]:.2f}-{r['ci95'][1]:.2f} | {r['iterations']} | {h} | "
-                     f"{r['minutes']:.1f} |")
+                     f"{r['minutes']:.1f} |" + more)
+    for r in table:
+        far = (r["runs"] or {}).get("most_apart")
+        if far:
+            lines.append(f"\n{r['config']}: {len(r['runs']['runs'])} runs; the two furthest apart (--seed "
+                         f"{far['seeds'][0]}: {far['rates'][0]:.2f}, --seed {far['seeds'][1]}: "
+                         f"{far['rates'][1]:.2f}) differ on {far['gained'] + far['lost']} evaluation seeds "
+                         f"({far['gained']}/{far['lost']}, exact McNemar p = {far['p_value']:.2g})")
     for r in table:
         pair, picks = r["paired_vs_il"], r["sil_picks"]
         if pair or picks:
@@ -249,7 +272,7 @@ def report(out: Path) -> dict:
         "rows": {r["config"]: {"success_rate": r["success"], "ci95": r["ci95"], "labeller": r["labeller"],
                                "headroom_captured": None if math.isnan(r["headroom_captured"])
                                else r["headroom_captured"], "paired_vs_il": r["paired_vs_il"],
-                               "sil_picks": r["sil_picks"]} for r in table},
+                               "sil_picks": r["sil_picks"], "runs": r["runs"]} for r in table},
         # per row: the rows may come from separate runs with their own settings
         "settings": {name: {k: r.get(k) for k in SETTINGS} for name, r in rows.items()},
     }
@@ -259,6 +282,43 @@ def report(out: Path) -> dict:
     _plot(rows, table, out / "table3.png")
     print(md)
     return {"rows": table, "summary": summary}
+
+
+def _run_seed(row: dict) -> int:
+    """A row's --seed (older results recorded it only in their command)."""
+    if "seed" in row:
+        return int(row["seed"])
+    words = str(row.get("command", "")).split()
+    return int(words[words.index("--seed") + 1]) if "--seed" in words else 0
+
+
+def _runs(name: str, row: dict, out: Path, runs: Sequence[Path]):
+    """Every run of row `name`: this folder's and the re-runs in `runs` (same task, same
+    evaluation episodes): their rates and seeds, the mean, and the paired comparison of the
+    two furthest apart. None when the row has a single run."""
+    all_runs = [(out, row)]
+    for d in runs:
+        p = Path(d) / f"{name}.json"
+        if p.exists():
+            r = json.loads(p.read_text())
+            if r["task"] != row["task"] or r["eval"]["episodes"] != row["eval"]["episodes"]:
+                raise SystemExit(f"{p}: {r['task']} / {r['eval']['episodes']} evaluation episodes; "
+                                 f"{out / (name + '.json')} has {row['task']} / {row['eval']['episodes']}: "
+                                 "--runs must hold re-runs of the same rows")
+            if not any(r == seen for _, seen in all_runs):   # a copy (e.g. IL's, which has no training)
+                all_runs.append((Path(d), r))
+    if len(all_runs) < 2:
+        return None
+    listed = [{"dir": str(d), "seed": _run_seed(r), "success_rate": r["eval"]["success_rate"],
+               "ci95": r["eval"]["ci95"]} for d, r in all_runs]
+    lo = min(range(len(all_runs)), key=lambda i: listed[i]["success_rate"])
+    hi = max(range(len(all_runs)), key=lambda i: listed[i]["success_rate"])
+    pair = _paired(all_runs[lo][1], all_runs[hi][1]) if lo != hi else None
+    far = None if pair is None else {"seeds": [listed[hi]["seed"], listed[lo]["seed"]],
+                                     "rates": [listed[hi]["success_rate"], listed[lo]["success_rate"]],
+                                     "gained": pair["gained"], "lost": pair["lost"], "p_value": pair["p_value"]}
+    return {"runs": listed, "mean": float(np.mean([x["success_rate"] for x in listed])),
+            "min": listed[lo]["success_rate"], "max": listed[hi]["success_rate"], "most_apart": far}
 
 
 def _fmt(x) -> str:
@@ -329,6 +389,13 @@ def _plot(rows, table, path: Path) -> None:
     sr = np.array([r["success"] for r in table])
     err = np.array([[r["success"] - r["ci95"][0], r["ci95"][1] - r["success"]] for r in table]).T
     ax1.bar(names, sr, yerr=err, capsize=4, color=["grey" if n == "il" else "C0" for n in names])
+    for i, r in enumerate(table):       # the re-runs with other --seed, as dots
+        if r.get("runs"):
+            other = [x["success_rate"] for x in r["runs"]["runs"][1:]]
+            ax1.plot([i] * len(other), other, "o", color="k", ms=5,
+                     label="re-runs (--seed)" if i == next(j for j, t in enumerate(table) if t.get("runs")) else None)
+    if any(r.get("runs") for r in table):
+        ax1.legend(fontsize=8)
     ax1.set_ylabel("evaluation success rate (95% CI)")
     ax1.set_ylim(0, 1)
     ax1.set_title("success after RL")
@@ -339,7 +406,8 @@ def _plot(rows, table, path: Path) -> None:
     ax2.set_xlabel("iteration")
     ax2.set_ylabel("training rollout success")
     ax2.set_title("success of the stochastic training rollouts")
-    ax2.legend(fontsize=8)
+    if ax2.lines:
+        ax2.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -400,6 +468,9 @@ def main(argv=None) -> int:
     ap.add_argument("--lite-checkpoint", default="", help="lite reward checkpoint ('' = shipped)")
     ap.add_argument("--out", default=str(ROOT / "out" / "bench" / "table3"))
     ap.add_argument("--report", action="store_true", help="only merge the per-config results")
+    ap.add_argument("--runs", nargs="*", default=[],
+                    help="folders with re-runs of the same rows (other --seed): the report lists each "
+                         "row's runs, their mean and how far they disagree")
     a = ap.parse_args(argv)
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -410,7 +481,7 @@ def main(argv=None) -> int:
             ev = res["eval"]
             print(f"{name}: success {ev['success_rate']:.2f} CI {ev['ci95'][0]:.2f}-{ev['ci95'][1]:.2f} "
                   f"({res['total_s'] / 60:.1f} min)", flush=True)
-    report(out)
+    report(out, [Path(d) for d in a.runs])
     return 0
 
 

@@ -88,3 +88,42 @@ def test_each_row_is_paired_with_il_seed_by_seed_and_self_imitation_picks_are_co
     assert "self-imitation cloned 45 true successes in 60 picks" in md
     # rows without per-seed outcomes (older runs) are not paired
     assert bench._paired(_row("il", 3), _row("oracle", 6)) is None
+
+
+def test_re_runs_of_a_row_are_listed_with_their_mean_and_how_far_they_disagree(tmp_path):
+    """--runs: rows re-run with other --seed in other folders. Each row lists its runs; the two
+    furthest apart are paired on the evaluation seeds (the spread between RL runs)."""
+    bench = _bench()
+    a, b, c = (tmp_path / d for d in ("a", "b", "c"))
+    for d in (a, b, c):
+        d.mkdir()
+    il = _row("il", 3, n=10)
+    il["eval"]["per_seed"] = [True] * 3 + [False] * 7
+    runs = {a: 6, b: 2, c: 4}
+    for d, k in runs.items():
+        r = _row("progress", k, n=10)
+        r["eval"]["per_seed"] = [True] * k + [False] * (10 - k)
+        if d is not a:
+            r["command"] += f" --seed {1 if d is b else 2}"      # older results: seed only in the command
+        (d / "progress.json").write_text(json.dumps(r))
+    (a / "il.json").write_text(json.dumps(il))
+    bench.report(a, [b, c])
+    rows = json.loads((a / "table3_PullCube.json").read_text())["rows"]
+    got = rows["progress"]["runs"]
+    assert [(x["seed"], x["success_rate"]) for x in got["runs"]] == [(0, 0.6), (1, 0.2), (2, 0.4)]
+    assert got["mean"] == pytest.approx(0.4) and (got["min"], got["max"]) == (0.2, 0.6)
+    far = got["most_apart"]
+    assert far["seeds"] == [0, 1] and (far["gained"], far["lost"]) == (4, 0)
+    assert far["p_value"] == pytest.approx(0.125)
+    assert rows["il"]["runs"] is None                    # no re-run of IL
+    (b / "il.json").write_text(json.dumps(il))           # a copy of a row is not a re-run
+    assert bench.report(a, [b, c])["summary"]["rows"]["il"]["runs"] is None
+    md = (a / "table3.md").read_text()
+    assert "| progress | 0.60 (6/10) |" in md and "0.20 (1), 0.40 (2) | 0.40 |" in md
+    assert "progress: 3 runs; the two furthest apart (--seed 0: 0.60, --seed 1: 0.20) differ on 4" in md
+    # a folder whose row is another task's is refused
+    other = _row("progress", 5, n=10)
+    other["task"] = "PushCube-v1"
+    (c / "progress.json").write_text(json.dumps(other))
+    with pytest.raises(SystemExit, match="re-runs of the same rows"):
+        bench.report(a, [b, c])
