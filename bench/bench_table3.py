@@ -398,6 +398,7 @@ def _plot(rows, table, path: Path) -> None:
         ax1.legend(fontsize=8)
     ax1.set_ylabel("evaluation success rate (95% CI)")
     ax1.set_ylim(0, 1)
+    ax1.tick_params(axis="x", labelrotation=30)
     ax1.set_title("success after RL")
     for name, r in rows.items():
         h = r.get("history") or []
