@@ -41,7 +41,8 @@ def test_leave_task_out_record(run):
     assert rec["mean_unseen_voc"] == pytest.approx(
         sum(m["voc"] for m in rec["per_task"].values()) / 2)
     assert rec["command"].startswith("lrm-ros train-lite --generate")
-    assert len(rec["data_hash"]) == 24
+    assert len(rec["data_hash"]) == 24 and rec["augment"] == 1
+    assert "train_rollouts" not in rec          # none asked for
     md = (run / "out" / "lite_generalization.md").read_text()
     assert "| PickCube-v1 | 1 / " in md and "**mean**" in md
     assert (run / "out" / "lite_generalization.png").stat().st_size > 1000

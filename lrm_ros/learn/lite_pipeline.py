@@ -287,7 +287,10 @@ def write_generalization(summary: dict, out: Path) -> None:
     from lrm_ros.learn import lite_lto
     rec = {k: summary[k] for k in ("train_tasks", "per_task", "mean_unseen_voc", "mean_unseen_roc_auc",
                                    "mean_unseen", "git_rev", "command", "wall_s", "examples",
-                                   "frames", "data_hash", "interval", "epochs")}
+                                   "frames", "data_hash", "interval", "epochs", "augment")}
+    for k in ("train_rollouts", "policy_rollouts"):     # {task: ...} when the run had them
+        if k in summary:
+            rec[k] = summary[k]
     (out / "lite_generalization.json").write_text(json.dumps(rec, indent=2, default=str))
     lite_lto.plot_table(summary["per_task"], out / "lite_generalization.png")
     md = ["# lite reward model on tasks it never saw (leave-task-out)", "",
