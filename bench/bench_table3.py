@@ -389,12 +389,10 @@ def _plot(rows, table, path: Path) -> None:
     sr = np.array([r["success"] for r in table])
     err = np.array([[r["success"] - r["ci95"][0], r["ci95"][1] - r["success"]] for r in table]).T
     ax1.bar(names, sr, yerr=err, capsize=4, color=["grey" if n == "il" else "C0" for n in names])
-    for i, r in enumerate(table):       # the re-runs with other --seed, as dots
-        if r.get("runs"):
-            other = [x["success_rate"] for x in r["runs"]["runs"][1:]]
-            ax1.plot([i] * len(other), other, "o", color="k", ms=5,
-                     label="re-runs (--seed)" if i == next(j for j, t in enumerate(table) if t.get("runs")) else None)
-    if any(r.get("runs") for r in table):
+    dots = [(i, x["success_rate"]) for i, r in enumerate(table) if r.get("runs")
+            for x in r["runs"]["runs"][1:]]       # the re-runs with other --seed
+    if dots:
+        ax1.plot(*zip(*dots), "o", color="k", ms=5, label="re-runs (--seed)")
         ax1.legend(fontsize=8)
     ax1.set_ylabel("evaluation success rate (95% CI)")
     ax1.set_ylim(0, 1)

@@ -158,7 +158,8 @@ def prepare(tasks: Sequence[str], data: str = "data", demos=None, failures=None,
             failed.extend(read_episodes(b))
     rollouts = [r for r in rollouts if r.task in tasks]
     if rollouts:
-        size = (successes[0].frames.shape[2], successes[0].frames.shape[1]) if successes else None
+        bag = (successes or failed or [None])[0]     # the rollouts' frames take the bags' size
+        size = (bag.frames.shape[2], bag.frames.shape[1]) if bag is not None else None
         eps = lite_lto.rollouts_as_episodes(rollouts, size)
         successes += [e for e in eps if e.success]
         failed += [e for e in eps if not e.success]
