@@ -335,16 +335,21 @@ def test_reward_node_scores_a_two_env_sim_through_the_server(vllm_server, tmp_pa
                                   for e in envs), 180.0, "the reward node does not listen")
         for e in envs:
             monitor.reset(e)
-        # a whole episode (8 ticks: queries at 3, 6 and the terminal tick) in each env
+        # the sim runs free (the monitor answers every tick at once), so when the server is
+        # slower than the ticks the engine drops the oldest waiting queries (its documented
+        # back-pressure, reported as STATUS_DROPPED): what this test checks is that queries
+        # which reach the server are scored, never an error or a timeout
+        answered = (RewardQueryResult.STATUS_OK, RewardQueryResult.STATUS_INVALID)
         g.wait_up(lambda mon: all(
-            len([r for r in mon.records[e].results if r.episode >= 1]) >= 3 for e in envs), 180.0,
+            len([r for r in mon.records[e].results if r.episode >= 1 and r.status in answered]) >= 3
+            for e in envs), 180.0,
             lambda: f"fewer than 3 answered queries per env: { {e: monitor.records[e].results for e in envs} }")
         for e in envs:
             res = [r for r in monitor.records[e].results if r.episode >= 1]
-            # scored through the server: OK or INVALID (random weights answer gibberish), never
-            # an error or timeout
-            assert {r.status for r in res} <= {RewardQueryResult.STATUS_OK,
-                                               RewardQueryResult.STATUS_INVALID}, res
+            # scored through the server: OK or INVALID (random weights answer gibberish), or
+            # dropped while waiting; never an error or a timeout
+            assert {r.status for r in res} <= {*answered, RewardQueryResult.STATUS_DROPPED}, res
+            assert all(r.batch_size >= 1 for r in res if r.status in answered), res
             held = [h for h in monitor.records[e].held if h.episode >= 1]
             assert len(held) >= 8
         assert not g.runner.dead()
