@@ -13,7 +13,10 @@ import numpy as np
 LABELS = {"il": "IL (BC)", "il_rerun": "IL (BC),\nre-run", "oracle_explore0.1_lr1e-4": "PPO, std 0.1",
           "oracle_explore0.1_headonly_lr3e-4": "PPO, head only", "oracle_group4_lr1e-4": "PPO, group adv.",
           "filtered_bc_oracle": "filtered BC\n(sim. success)",
-          "oracle_group4_sil0.25": "PPO, group adv.\n+ self-imitation"}
+          "oracle_group4_sil0.25": "PPO, group adv.\n+ self-imitation",
+          "oracle_group4_sil0.25_seed1": "+ self-im.,\n--seed 1",
+          "oracle_group4_sil0.25_ep16_seed0": "+ self-im.,\n16 per it.",
+          "oracle_group4_sil0.25_ep16_seed1": "+ self-im.,\n16 per it., seed 1"}
 
 
 def main(path: str) -> Path:
@@ -26,7 +29,7 @@ def main(path: str) -> Path:
     label = lambda k: LABELS.get(k, k)          # noqa: E731
     sr = np.array([runs[k]["eval"]["success_rate"] for k in names])
     ci = np.array([runs[k]["eval"]["ci95"] for k in names])
-    fig, (a1, a2) = plt.subplots(1, 2, figsize=(12, 4.5))
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(14, 5.5))
     a1.bar([label(k) for k in names], sr, yerr=[sr - ci[:, 0], ci[:, 1] - sr], capsize=4,
            color=["grey" if k.startswith("il") else "C2" if k.startswith("filtered") else "C0" for k in names])
     if "il" in runs:
@@ -35,7 +38,8 @@ def main(path: str) -> Path:
     a1.set_ylabel("success, deterministic eval episodes (95% Wilson)")
     a1.set_ylim(0, 0.6)
     a1.set_title(f"{d['task']} from the shipped tiny_vla")
-    a1.tick_params(axis="x", labelsize=8)
+    a1.tick_params(axis="x", labelsize=7, labelrotation=40)
+    plt.setp(a1.get_xticklabels(), ha="right", rotation_mode="anchor")
     for k in names:
         h = runs[k].get("history") or []
         if len(h) < 5:
@@ -45,7 +49,7 @@ def main(path: str) -> Path:
                 label=label(k).replace("\n", " "))
     a2.set_xlabel("iteration")
     a2.set_ylabel("training rollout success (5-iteration mean)")
-    a2.set_title("training rollouts (8 per iteration)")
+    a2.set_title("training rollouts (8 per iteration unless the label says 16)")
     a2.legend(fontsize=8)
     fig.tight_layout()
     out = Path(path).with_suffix(".png")
