@@ -115,6 +115,10 @@ def run_config(name: str, a) -> dict:
     judged: list = []          # filtered BC: each episode judged once, in its own iteration (as the learner node)
     trained: list = []         # PPO's self-imitation: every episode trained on,
     returns: dict = {}         # and its return, by index in `trained`
+    ema = None                 # --eval-ema: the weights' moving average over iterations
+    if a.eval_ema > 0 and iterations:
+        from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+        ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(a.eval_ema), use_buffers=True)
     for it in bar:
         pool.set_policy(model)
         starts = a.episodes_per_iteration // a.group_size
@@ -154,6 +158,8 @@ def run_config(name: str, a) -> dict:
                                 "env_success": bool(e["meta"]["extra"]["env_success"]), "selected": bool(j)}
                                for e, j in zip(recent[-1], judged[-len(recent[-1]):])]
         history.append(row)
+        if ema is not None:
+            ema.update_parameters(model)
         shown = {"train_success": f"{row['train_success']:.2f}", "ret": f"{row['mean_return']:.1f}"}
         if "kl_to_init" in row:        # PPO's; filtered BC reports none
             shown["kl0"] = f"{row['kl_to_init']:.3f}"
@@ -168,6 +174,12 @@ def run_config(name: str, a) -> dict:
     steps += ev["steps"]
     if a.eval_stochastic:
         ev["stochastic"] = pool.evaluate(seeds, deterministic=False, desc=f"{name} eval (sampled)")
+    if ema is not None:                # the same seeds: paired with the last iteration's policy
+        save_policy(ema.module, Path(a.out) / f"{name}_ema_policy.pt",
+                    {"config": name, "iterations": iterations, "ema_decay": a.eval_ema})
+        pool.set_policy(ema.module)
+        ev["ema"] = pool.evaluate(seeds, deterministic=True, desc=f"{name} eval (weights' EMA)")
+        steps += ev["ema"]["steps"]
     pool.close()
     total_s = time.monotonic() - t0
     return {"config": name, "task": a.task, "iterations": iterations,
@@ -182,6 +194,7 @@ def run_config(name: str, a) -> dict:
             "kl_coef": a.kl_coef, "target_kl": a.target_kl, "bc_epochs": a.bc_epochs,
             "success_threshold": a.success_threshold, "success_top_fraction": a.success_top_fraction,
             "sil_top_fraction": a.sil_top_fraction, "lite_checkpoint": a.lite_checkpoint,
+            "eval_ema": a.eval_ema,
             "workers": a.workers, "camera": a.camera, "env_steps": steps,
             "steps_per_s": steps / total_s,
             "eval": ev, "history": history, "train_s": train_s, "total_s": total_s}
@@ -464,6 +477,11 @@ def main(argv=None) -> int:
                          "the other episodes from the same start (use with --group-size > 1)")
     ap.add_argument("--group-size", type=int, default=4,
                     help="episodes per initial state (seed) in each iteration")
+    ap.add_argument("--eval-ema", type=float, default=0.0,
+                    help="also evaluate (on the same seeds) an exponential moving average of the "
+                         "policy's weights, updated after every iteration with this decay "
+                         "(torch.optim.swa_utils; 0 = off): does averaging out the last updates' "
+                         "noise make the final policy better or less variable between runs?")
     ap.add_argument("--lite-checkpoint", default="", help="lite reward checkpoint ('' = shipped)")
     ap.add_argument("--out", default=str(ROOT / "out" / "bench" / "table3"))
     ap.add_argument("--report", action="store_true", help="only merge the per-config results")
@@ -480,6 +498,9 @@ def main(argv=None) -> int:
             ev = res["eval"]
             print(f"{name}: success {ev['success_rate']:.2f} CI {ev['ci95'][0]:.2f}-{ev['ci95'][1]:.2f} "
                   f"({res['total_s'] / 60:.1f} min)", flush=True)
+            if "ema" in ev:
+                print(f"{name}, weights' EMA (decay {a.eval_ema}): success {ev['ema']['success_rate']:.2f} "
+                      f"CI {ev['ema']['ci95'][0]:.2f}-{ev['ema']['ci95'][1]:.2f}", flush=True)
     report(out, [Path(d) for d in a.runs])
     return 0
 

@@ -127,3 +127,27 @@ def test_re_runs_of_a_row_are_listed_with_their_mean_and_how_far_they_disagree(t
     (c / "progress.json").write_text(json.dumps(other))
     with pytest.raises(SystemExit, match="re-runs of the same rows"):
         bench.report(a, [b, c])
+
+
+def test_the_weights_moving_average_is_evaluated_on_the_same_seeds_beside_the_last_policy(tmp_path):
+    """--eval-ema: a real (tiny) oracle row in ManiSkill; the average of the weights over the
+    iterations is saved and evaluated on the evaluation seeds of the last iteration's policy."""
+    import torch
+    from lrm_ros.policy.tiny_vla import load_policy
+    bench = _bench()
+    torch.set_num_threads(1)
+    assert bench.main(["--task", "PushCube-v1", "--configs", "oracle", "--iterations", "2",
+                       "--episodes-per-iteration", "2", "--group-size", "2", "--eval-episodes", "2",
+                       "--max-ticks", "6", "--workers", "0", "--camera", "64", "--eval-ema", "0.5",
+                       "--out", str(tmp_path)]) == 0
+    res = json.loads((tmp_path / "oracle.json").read_text())
+    assert res["eval_ema"] == 0.5
+    last, ema = res["eval"], res["eval"]["ema"]
+    assert ema["episodes"] == last["episodes"] == 2 and len(ema["per_seed"]) == 2
+    final, _ = load_policy(tmp_path / "oracle_policy.pt")
+    averaged, meta = load_policy(tmp_path / "oracle_ema_policy.pt")
+    assert meta["ema_decay"] == 0.5 and meta["iterations"] == 2
+    # two updates: the average (half the first iteration's weights, half the second's) is
+    # not the last policy
+    diff = max((p - q).abs().max().item() for p, q in zip(final.parameters(), averaged.parameters()))
+    assert diff > 0
