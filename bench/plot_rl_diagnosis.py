@@ -16,7 +16,9 @@ LABELS = {"il": "IL (BC)", "il_rerun": "IL (BC),\nre-run", "oracle_explore0.1_lr
           "oracle_group4_sil0.25": "PPO, group adv.\n+ self-imitation",
           "oracle_group4_sil0.25_seed1": "+ self-im.,\n--seed 1",
           "oracle_group4_sil0.25_ep16_seed0": "+ self-im.,\n16 per it.",
-          "oracle_group4_sil0.25_ep16_seed1": "+ self-im.,\n16 per it., seed 1"}
+          "oracle_group4_sil0.25_ep16_seed1": "+ self-im.,\n16 per it., seed 1",
+          "oracle_group4_sil0.25_seed2_ema0.8": "+ self-im.,\n--seed 2",
+          "oracle_group4_sil0.25_seed3_ema0.8": "+ self-im.,\n--seed 3"}
 
 
 def main(path: str) -> Path:
