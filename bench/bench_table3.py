@@ -66,7 +66,7 @@ def run_config(name: str, a) -> dict:
                                        self_imitation_update, top_returns, widen_action_std)
     from lrm_ros.learn.rollout import as_store_episode, held_rewards, oracle_rewards, random_rewards
     from lrm_ros.learn.rollout_pool import RolloutPool
-    from lrm_ros.policy.tiny_vla import load_policy
+    from lrm_ros.policy.tiny_vla import load_policy, save_policy
     from lrm_ros.rewards import make_backend
     from lrm_ros.sim.maniskill_env import SimConfig
     from lrm_ros.sim.tasks import recommended_max_ticks
@@ -166,7 +166,6 @@ def run_config(name: str, a) -> dict:
         bar.set_postfix(**shown)
     train_s = time.monotonic() - t0
     if iterations:
-        from lrm_ros.policy.tiny_vla import save_policy
         save_policy(model, Path(a.out) / f"{name}_policy.pt", {"config": name, "iterations": iterations})
     seeds = range(a.eval_seed, a.eval_seed + a.eval_episodes)
     pool.set_policy(model)
