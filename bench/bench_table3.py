@@ -36,6 +36,7 @@ its two most distant runs disagree (paired on the evaluation seeds).
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import math
 import sys
@@ -119,6 +120,22 @@ def run_config(name: str, a) -> dict:
     if a.eval_ema > 0 and iterations:
         from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
         ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(a.eval_ema), use_buffers=True)
+    select_at = sorted(set(a.select_at)) if iterations else []     # checked in main()
+    val_seeds = range(a.validation_seed, a.validation_seed + a.validation_episodes)
+    validation: list = []      # --select-at: the policy's success on the validation seeds,
+    leader = None              # and the best-validated weights so far (ties: the later)
+
+    def validate(k: int) -> None:
+        nonlocal leader, steps
+        pool.set_policy(model)
+        res = pool.evaluate(val_seeds, deterministic=True, desc=f"{name} validation (iteration {k})")
+        steps += res["steps"]
+        validation.append({"iteration": k, **{f: res[f] for f in ("success_rate", "successes", "ci95")}})
+        if leader is None or res["success_rate"] >= leader[1]:
+            leader = (k, res["success_rate"], copy.deepcopy(model.state_dict()))
+
+    if 0 in select_at:
+        validate(0)
     for it in bar:
         pool.set_policy(model)
         starts = a.episodes_per_iteration // a.group_size
@@ -160,6 +177,8 @@ def run_config(name: str, a) -> dict:
         history.append(row)
         if ema is not None:
             ema.update_parameters(model)
+        if it + 1 in select_at:
+            validate(it + 1)
         shown = {"train_success": f"{row['train_success']:.2f}", "ret": f"{row['mean_return']:.1f}"}
         if "kl_to_init" in row:        # PPO's; filtered BC reports none
             shown["kl0"] = f"{row['kl_to_init']:.3f}"
@@ -179,6 +198,19 @@ def run_config(name: str, a) -> dict:
         pool.set_policy(ema.module)
         ev["ema"] = pool.evaluate(seeds, deterministic=True, desc=f"{name} eval (weights' EMA)")
         steps += ev["ema"]["steps"]
+    if leader is not None:             # the checkpoint chosen on the validation seeds, evaluated
+        chosen = leader[0]             # on the evaluation's (the last policy's outcomes if it won)
+        if chosen == iterations:
+            ev["selected"] = {k: v for k, v in ev.items() if k not in ("stochastic", "ema")}
+        else:
+            selected, _ = load_policy(ckpt)
+            selected.load_state_dict(leader[2])
+            save_policy(selected, Path(a.out) / f"{name}_selected_policy.pt",
+                        {"config": name, "iteration": chosen, "validation_seeds": [val_seeds[0], val_seeds[-1]]})
+            pool.set_policy(selected)
+            ev["selected"] = pool.evaluate(seeds, deterministic=True, desc=f"{name} eval (iteration {chosen})")
+            steps += ev["selected"]["steps"]
+        ev["selected"]["iteration"] = chosen
     pool.close()
     total_s = time.monotonic() - t0
     return {"config": name, "task": a.task, "iterations": iterations,
@@ -194,6 +226,8 @@ def run_config(name: str, a) -> dict:
             "success_threshold": a.success_threshold, "success_top_fraction": a.success_top_fraction,
             "sil_top_fraction": a.sil_top_fraction, "lite_checkpoint": a.lite_checkpoint,
             "eval_ema": a.eval_ema,
+            "selection": {"at": select_at, "validation_seeds": [val_seeds[0], val_seeds[-1]],
+                          "validation": validation} if select_at else None,
             "workers": a.workers, "camera": a.camera, "env_steps": steps,
             "steps_per_s": steps / total_s,
             "eval": ev, "history": history, "train_s": train_s, "total_s": total_s}
@@ -481,6 +515,15 @@ def main(argv=None) -> int:
                          "policy's weights, updated after every iteration with this decay "
                          "(torch.optim.swa_utils; 0 = off): does averaging out the last updates' "
                          "noise make the final policy better or less variable between runs?")
+    ap.add_argument("--select-at", type=int, nargs="*", default=[],
+                    help="iterations after which the policy is evaluated on the validation seeds "
+                         "(0 = the IL policy); the best (ties: the later) is then evaluated on the "
+                         "evaluation seeds beside the last policy, as eval.selected")
+    ap.add_argument("--validation-episodes", type=int, default=50,
+                    help="--select-at: deterministic episodes per validation")
+    ap.add_argument("--validation-seed", type=int, default=11_000,
+                    help="--select-at: the first validation seed (disjoint from the evaluation's "
+                         "and from training's, which start at 100000)")
     ap.add_argument("--lite-checkpoint", default="", help="lite reward checkpoint ('' = shipped)")
     ap.add_argument("--out", default=str(ROOT / "out" / "bench" / "table3"))
     ap.add_argument("--report", action="store_true", help="only merge the per-config results")
@@ -488,6 +531,16 @@ def main(argv=None) -> int:
                     help="folders with re-runs of the same rows (other --seed): the report lists each "
                          "row's runs, their mean and how far they disagree")
     a = ap.parse_args(argv)
+    if a.select_at and not a.report:
+        if min(a.select_at) < 0 or max(a.select_at) > a.iterations:
+            ap.error(f"--select-at {a.select_at}: the iterations must be in 0..--iterations ({a.iterations})")
+        if a.validation_episodes < 1:
+            ap.error("--select-at needs --validation-episodes >= 1")
+        val = set(range(a.validation_seed, a.validation_seed + a.validation_episodes))
+        if val & set(range(a.eval_seed, a.eval_seed + a.eval_episodes)) or max(val) >= 100_000:
+            ap.error(f"--validation-seed {a.validation_seed}: the validation seeds overlap the evaluation's "
+                     f"({a.eval_seed}..{a.eval_seed + a.eval_episodes - 1}) or training's (100000 on); "
+                     "choose seeds neither uses")
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     if not a.report:
@@ -500,6 +553,10 @@ def main(argv=None) -> int:
             if "ema" in ev:
                 print(f"{name}, weights' EMA (decay {a.eval_ema}): success {ev['ema']['success_rate']:.2f} "
                       f"CI {ev['ema']['ci95'][0]:.2f}-{ev['ema']['ci95'][1]:.2f}", flush=True)
+            if "selected" in ev:
+                sel = ev["selected"]
+                print(f"{name}, iteration {sel['iteration']} chosen on the validation seeds: success "
+                      f"{sel['success_rate']:.2f} CI {sel['ci95'][0]:.2f}-{sel['ci95'][1]:.2f}", flush=True)
     report(out, [Path(d) for d in a.runs])
     return 0
 

@@ -151,3 +151,41 @@ def test_the_weights_moving_average_is_evaluated_on_the_same_seeds_beside_the_la
     # not the last policy
     diff = max((p - q).abs().max().item() for p, q in zip(final.parameters(), averaged.parameters()))
     assert diff > 0
+
+
+def test_the_checkpoint_chosen_on_validation_seeds_is_evaluated_on_the_evaluation_seeds(tmp_path):
+    """--select-at: a real (tiny) oracle row in ManiSkill; the policy is validated after the listed
+    iterations on seeds the evaluation never uses, and the best-validated one (ties: the later)
+    is evaluated on the evaluation seeds beside the last policy."""
+    import torch
+    from lrm_ros.policy.tiny_vla import load_policy
+    bench = _bench()
+    torch.set_num_threads(1)
+    assert bench.main(["--task", "PushCube-v1", "--configs", "oracle", "--iterations", "2",
+                       "--episodes-per-iteration", "2", "--group-size", "2", "--eval-episodes", "2",
+                       "--max-ticks", "6", "--workers", "0", "--camera", "64", "--select-at", "0", "1",
+                       "--validation-episodes", "3", "--out", str(tmp_path)]) == 0
+    res = json.loads((tmp_path / "oracle.json").read_text())
+    sel = res["selection"]
+    assert sel["at"] == [0, 1] and sel["validation_seeds"] == [11_000, 11_002]
+    assert [v["iteration"] for v in sel["validation"]] == [0, 1]
+    rates = [v["success_rate"] for v in sel["validation"]]
+    chosen = 1 if rates[1] >= rates[0] else 0
+    picked = res["eval"]["selected"]
+    assert picked["iteration"] == chosen and picked["episodes"] == 2 and len(picked["per_seed"]) == 2
+    weights, meta = load_policy(tmp_path / "oracle_selected_policy.pt")
+    assert meta["iteration"] == chosen
+    final, _ = load_policy(tmp_path / "oracle_policy.pt")     # an earlier iteration's weights
+    assert max((p - q).abs().max().item() for p, q in zip(final.parameters(), weights.parameters())) > 0
+
+
+def test_validation_seeds_that_overlap_the_evaluation_are_refused(tmp_path, capsys):
+    bench = _bench()
+    with pytest.raises(SystemExit):
+        bench.main(["--configs", "oracle", "--iterations", "2", "--eval-episodes", "100",
+                    "--select-at", "2", "--validation-seed", "10050", "--out", str(tmp_path)])
+    assert "overlap the evaluation's (10000..10099)" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        bench.main(["--configs", "oracle", "--iterations", "2", "--select-at", "3", "--out", str(tmp_path)])
+    assert "must be in 0..--iterations (2)" in capsys.readouterr().err
+    assert not (tmp_path / "oracle.json").exists()
