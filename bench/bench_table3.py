@@ -21,11 +21,15 @@ and self-imitation of the top quarter by return (bench/results/rl_diagnosis_Push
 
 Run (the paper's settings; hours on 2 CPU cores):
   .venv/bin/python bench/bench_table3.py --task PushCube-v1
-Smaller, and split over processes (each writes <out>/<config>.json; --report merges):
+The whole table as one command, two rows at a time, each in its own process with one
+rollout worker (a failed row stops the run, non-zero, with its log's end):
+  .venv/bin/python bench/bench_table3.py --task PushCube-v1 --jobs 2 --workers 1
+Or split by hand (each writes <out>/<config>.json; --report merges):
   .venv/bin/python bench/bench_table3.py --configs il oracle --iterations 10 &
   .venv/bin/python bench/bench_table3.py --configs progress filtered_bc --iterations 10 &
   wait; .venv/bin/python bench/bench_table3.py --report
-Writes <out>/table3.json, table3.md and table3.png.
+Writes <out>/table3.json, table3.md and table3.png (with --jobs, <out>/table3_run.json: the
+rows' wall time together).
 
 One run per row is not enough to rank rows: two RL runs of one row that differ only in
 `--seed` (action noise, update order, random rewards; the same episode seeds) can differ by
@@ -304,6 +308,11 @@ def report(out: Path, runs: Sequence[Path] = ()) -> dict:
                 lines.append(f"its final completion ranks those rollouts at ROC-AUC {_fmt(lab['roc_auc'])} "
                              f"(median {_fmt(lab['median_final_success'])} on successes, "
                              f"{_fmt(lab['median_final_failure'])} on failures; {lab['above_half']} reach 0.5)")
+    together = out / "table3_run.json"     # --jobs: the rows run together by one command
+    together = json.loads(together.read_text()) if together.exists() else None
+    if together:
+        lines.append(f"\nrun as one command with --jobs {together['jobs']}: {together['elapsed_s'] / 60:.1f} min "
+                     f"of wall time for {', '.join(together['configs'])} ({together['command']})")
     md = "\n".join(lines)
     first = next(iter(rows.values()))
     task = first["task"]
@@ -312,7 +321,8 @@ def report(out: Path, runs: Sequence[Path] = ()) -> dict:
         "reward_model_tasks": sorted({t for r in rows.values() for t in r.get("reward_model_tasks", [])}),
         "iterations": max(r["iterations"] for r in rows.values()),
         "eval_episodes": max(r["eval"]["episodes"] for r in rows.values()),
-        "wall_s": sum(r["total_s"] for r in rows.values()),
+        "wall_s": sum(r["total_s"] for r in rows.values()),     # as if one row ran after another
+        "together": together,        # --jobs: the rows' wall time side by side, and its command
         "git_rev": sorted({r.get("git_rev", "") for r in rows.values()}),
         "command": sorted({r.get("command", "") for r in rows.values()}),
         "rows": {r["config"]: {"success_rate": r["success"], "ci95": r["ci95"], "labeller": r["labeller"],
@@ -458,10 +468,71 @@ def _plot(rows, table, path: Path) -> None:
     plt.close(fig)
 
 
+def _without(argv: Sequence[str], *options: str) -> list:
+    """`argv` without the given options and their values (the tokens up to the next option)."""
+    kept, skipping = [], False
+    for tok in argv:
+        if tok.startswith("--"):
+            skipping = tok.split("=", 1)[0] in options
+            if skipping:
+                continue
+        if not skipping:
+            kept.append(tok)
+    return kept
+
+
+def run_together(a, argv: Sequence[str], out: Path) -> None:
+    """--jobs N: each row in its own process (this script with `--configs <row>`), N at a time,
+    each logging to <out>/<row>.log. If a row fails, the others are stopped and the run exits
+    non-zero with the row's last log lines: no table is made from a run with a missing row."""
+    import os
+    import signal
+    import subprocess
+    base = _without(argv, "--configs", "--jobs")
+    queue, running, t0 = list(a.configs), {}, time.monotonic()
+    print(f"[table3] {len(queue)} rows, {a.jobs} at a time; logs in {out}/<row>.log", flush=True)
+    try:
+        while queue or running:
+            while queue and len(running) < a.jobs:
+                name = queue.pop(0)
+                with open(out / f"{name}.log", "w") as log:
+                    proc = subprocess.Popen([sys.executable, str(Path(__file__).resolve()), *base,
+                                             "--configs", name, "--jobs", "1", "--row-only"],
+                                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+                running[proc.pid] = (name, proc, time.monotonic())
+                print(f"[table3] {name}: started", flush=True)
+            pid, status = os.wait()                      # whichever row ends first
+            if pid not in running:
+                continue
+            name, proc, started = running.pop(pid)
+            proc.returncode = code = os.waitstatus_to_exitcode(status)
+            minutes = (time.monotonic() - started) / 60
+            if code != 0:
+                tail = (out / f"{name}.log").read_text(errors="replace").replace("\r", "\n").splitlines()[-15:]
+                raise SystemExit(f"[table3] row {name} failed (exit {code}) after {minutes:.1f} min; the other "
+                                 f"rows were stopped. Its log ({out / (name + '.log')}) ends:\n" + "\n".join(tail))
+            ev = json.loads((out / f"{name}.json").read_text())["eval"]
+            print(f"[table3] {name}: success {ev['success_rate']:.2f} CI {ev['ci95'][0]:.2f}-"
+                  f"{ev['ci95'][1]:.2f} ({minutes:.1f} min; {len(queue)} rows waiting, "
+                  f"{len(running)} running, {(time.monotonic() - t0) / 60:.1f} min so far)", flush=True)
+    finally:
+        for _, proc, _ in running.values():         # a failure or Ctrl-C: stop the rest, rollout workers too
+            try:
+                os.killpg(proc.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+            proc.wait()
+    from lrm_ros.common.provenance import git_revision
+    (out / "table3_run.json").write_text(json.dumps({
+        "command": "python bench/bench_table3.py " + " ".join(argv), "jobs": a.jobs,
+        "configs": list(a.configs), "elapsed_s": time.monotonic() - t0, "git_rev": git_revision()}, indent=1))
+
+
 def main(argv=None) -> int:
     from lrm_ros.learn.ppo import PPOConfig
     PPO_DEFAULTS = PPOConfig()        # the graph learner's defaults too (config/params/learner.yaml)
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                 allow_abbrev=False)    # --jobs passes the options on by name
     ap.add_argument("--task", default="PushCube-v1")
     ap.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=CONFIGS)
     ap.add_argument("--iterations", type=int, default=30)
@@ -526,6 +597,10 @@ def main(argv=None) -> int:
                          "and from training's, which start at 100000)")
     ap.add_argument("--lite-checkpoint", default="", help="lite reward checkpoint ('' = shipped)")
     ap.add_argument("--out", default=str(ROOT / "out" / "bench" / "table3"))
+    ap.add_argument("--jobs", type=int, default=1,
+                    help="rows run at once, each in its own process (with --workers each): the "
+                         "whole table as one command; a failed row stops the run")
+    ap.add_argument("--row-only", action="store_true", help=argparse.SUPPRESS)   # --jobs' rows: no report
     ap.add_argument("--report", action="store_true", help="only merge the per-config results")
     ap.add_argument("--runs", nargs="*", default=[],
                     help="folders with re-runs of the same rows (other --seed): the report lists each "
@@ -543,7 +618,13 @@ def main(argv=None) -> int:
                      "choose seeds neither uses")
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
-    if not a.report:
+    if a.jobs < 1:
+        ap.error(f"--jobs {a.jobs}: must be >= 1")
+    if not a.report and a.jobs > 1 and len(a.configs) > 1:
+        (out / "table3_run.json").unlink(missing_ok=True)
+        run_together(a, sys.argv[1:] if argv is None else list(argv), out)
+    elif not a.report:
+        (out / "table3_run.json").unlink(missing_ok=True)   # a row run on its own: not timed together
         for name in a.configs:
             res = run_config(name, a)
             (out / f"{name}.json").write_text(json.dumps(res, indent=1))
@@ -557,7 +638,8 @@ def main(argv=None) -> int:
                 sel = ev["selected"]
                 print(f"{name}, iteration {sel['iteration']} chosen on the validation seeds: success "
                       f"{sel['success_rate']:.2f} CI {sel['ci95'][0]:.2f}-{sel['ci95'][1]:.2f}", flush=True)
-    report(out, [Path(d) for d in a.runs])
+    if not a.row_only:
+        report(out, [Path(d) for d in a.runs])
     return 0
 
 

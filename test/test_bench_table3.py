@@ -189,3 +189,40 @@ def test_validation_seeds_that_overlap_the_evaluation_are_refused(tmp_path, caps
         bench.main(["--configs", "oracle", "--iterations", "2", "--select-at", "3", "--out", str(tmp_path)])
     assert "must be in 0..--iterations (2)" in capsys.readouterr().err
     assert not (tmp_path / "oracle.json").exists()
+
+
+def test_options_are_passed_on_without_the_ones_the_parent_uses():
+    bench = _bench()
+    argv = ["--task", "PushCube-v1", "--configs", "il", "oracle", "--jobs", "2", "--eval-stochastic",
+            "--lr=1e-4", "--select-at", "0", "5", "--configs=random"]
+    assert bench._without(argv, "--configs", "--jobs") == [
+        "--task", "PushCube-v1", "--eval-stochastic", "--lr=1e-4", "--select-at", "0", "5"]
+
+
+def test_the_whole_table_runs_as_one_command_with_rows_side_by_side(tmp_path):
+    """--jobs 2: two real (tiny) rows in ManiSkill, each in its own process; the table is made
+    from both and says how long they took together."""
+    bench = _bench()
+    assert bench.main(["--task", "PushCube-v1", "--configs", "il", "random", "--jobs", "2",
+                       "--iterations", "1", "--episodes-per-iteration", "2", "--group-size", "2",
+                       "--eval-episodes", "2", "--max-ticks", "6", "--workers", "0", "--camera", "64",
+                       "--out", str(tmp_path)]) == 0
+    run = json.loads((tmp_path / "table3_run.json").read_text())
+    assert run["jobs"] == 2 and run["configs"] == ["il", "random"] and run["elapsed_s"] > 0
+    summary = json.loads((tmp_path / "table3_PushCube.json").read_text())
+    assert set(summary["rows"]) == {"il", "random"} and summary["together"] == run
+    for name in ("il", "random"):      # each row ran in its own process, with only its own row
+        row = json.loads((tmp_path / f"{name}.json").read_text())
+        assert row["eval"]["episodes"] == 2 and "--jobs 1 --row-only" in row["command"]
+        assert f"--configs {name} " in row["command"]
+    assert "run as one command with --jobs 2" in (tmp_path / "table3.md").read_text()
+
+
+def test_a_row_that_fails_stops_the_table_with_its_log(tmp_path):
+    bench = _bench()
+    with pytest.raises(SystemExit) as err:
+        bench.main(["--configs", "il", "oracle", "--jobs", "2", "--checkpoint", str(tmp_path / "none.pt"),
+                    "--workers", "0", "--out", str(tmp_path)])
+    msg = str(err.value)
+    assert "failed (exit 1)" in msg and "the other rows were stopped" in msg and "none.pt" in msg
+    assert not (tmp_path / "table3_run.json").exists() and not (tmp_path / "table3.md").exists()
