@@ -18,7 +18,11 @@ LABELS = {"il": "IL (BC)", "il_rerun": "IL (BC),\nre-run", "oracle_explore0.1_lr
           "oracle_group4_sil0.25_ep16_seed0": "+ self-im.,\n16 per it.",
           "oracle_group4_sil0.25_ep16_seed1": "+ self-im.,\n16 per it., seed 1",
           "oracle_group4_sil0.25_seed2_ema0.8": "+ self-im.,\n--seed 2",
-          "oracle_group4_sil0.25_seed3_ema0.8": "+ self-im.,\n--seed 3"}
+          "oracle_group4_sil0.25_seed3_ema0.8": "+ self-im.,\n--seed 3",
+          "oracle_group4_sil0.25_bc4_seed8": "+ self-im.,\n4 BC epochs, seed 8",
+          "oracle_group4_sil0.25_bc4_seed9": "+ self-im.,\n4 BC epochs, seed 9",
+          "oracle_group4_sil0.25_bc1_seed8": "+ self-im.,\n1 BC epoch, seed 8",
+          "oracle_group4_sil0.25_bc1_seed9": "+ self-im.,\n1 BC epoch, seed 9"}
 
 
 def main(path: str) -> Path:
