@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import hashlib
 import json
 import math
 import sys
@@ -83,7 +84,10 @@ def run_config(name: str, a) -> dict:
     git_rev = git_revision()       # the code this run started with (commits may land meanwhile)
     from lrm_ros.policy.adapter import DEFAULT_CHECKPOINT
     ckpt = a.checkpoint or str(DEFAULT_CHECKPOINT)
-    model, _ = load_policy(ckpt)
+    model, ckpt_meta = load_policy(ckpt)
+    start = {"path": str(ckpt), "shipped": not a.checkpoint,      # the policy every row starts from
+             "sha256": hashlib.sha256(Path(ckpt).read_bytes()).hexdigest(),
+             **{k: ckpt_meta[k] for k in ("tasks", "episodes", "epochs") if k in ckpt_meta}}
     init, _ = load_policy(ckpt)
     for p in init.parameters():
         p.requires_grad_(False)
@@ -229,6 +233,7 @@ def run_config(name: str, a) -> dict:
             "kl_coef": a.kl_coef, "target_kl": a.target_kl, "bc_epochs": a.bc_epochs,
             "success_threshold": a.success_threshold, "success_top_fraction": a.success_top_fraction,
             "sil_top_fraction": a.sil_top_fraction, "lite_checkpoint": a.lite_checkpoint,
+            "il_checkpoint": start,
             "eval_ema": a.eval_ema,
             "selection": {"at": select_at, "validation_seeds": [val_seeds[0], val_seeds[-1]],
                           "validation": validation} if select_at else None,
@@ -246,6 +251,11 @@ def report(out: Path, runs: Sequence[Path] = ()) -> dict:
             rows[p.stem] = json.loads(p.read_text())
     if not rows:
         raise SystemExit(f"no per-config results in {out}")
+    starts = {n: r["il_checkpoint"]["sha256"] for n, r in rows.items() if "il_checkpoint" in r}
+    if len(set(starts.values())) > 1:      # rows paired against IL must start from that IL
+        raise SystemExit(f"the rows in {out} started from different IL policies (SHA-256 "
+                         f"{', '.join(f'{n}: {h[:12]}' for n, h in sorted(starts.items()))}); "
+                         "put each start's rows in their own --out folder")
     def rate(name):
         return rows.get(name, {}).get("eval", {}).get("success_rate", math.nan)
 
@@ -360,6 +370,11 @@ def _runs(name: str, row: dict, out: Path, runs: Sequence[Path]):
             if r["task"] != row["task"] or r["eval"]["episodes"] != row["eval"]["episodes"]:
                 raise SystemExit(f"{p}: {r['task']} / {r['eval']['episodes']} evaluation episodes; "
                                  f"{out / (name + '.json')} has {row['task']} / {row['eval']['episodes']}: "
+                                 "--runs must hold re-runs of the same rows")
+            if "il_checkpoint" in r and "il_checkpoint" in row and \
+                    r["il_checkpoint"]["sha256"] != row["il_checkpoint"]["sha256"]:
+                raise SystemExit(f"{p} started from another IL policy ({r['il_checkpoint']['path']}) than "
+                                 f"{out / (name + '.json')} ({row['il_checkpoint']['path']}): "
                                  "--runs must hold re-runs of the same rows")
             if not any(r == seen for _, seen in all_runs):   # a copy (e.g. IL's, which has no training)
                 all_runs.append((Path(d), r))

@@ -191,6 +191,36 @@ def test_validation_seeds_that_overlap_the_evaluation_are_refused(tmp_path, caps
     assert not (tmp_path / "oracle.json").exists()
 
 
+def test_each_row_names_the_il_policy_it_started_from_and_rows_from_different_starts_are_not_merged(tmp_path):
+    """--checkpoint: a real (tiny) IL row in ManiSkill from a policy other than the shipped one
+    records that policy's path, SHA-256 and demonstrations; the report refuses to pair rows that
+    started from different policies (their gains against IL would be against another IL)."""
+    import hashlib
+    import torch
+    from lrm_ros.policy.adapter import DEFAULT_CHECKPOINT
+    from lrm_ros.policy.tiny_vla import load_policy, save_policy
+    bench = _bench()
+    torch.set_num_threads(1)
+    model, _ = load_policy(DEFAULT_CHECKPOINT)
+    weak = tmp_path / "weak.pt"
+    save_policy(model, weak, {"algorithm": "bc", "tasks": ["PushCube-v1"], "episodes": 16, "epochs": 300})
+    out = tmp_path / "rows"
+    assert bench.main(["--task", "PushCube-v1", "--configs", "il", "--eval-episodes", "1", "--max-ticks", "6",
+                       "--workers", "0", "--camera", "64", "--checkpoint", str(weak), "--out", str(out)]) == 0
+    start = json.loads((out / "il.json").read_text())["il_checkpoint"]
+    assert start == {"path": str(weak), "shipped": False, "sha256": hashlib.sha256(weak.read_bytes()).hexdigest(),
+                     "tasks": ["PushCube-v1"], "episodes": 16, "epochs": 300}
+    other = _row("oracle", 1, n=1)
+    other["task"] = "PushCube-v1"
+    other["il_checkpoint"] = dict(start, path=str(DEFAULT_CHECKPOINT), shipped=True,
+                                  sha256=hashlib.sha256(Path(DEFAULT_CHECKPOINT).read_bytes()).hexdigest())
+    (out / "oracle.json").write_text(json.dumps(other))
+    (out / "table3_PushCube.json").unlink()         # the IL run's own report
+    with pytest.raises(SystemExit, match="started from different IL policies"):
+        bench.report(out)
+    assert not (out / "table3_PushCube.json").exists()
+
+
 def test_options_are_passed_on_without_the_ones_the_parent_uses():
     bench = _bench()
     argv = ["--task", "PushCube-v1", "--configs", "il", "oracle", "--jobs", "2", "--eval-stochastic",
