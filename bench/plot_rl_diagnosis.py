@@ -22,7 +22,8 @@ LABELS = {"il": "IL (BC)", "il_rerun": "IL (BC),\nre-run", "oracle_explore0.1_lr
           "oracle_group4_sil0.25_bc4_seed8": "+ self-im.,\n4 BC epochs, seed 8",
           "oracle_group4_sil0.25_bc4_seed9": "+ self-im.,\n4 BC epochs, seed 9",
           "oracle_group4_sil0.25_bc1_seed8": "+ self-im.,\n1 BC epoch, seed 8",
-          "oracle_group4_sil0.25_bc1_seed9": "+ self-im.,\n1 BC epoch, seed 9"}
+          "oracle_group4_sil0.25_bc1_seed9": "+ self-im.,\n1 BC epoch, seed 9",
+          "oracle_seed0": "PPO + self-im.,\nseed 0", "oracle_seed1": "PPO + self-im.,\nseed 1"}
 
 
 def main(path: str) -> Path:
@@ -43,7 +44,7 @@ def main(path: str) -> Path:
         a1.axhspan(lo, hi, color="grey", alpha=0.15)
     a1.set_ylabel("success, deterministic eval episodes (95% Wilson)")
     a1.set_ylim(0, 0.6)
-    a1.set_title(f"{d['task']} from the shipped tiny_vla")
+    a1.set_title(f"{d['task']} from {d.get('start', 'the shipped tiny_vla')}")
     a1.tick_params(axis="x", labelsize=7, labelrotation=40)
     plt.setp(a1.get_xticklabels(), ha="right", rotation_mode="anchor")
     for k in names:
