@@ -23,7 +23,8 @@ LABELS = {"il": "IL (BC)", "il_rerun": "IL (BC),\nre-run", "oracle_explore0.1_lr
           "oracle_group4_sil0.25_bc4_seed9": "+ self-im.,\n4 BC epochs, seed 9",
           "oracle_group4_sil0.25_bc1_seed8": "+ self-im.,\n1 BC epoch, seed 8",
           "oracle_group4_sil0.25_bc1_seed9": "+ self-im.,\n1 BC epoch, seed 9",
-          "oracle_seed0": "PPO + self-im.,\nseed 0", "oracle_seed1": "PPO + self-im.,\nseed 1"}
+          "oracle_seed0": "PPO + self-im.,\nseed 0", "oracle_seed1": "PPO + self-im.,\nseed 1",
+          "oracle_seed2": "PPO + self-im.,\nseed 2", "oracle_seed3": "PPO + self-im.,\nseed 3"}
 
 
 def main(path: str) -> Path:
