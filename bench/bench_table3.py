@@ -85,7 +85,8 @@ def run_config(name: str, a) -> dict:
     from lrm_ros.policy.adapter import DEFAULT_CHECKPOINT
     ckpt = a.checkpoint or str(DEFAULT_CHECKPOINT)
     model, ckpt_meta = load_policy(ckpt)
-    start = {"path": str(ckpt), "shipped": not a.checkpoint,      # the policy every row starts from
+    # the policy every row starts from, recorded so that rows from different starts are never paired
+    start = {"path": str(ckpt), "shipped": Path(ckpt).resolve() == Path(DEFAULT_CHECKPOINT).resolve(),
              "sha256": hashlib.sha256(Path(ckpt).read_bytes()).hexdigest(),
              **{k: ckpt_meta[k] for k in ("tasks", "episodes", "epochs") if k in ckpt_meta}}
     init, _ = load_policy(ckpt)
