@@ -89,7 +89,7 @@ def run_config(name: str, a) -> dict:
     start = {"path": str(ckpt), "shipped": Path(ckpt).resolve() == Path(DEFAULT_CHECKPOINT).resolve(),
              "sha256": hashlib.sha256(Path(ckpt).read_bytes()).hexdigest(),
              **{k: ckpt_meta[k] for k in ("tasks", "episodes", "epochs") if k in ckpt_meta}}
-    init, _ = load_policy(ckpt)
+    init = copy.deepcopy(model)        # the frozen start, for the KL to it
     for p in init.parameters():
         p.requires_grad_(False)
     if a.explore_std > 0 and name != "il":
