@@ -59,7 +59,7 @@ CONFIGS = ("il", "oracle", "progress", "completion", "contrastive", "tri", "filt
 FILTERED = ("filtered_bc", "filtered_bc_oracle")
 SETTINGS = ("episodes_per_iteration", "interval", "reward_transform", "explore_std", "reuse_iterations", "freeze_projections",
             "lr", "advantage", "group_size", "minibatch", "update_epochs", "kl_coef", "target_kl",
-            "bc_epochs", "success_threshold", "success_top_fraction", "sil_top_fraction", "workers", "camera")
+            "bc_epochs", "success_threshold", "success_top_fraction", "sil_top_fraction", "sil_demos", "workers", "camera")
 LITE = ("progress", "completion", "contrastive", "tri")
 
 
@@ -90,6 +90,15 @@ def run_config(name: str, a) -> dict:
              "sha256": hashlib.sha256(Path(ckpt).read_bytes()).hexdigest(),
              **{k: ckpt_meta[k] for k in ("tasks", "episodes", "epochs") if k in ckpt_meta}}
     init = copy.deepcopy(model)        # the frozen start, for the KL to it
+    demos, demo_info = None, None      # --sil-demos: cloned beside self-imitation's picks
+    if a.sil_demos and name not in FILTERED and name != "il" and a.sil_top_fraction > 0:
+        from lrm_ros.policy.tiny_vla import bc_arrays_from_episodes
+        from lrm_ros.policy.train_bc import load_demo_episodes
+        demo_eps = load_demo_episodes(a.sil_demos, image_size=a.camera)
+        img, txt, pro, act = bc_arrays_from_episodes(demo_eps)
+        demos = (np.concatenate([img, txt, pro], axis=1), act)
+        demo_info = {"dirs": list(a.sil_demos), "episodes": len(demo_eps), "steps": int(len(act)),
+                     "tasks": sorted({e.task for e in demo_eps})}
     for p in init.parameters():
         p.requires_grad_(False)
     if a.explore_std > 0 and name != "il":
@@ -174,7 +183,7 @@ def run_config(name: str, a) -> dict:
                     trained.append(e)
                 best = top_returns(returns, ppo.sil_top_fraction)
                 stats.update(self_imitation_update(model, [trained[k] for k in best], lcfg,
-                                                   seed=a.seed + it))
+                                                   seed=a.seed + it, demos=demos))
         row = {"iteration": it + 1, "train_success": float(np.mean([e.success for e in eps])),
                "mean_return": float(np.mean([e.reward.sum() for e in eps])),
                "oracle_return": float(np.mean([e.normalized_dense_rewards[1:].sum() for e in eps])),
@@ -234,7 +243,7 @@ def run_config(name: str, a) -> dict:
             "kl_coef": a.kl_coef, "target_kl": a.target_kl, "bc_epochs": a.bc_epochs,
             "success_threshold": a.success_threshold, "success_top_fraction": a.success_top_fraction,
             "sil_top_fraction": a.sil_top_fraction, "lite_checkpoint": a.lite_checkpoint,
-            "il_checkpoint": start,
+            "il_checkpoint": start, "sil_demos": demo_info,
             "eval_ema": a.eval_ema,
             "selection": {"at": select_at, "validation_seeds": [val_seeds[0], val_seeds[-1]],
                           "validation": validation} if select_at else None,
@@ -611,6 +620,10 @@ def main(argv=None) -> int:
     ap.add_argument("--validation-seed", type=int, default=11_000,
                     help="--select-at: the first validation seed (disjoint from the evaluation's "
                          "and from training's, which start at 100000)")
+    ap.add_argument("--sil-demos", nargs="*", default=[], metavar="DIR",
+                    help="demo folders (lrm-ros demos) whose episodes PPO's self-imitation clones "
+                         "beside its best-return rollouts, to hold the policy near the "
+                         "demonstrations (default: none)")
     ap.add_argument("--lite-checkpoint", default="", help="lite reward checkpoint ('' = shipped)")
     ap.add_argument("--out", default=str(ROOT / "out" / "bench" / "table3"))
     ap.add_argument("--jobs", type=int, default=1,
@@ -632,6 +645,8 @@ def main(argv=None) -> int:
             ap.error(f"--validation-seed {a.validation_seed}: the validation seeds overlap the evaluation's "
                      f"({a.eval_seed}..{a.eval_seed + a.eval_episodes - 1}) or training's (100000 on); "
                      "choose seeds neither uses")
+    if a.sil_demos and a.sil_top_fraction <= 0:
+        ap.error("--sil-demos are cloned by PPO's self-imitation; it is off (--sil-top-fraction 0)")
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     if a.jobs < 1:

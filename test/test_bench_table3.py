@@ -221,6 +221,34 @@ def test_each_row_names_the_il_policy_it_started_from_and_rows_from_different_st
     assert not (out / "table3_PushCube.json").exists()
 
 
+def test_self_imitation_clones_the_given_demonstrations_beside_its_picks(tmp_path, capsys):
+    """--sil-demos: a real (tiny) oracle row in ManiSkill whose self-imitation step clones the
+    episodes of a real demo bag with its picks; the row records which demos; without
+    self-imitation the option is refused."""
+    import torch
+    from lrm_ros.sim.demos import generate_demos
+    from lrm_ros.sim.maniskill_env import SimConfig
+    bench = _bench()
+    torch.set_num_threads(1)
+    demos = tmp_path / "demos"
+    generate_demos(["PushCube-v1"], 1, demos, SimConfig(env_id="PushCube-v1", camera_width=64, camera_height=64,
+                                                        max_episode_ticks=100), seed=0, progress=False)
+    common = ["--task", "PushCube-v1", "--configs", "oracle", "--iterations", "1", "--episodes-per-iteration", "2",
+              "--group-size", "2", "--eval-episodes", "1", "--max-ticks", "6", "--workers", "0",
+              "--camera", "64", "--sil-demos", str(demos), "--out", str(tmp_path / "rows")]
+    with pytest.raises(SystemExit):
+        bench.main(common + ["--sil-top-fraction", "0"])
+    assert "self-imitation; it is off" in capsys.readouterr().err
+    assert bench.main(common + ["--sil-top-fraction", "0.5"]) == 0
+    res = json.loads((tmp_path / "rows" / "oracle.json").read_text())
+    info = res["sil_demos"]
+    assert info["dirs"] == [str(demos)] and info["episodes"] == 1 and info["tasks"] == ["PushCube-v1"]
+    assert info["steps"] > 6                 # a whole demonstration, longer than the rollouts' 6 ticks
+    (it,) = res["history"]
+    assert it["sil_episodes"] == 1 and it["sil_demo_steps"] == info["steps"]
+    assert it["sil_steps"] == info["steps"] + 6
+
+
 def test_options_are_passed_on_without_the_ones_the_parent_uses():
     bench = _bench()
     argv = ["--task", "PushCube-v1", "--configs", "il", "oracle", "--jobs", "2", "--eval-stochastic",

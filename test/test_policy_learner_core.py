@@ -14,7 +14,7 @@ from lrm_ros.learn.learner_config import LearnerConfig
 from lrm_ros.learn.ppo import PPOConfig, discounted_returns
 from lrm_ros.learn.rl import Learner
 from lrm_ros.learn.updates import (episode_return, episode_succeeded, filtered_bc_update, judge_successes,
-                                   step_rewards, top_returns)
+                                   self_imitation_update, step_rewards, top_returns)
 from lrm_ros.policy.adapter import (PolicyAdapter, PolicyObservation, TinyVLAAdapter,
                                     adapter_class)
 from lrm_ros.policy.runtime import ObservationSync, PolicyNodeConfig, PolicyRuntime, TickInfo
@@ -802,3 +802,34 @@ def test_ppo_self_imitation_clones_the_best_return_episodes_so_far(tmp_path):
     _record_episodes(again.store, 4, T=6, seed=4)
     second = again.train_iteration()
     assert len(again.sil_returns) == 8 and second.stats["sil_episodes"] == 2
+
+
+def test_self_imitation_clones_the_demonstrations_beside_its_picks():
+    """`demos` (the steps the IL policy was cloned from) are cloned with the picked episodes:
+    the policy's mean moves towards both; demos of another feature width are refused."""
+    rng = np.random.default_rng(5)
+    torch.manual_seed(5)
+    model = TinyVLA(CFG)
+    D = model.feature_dim
+    picked = {"features": rng.normal(size=(8, D)).astype(np.float32),
+              "action": np.full((8, 7), 0.5, np.float32), "meta": {"extra": {"env_success": True}}}
+    demos = (rng.normal(size=(16, D)).astype(np.float32), np.full((16, 7), -0.5, np.float32))
+    cfg = LearnerConfig(store_dir="unused", bc_epochs=60, bc_lr=1e-3)
+
+    def err(m, x, y):
+        with torch.no_grad():
+            return float(((m(*m.split(torch.as_tensor(x)))[0] - torch.as_tensor(y)) ** 2).mean())
+
+    alone, mixed = TinyVLA(CFG), TinyVLA(CFG)
+    alone.load_state_dict(model.state_dict())
+    mixed.load_state_dict(model.state_dict())
+    s_alone = self_imitation_update(alone, [picked], cfg, seed=1)
+    s_mixed = self_imitation_update(mixed, [picked], cfg, seed=1, demos=demos)
+    assert s_alone["sil_steps"] == 8 and "sil_demo_steps" not in s_alone
+    assert s_mixed["sil_steps"] == 24 and s_mixed["sil_demo_steps"] == 16 and s_mixed["sil_env_successes"] == 1
+    before = err(model, *demos)
+    assert err(mixed, *demos) < 0.2 * before, (before, err(mixed, *demos))
+    assert err(alone, *demos) > 0.5 * before        # the picks alone do not teach the demos
+    assert err(mixed, picked["features"], picked["action"]) < 0.2 * err(model, picked["features"], picked["action"])
+    with pytest.raises(ValueError, match="features per step"):
+        self_imitation_update(mixed, [picked], cfg, demos=(demos[0][:, :10], demos[1]))

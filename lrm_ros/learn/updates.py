@@ -265,13 +265,16 @@ def filtered_bc_update(model, episodes: Sequence[dict], cfg: LearnerConfig, seed
     return stats
 
 
-def _clone(model, chosen: Sequence[dict], cfg: LearnerConfig, seed: int) -> Dict[str, float]:
-    """`cfg.bc_epochs` passes of behaviour cloning on the steps of `chosen` (none: no change)."""
+def _clone(model, chosen: Sequence[dict], cfg: LearnerConfig, seed: int,
+           extra: Optional[Tuple[np.ndarray, np.ndarray]] = None) -> Dict[str, float]:
+    """`cfg.bc_epochs` passes of behaviour cloning on the steps of `chosen` and the `extra`
+    (features, actions) steps (none of either: no change)."""
     from lrm_ros.policy.tiny_vla import train_bc
-    if not chosen:
+    parts = [(e["features"], e["action"]) for e in chosen] + ([extra] if extra is not None else [])
+    if not parts:
         return {"steps": 0.0}
-    feats = np.concatenate([e["features"] for e in chosen]).astype(np.float32)
-    acts = np.concatenate([e["action"] for e in chosen]).astype(np.float32)
+    feats = np.concatenate([f for f, _ in parts]).astype(np.float32)
+    acts = np.concatenate([a for _, a in parts]).astype(np.float32)
     img, txt, pro = (a.numpy() for a in model.split(_torch().as_tensor(feats)))
     _, hist = train_bc(img, txt, pro, acts, epochs=cfg.bc_epochs, lr=cfg.bc_lr, seed=seed,
                        progress=False, model=model)
@@ -292,13 +295,22 @@ def top_returns(returns: Dict, fraction: float) -> List:
     return sorted(returns, key=lambda name: (-returns[name], name))[:k]
 
 
-def self_imitation_update(model, episodes: Sequence[dict], cfg: LearnerConfig,
-                          seed: int = 0) -> Dict[str, float]:
+def self_imitation_update(model, episodes: Sequence[dict], cfg: LearnerConfig, seed: int = 0,
+                          demos: Optional[Tuple[np.ndarray, np.ndarray]] = None) -> Dict[str, float]:
     """PPO's self-imitation step (`PPOConfig.sil_top_fraction`): behaviour cloning on the given
-    best-return episodes; reports how many of them the simulator calls successful, where known."""
+    best-return episodes, together with the `demos` steps (features, actions) when given (the
+    demonstrations the IL policy was cloned from: they hold the policy near what it was taught
+    while it imitates its own best rollouts); reports how many of the episodes the simulator
+    calls successful, where known."""
     known = [e["meta"].get("extra", e["meta"]).get("env_success") for e in episodes]
     stats = {"sil_episodes": float(len(episodes))}
     if episodes and all(k is not None for k in known):
         stats["sil_env_successes"] = float(sum(bool(k) for k in known))
-    stats.update({f"sil_{k}": v for k, v in _clone(model, episodes, cfg, seed).items()})
+    if demos is not None:
+        if len(demos[0]) != len(demos[1]) or demos[0].shape[-1] != model.feature_dim:
+            raise ValueError(f"self-imitation demos: {len(demos[0])} feature rows of width "
+                             f"{demos[0].shape[-1]} for {len(demos[1])} actions; the policy takes "
+                             f"{model.feature_dim} features per step")
+        stats["sil_demo_steps"] = float(len(demos[1]))
+    stats.update({f"sil_{k}": v for k, v in _clone(model, episodes, cfg, seed, extra=demos).items()})
     return stats
