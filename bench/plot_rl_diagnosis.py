@@ -23,6 +23,9 @@ LABELS = {"il": "IL (BC)", "il_rerun": "IL (BC),\nre-run", "oracle_explore0.1_lr
           "oracle_group4_sil0.25_bc4_seed9": "+ self-im.,\n4 BC epochs, seed 9",
           "oracle_group4_sil0.25_bc1_seed8": "+ self-im.,\n1 BC epoch, seed 8",
           "oracle_group4_sil0.25_bc1_seed9": "+ self-im.,\n1 BC epoch, seed 9",
+          "oracle_group4_sil0.25_demos47_seed10": "+ self-im. with\n47 demos, seed 10",
+          "oracle_group4_sil0.25_demos47_seed11": "+ self-im. with\n47 demos, seed 11",
+          "oracle_group4_sil0.25_lr3e-5_seed12": "+ self-im.,\nlr 3e-5, seed 12",
           "oracle_seed0": "PPO + self-im.,\nseed 0", "oracle_seed1": "PPO + self-im.,\nseed 1",
           "oracle_seed2": "PPO + self-im.,\nseed 2", "oracle_seed3": "PPO + self-im.,\nseed 3"}
 
